@@ -1,0 +1,1 @@
+"""Agents that train on any textgym environment through its public API (see the agents issue)."""

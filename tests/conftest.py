@@ -1,0 +1,93 @@
+"""Fixtures: tiny random-weight HF models, built and saved locally (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CORPUS = [
+    "the movie was great and the acting was wonderful",
+    "the plot was boring and the ending was terrible",
+    "i watched this film last night with my friends",
+    "a quiet drama about a family in a small town",
+    "the soundtrack is loud but the story is thin",
+] * 4
+
+
+def build_tiny_lm(
+    out: Path, arch: str = "gpt2", with_pad: bool = False, seed: int = 0
+) -> Path:
+    """Save a tiny random-weight causal LM and a byte-level BPE tokenizer to ``out``.
+
+    ``arch`` is ``"gpt2"`` (absolute positions, no BOS) or ``"llama"`` (rotary positions,
+    BOS prepended). Without ``with_pad`` the tokenizer has no pad token, like GPT-2's and
+    Llama's own.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
+
+    specials = ["<|endoftext|>"] + (["<s>"] if arch == "llama" else []) + (
+        ["<pad>"] if with_pad else []
+    )
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    kwargs = {"eos_token": "<|endoftext|>"}
+    if arch == "llama":
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+        )
+        kwargs["bos_token"] = "<s>"
+    if with_pad:
+        kwargs["pad_token"] = "<pad>"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+    vocab = len(tokenizer)
+    torch.manual_seed(seed)
+    if arch == "gpt2":
+        config = GPT2Config(
+            vocab_size=vocab, n_positions=128, n_embd=32, n_layer=2, n_head=2,
+            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+        )
+        model = GPT2LMHeadModel(config)
+    elif arch == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        )
+        model = LlamaForCausalLM(config)
+    else:
+        raise ValueError(arch)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_padded(tmp_path_factory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-gpt2-pad"), "gpt2", with_pad=True)

@@ -1,0 +1,60 @@
+"""textgym: text generation as a Gymnasium environment, next to a gridworld.
+
+Importing this package registers the environments with Gymnasium::
+
+    import gymnasium as gym
+    import textgym  # noqa: F401  (registers TextGen-v0 and GridWorld-v0)
+
+    env = gym.make("TextGen-v0")
+
+Gymnasium 1.x does not auto-load plugins, so the import is needed; alternatively
+``gym.make("textgym:TextGen-v0")`` imports the package itself. Registration uses lazy
+string entry points: importing textgym does not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gymnasium.envs.registration import register, registry
+
+__version__ = "0.1.0"
+
+__all__ = ["GridWorldEnv", "TextGenEnv", "__version__"]
+
+if TYPE_CHECKING:
+    from textgym.envs.gridworld import GridWorldEnv
+    from textgym.envs.textgen import TextGenEnv
+
+
+def _register_envs() -> None:
+    if "TextGen-v0" not in registry:
+        register(
+            id="TextGen-v0",
+            entry_point="textgym.envs.textgen:TextGenEnv",
+            vector_entry_point="textgym.envs.textgen_vector:TextGenVectorEnv",
+        )
+    if "GridWorld-v0" not in registry:
+        register(
+            id="GridWorld-v0",
+            entry_point="textgym.envs.gridworld:GridWorldEnv",
+            vector_entry_point="textgym.envs.gridworld:GridWorldVectorEnv",
+            max_episode_steps=100,
+        )
+
+
+_register_envs()
+
+_LAZY = {
+    "TextGenEnv": "textgym.envs.textgen",
+    "GridWorldEnv": "textgym.envs.gridworld",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that a gridworld user never pays for importing torch.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'textgym' has no attribute {name!r}")

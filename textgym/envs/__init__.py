@@ -1,0 +1,1 @@
+"""The environments. Import the submodules directly; this package imports nothing heavy."""

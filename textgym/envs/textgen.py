@@ -1,0 +1,239 @@
+"""TextGen-v0: generating one text, token by token, as a Gymnasium episode."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from textgym.envs.textgen_core import PolicyScorer, TextGenCore
+from textgym.render import render_ansi, render_rgb
+
+
+class TextGenEnv(gym.Env):
+    """
+    ## Description
+
+    Text generation as reinforcement learning, the way RLHF frames it (Ziegler et al., 2019;
+    Ouyang et al., 2022). An episode starts from a prompt; each step the agent appends one
+    token; the episode ends with an end-of-sequence token or after ``max_new_tokens``. Each
+    token earns a KL-penalty step reward against a frozen reference (SFT) model, and the
+    finished text earns a reward-model score.
+
+    The default task (no arguments) uses the bundled tiny GPT-2 trained on synthetic movie
+    reviews, the bundled review openings as prompts and VADER sentiment of the continuation
+    as the reward model: steer the model towards positive reviews while staying close to it.
+
+    ## Action Space
+
+    ``action_mode="vocab"``: ``Discrete(V)``, the id of the next token.
+    ``action_mode="topk"``: ``Discrete(top_k)``, action ``i`` is the reference model's
+    ``i``-th most likely next token (the candidates are part of the observation).
+
+    ## Observation Space
+
+    ``Dict(input_ids=Box(0, V-1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))``: the
+    prompt followed by the generated tokens, right-padded, ``L = max_prompt_tokens +
+    max_new_tokens``. ``"topk"`` mode adds ``candidate_ids`` ``(top_k,)`` int64 and
+    ``candidate_logprobs`` ``(top_k,)`` float32 (the reference's log-probs renormalised over
+    the candidates). Every returned array is a fresh copy.
+
+    ## Starting State
+
+    A prompt drawn uniformly from the prompt set with ``self.np_random``, or the one given
+    by ``reset(options={"prompt": text})`` / ``options={"prompt_index": i}``.
+
+    ## Rewards
+
+    With ``log r = log pi_ref(a_t|s_t) - log pi(a_t|s_t)``::
+
+        r_t = -kl_coef * k(log r)                 every step (k1 = -log r, k2, k3)
+            + RM(prompt, text) [- missing_eos_penalty]   on the last step
+
+    ``pi`` comes from a policy scorer attached with `attach_policy`. With none attached the
+    reference-only form ``r_t = kl_coef * log pi_ref(a_t|s_t)`` is used (a warning is shown
+    once): it is the KL-regularised objective when the agent adds an entropy bonus of
+    ``kl_coef``. In ``"topk"`` mode ``log pi_ref`` is renormalised over the candidates.
+
+    ## Episode End
+
+    ``terminated=True`` on EOS or when ``max_new_tokens`` tokens were generated (the RM score
+    is the true end). ``truncated`` only comes from an outer ``TimeLimit``.
+
+    ## Information
+
+    Every step: ``ref_logprob``, ``kl_coef`` and, with a scorer, ``policy_logprob`` and
+    ``kl``. The last step adds ``rm_score``, ``prompt``, ``text`` (decoded once per episode)
+    and, with a scorer, ``episode_kl`` (the summed KL estimate of the episode).
+
+    ## Arguments
+
+    - ``model``: HF name or local path of the causal LM that defines the vocabulary and, by
+      default, the reference (default: the bundled tiny model).
+    - ``reference_model``: the frozen reference model (default: ``model``).
+    - ``reward_model``: a `textgym.rewards.RewardModel`, a callable ``(prompts, texts) ->
+      scores``, a name (``"sentiment"``) or a path to a HF sequence-classification model.
+    - ``prompts``: a list of strings, a .txt / .jsonl path, or ``None`` for the bundled set.
+    - ``max_new_tokens`` (24), ``max_prompt_tokens`` (24): episode length and prompt budget;
+      longer prompts are cut from the left with a one-time warning.
+    - ``kl_coef`` (0.05), ``kl_estimator`` (``"k1"``, ``"k2"``, ``"k3"``), ``kl_target``
+      (adaptive beta, Ziegler et al.) and ``kl_horizon`` (10000).
+    - ``action_mode`` (``"vocab"`` / ``"topk"``), ``top_k`` (10), ``top_p`` (1.0): the
+      candidate set of ``"topk"`` mode and of `action_masks`.
+    - ``missing_eos_penalty`` (0.0): subtracted when an episode ends without EOS.
+    - ``normalize_reward`` (False): scale and shift RM scores so that the reference policy's
+      samples (64, drawn at construction) score mean 0 and std 1.
+    - ``device``, ``dtype``, ``trust_remote_code`` (False): model placement and safety.
+    - ``render_mode``: ``"ansi"`` or ``"rgb_array"``.
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        reference_model: str | os.PathLike | None = None,
+        reward_model: Any = None,
+        prompts: str | os.PathLike | Sequence[str] | None = None,
+        max_new_tokens: int = 24,
+        max_prompt_tokens: int = 24,
+        kl_coef: float = 0.05,
+        kl_estimator: str = "k1",
+        kl_target: float | None = None,
+        kl_horizon: int = 10_000,
+        action_mode: str = "vocab",
+        top_k: int | None = 10,
+        top_p: float = 1.0,
+        missing_eos_penalty: float = 0.0,
+        normalize_reward: bool = False,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        trust_remote_code: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported: expected one of "
+                f"{self.metadata['render_modes']} or None"
+            )
+        self.render_mode = render_mode
+        self.core = TextGenCore(
+            1,
+            model=model,
+            reference_model=reference_model,
+            reward_model=reward_model,
+            prompts=prompts,
+            max_new_tokens=max_new_tokens,
+            max_prompt_tokens=max_prompt_tokens,
+            kl_coef=kl_coef,
+            kl_estimator=kl_estimator,
+            kl_target=kl_target,
+            kl_horizon=kl_horizon,
+            action_mode=action_mode,
+            top_k=top_k,
+            top_p=top_p,
+            missing_eos_penalty=missing_eos_penalty,
+            normalize_reward=normalize_reward,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+        )
+        self.observation_space = self.core.observation_space
+        self.action_space = self.core.action_space
+        self._episode_tokens: list[int] = []
+        self._step_rewards: list[float] = []
+        self._rm_score: float | None = None
+
+    # Public handles on what the env loaded.
+    @property
+    def reference_model(self) -> torch.nn.Module:
+        return self.core.reference_model
+
+    @property
+    def tokenizer(self):
+        return self.core.tokenizer
+
+    @property
+    def reward_model(self):
+        return self.core.reward_model
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.core.prompts
+
+    @property
+    def kl_coef(self) -> float:
+        """The current beta (moves when ``kl_target`` is set)."""
+        return self.core.kl_controller.value
+
+    def attach_policy(self, scorer: PolicyScorer | None) -> None:
+        """Use ``scorer(input_ids, attention_mask) -> log_probs [B, A]`` as the acting policy
+        pi in the KL step reward; ``None`` detaches it (reference-only reward)."""
+        self.core.attach_policy(scorer)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        if "prompt" in options:
+            self.core.start_rows([0], prompt_texts=[options["prompt"]])
+        else:
+            index = options.get("prompt_index")
+            if index is None:
+                index = int(self.np_random.integers(len(self.core.prompts)))
+            elif not 0 <= int(index) < len(self.core.prompts):
+                raise ValueError(
+                    f"options['prompt_index']={index!r} is out of range: expected an integer "
+                    f"in [0, {len(self.core.prompts)})"
+                )
+            self.core.start_rows([0], prompt_indices=[int(index)])
+        self._episode_tokens, self._step_rewards, self._rm_score = [], [], None
+        info = {"prompt": self.core.row_prompt[0], "prompt_index": int(self.core.prompt_index[0])}
+        return self._obs(), info
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if not self.core.active[0]:
+            raise RuntimeError(
+                "step() called before reset() or after the episode ended (terminated=True): "
+                "call reset() to start a new episode"
+            )
+        result = self.core.step(action)
+        info = result.row_info(0)
+        reward = float(result.rewards[0])
+        position = self.core.prompt_len[0] + self.core.gen_len[0] - 1
+        self._episode_tokens.append(int(self.core.input_ids[0, position]))
+        self._step_rewards.append(float(result.kl_reward[0]))
+        if result.terminated[0]:
+            self._rm_score = info["rm_score"]
+        return self._obs(), reward, bool(result.terminated[0]), False, info
+
+    def reference_logprobs(self) -> np.ndarray:
+        """``(A,)``: the reference policy's log-probs over the action space in the current state
+        (renormalised over the candidates in ``"topk"`` mode)."""
+        return self.core.reference_logprobs([0])[0]
+
+    def action_masks(self) -> np.ndarray:
+        """``(A,)`` bool: True for the reference's top-k / top-p tokens (plus EOS in vocab mode)."""
+        return self.core.action_masks([0])[0]
+
+    def render(self) -> str | np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode= to gym.make")
+            return None
+        tokens = [self.core.tokenizer.decode([t]) for t in self._episode_tokens]
+        prompt = self.core.row_prompt[0]
+        if self.render_mode == "ansi":
+            return render_ansi(prompt, tokens, self._step_rewards, self._rm_score)
+        return render_rgb(prompt, tokens, self._step_rewards, self._rm_score)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {key: value[0] for key, value in self.core.observe([0]).items()}

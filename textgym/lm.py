@@ -1,0 +1,276 @@
+"""Loading a causal LM and its tokenizer, and KV-cached incremental scoring.
+
+Every TextGen step costs one incremental forward of the reference model. `IncrementalLM`
+keeps one KV cache for a batch of rows and advances all rows with a single forward pass.
+Rows are left-padded so that every row's newest token sits in the last cache column; a row
+that starts a new episode has its prompt's keys and values computed on their own and
+spliced into the right end of the cache, while the other rows keep theirs. Columns that
+no row attends to any more are dropped, so the cache stays bounded however long it runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "model"
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks CUDA when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device={device!r} is not a torch device: expected e.g. 'cpu', 'cuda' or 'cuda:1'"
+        ) from err
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"dtype={dtype!r} is not supported: expected one of {sorted(_DTYPES)}")
+
+
+def _model_source(name_or_path: str | os.PathLike | None, argument: str) -> str:
+    """Return a loadable name, or raise a clear error for a path that does not exist."""
+    if name_or_path is None:
+        return str(BUNDLED_MODEL)
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise TypeError(
+            f"{argument}={name_or_path!r} has type {type(name_or_path).__name__}: expected a "
+            "Hugging Face model name or a path to a local model directory"
+        )
+    source = os.fspath(name_or_path)
+    if os.path.exists(source):
+        return source
+    # Hub names look like "gpt2" or "org/name"; anything else is meant as a local path.
+    looks_like_path = (
+        source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+        or os.sep in source.replace("/", "")
+    )
+    if looks_like_path or not source:
+        raise FileNotFoundError(
+            f"{argument}={source!r} does not exist: expected a Hugging Face model name or a "
+            "local directory saved with save_pretrained"
+        )
+    return source
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    trust_remote_code: bool = False,
+    argument: str = "model",
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make sure it can end and pad sequences.
+
+    A tokenizer without a pad token gets its EOS token as pad (the attention mask tells
+    padding apart); one without an EOS token cannot end an episode and is rejected.
+    """
+    source = _model_source(name_or_path, argument)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{argument}={source!r}: could not load a tokenizer ({err}); expected a Hugging "
+            "Face model name or a local directory with tokenizer files"
+        ) from err
+    if tokenizer.eos_token_id is None:
+        raise ValueError(
+            f"{argument}={source!r}: the tokenizer has no eos_token, so an episode could not "
+            "end on end-of-sequence; expected a tokenizer that defines eos_token"
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    argument: str = "model",
+) -> PreTrainedModel:
+    """Load a causal LM from safetensors, frozen and in eval mode (dropout off)."""
+    source = _model_source(name_or_path, argument)
+    progress = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one bar per env construction is noise in RL logs
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=resolve_dtype(dtype),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{argument}={source!r}: could not load a causal LM ({err}); expected a Hugging "
+            "Face model name or a local directory with config.json and model.safetensors"
+        ) from err
+    finally:
+        if progress:
+            hf_logging.enable_progress_bar()
+    model.to(resolve_device(device))
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class IncrementalLM:
+    """A frozen causal LM that advances a batch of rows one token at a time with a KV cache.
+
+    :param model: the causal LM (used in eval mode, under ``torch.inference_mode``).
+    :param num_rows: how many sequences advance together.
+    :param pad_token_id: the token fed for left padding (masked out, never attended to).
+    """
+
+    def __init__(self, model: PreTrainedModel, num_rows: int, pad_token_id: int) -> None:
+        self.model = model
+        self.num_rows = num_rows
+        self.pad_token_id = pad_token_id
+        self.device = model.device
+        self._cache = None
+        self._mask: torch.Tensor | None = None  # (N, T) bool: which cache columns are real
+        self._dense = False  # no row has padding: the mask can be left out of the forward
+        self.lengths = torch.zeros(num_rows, dtype=torch.long, device=self.device)
+
+    @property
+    def cache_length(self) -> int:
+        return 0 if self._mask is None else self._mask.shape[1]
+
+    @torch.inference_mode()
+    def start(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Begin new sequences in ``rows`` from token lists ``prompts``.
+
+        Returns the next-token logits after each prompt, ``(len(rows), V)`` float32.
+        """
+        ids, mask = self._left_pad(prompts)  # (k, P)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        rows_t = torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
+        self.lengths[rows_t] = mask.sum(-1)
+        if self._cache is None or len(rows) == self.num_rows:
+            if list(rows) != list(range(self.num_rows)):
+                raise ValueError("the first start() must begin every row, in order")
+            self._cache = out.past_key_values
+            self._mask = mask.bool()
+        else:
+            self._splice(rows_t, out.past_key_values, mask.bool())
+        self._dense = bool(self._mask.all())
+        return out.logits[:, -1, :].float()
+
+    @torch.inference_mode()
+    def advance(self, tokens: torch.Tensor, live: Sequence[bool] | None = None) -> torch.Tensor:
+        """Feed one token per row, ``(N,)`` int64; returns the next-token logits ``(N, V)``.
+
+        :param live: optional ``(N,)`` bool mask; rows outside it are fed a masked dummy token
+            and keep their length (their logits are meaningless).
+        """
+        if self._cache is None:
+            raise RuntimeError("IncrementalLM.advance() called before start()")
+        ids = tokens.view(-1, 1).to(self.device)
+        if self._dense and live is None:
+            # Every row is exactly as long as the cache: HF's own positions are right.
+            out = self.model(input_ids=ids, past_key_values=self._cache, use_cache=True)
+            self._mask = self._extend_mask(None)
+            self.lengths += 1
+        else:
+            live_t = None if live is None else torch.as_tensor(live, device=self.device)
+            self._mask = self._extend_mask(live_t)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=self._mask.long(),
+                position_ids=self.lengths.view(-1, 1),
+                past_key_values=self._cache,
+                use_cache=True,
+            )
+            self.lengths += 1 if live_t is None else live_t.long()
+            self._dense = bool(self._mask.all())
+        self._cache = out.past_key_values
+        if not self._dense:
+            self._compact()
+        return out.logits[:, -1, :].float()
+
+    def _extend_mask(self, live: torch.Tensor | None) -> torch.Tensor:
+        if live is None:
+            column = torch.ones(self.num_rows, 1, dtype=torch.bool, device=self.device)
+        else:
+            column = live.view(-1, 1).bool()
+        return torch.cat([self._mask, column], dim=1)
+
+    def _left_pad(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            if len(prompt) == 0:
+                raise ValueError("a prompt must have at least one token")
+            ids[i, width - len(prompt) :] = torch.as_tensor(prompt, dtype=torch.long)
+            mask[i, width - len(prompt) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _layers(self, cache) -> list:
+        layers = getattr(cache, "layers", None)
+        if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):
+            raise TypeError(
+                f"{type(cache).__name__} is not a supported KV cache: batched resets need a "
+                "DynamicCache whose layers hold keys and values"
+            )
+        return layers
+
+    def _splice(self, rows: torch.Tensor, cache, mask: torch.Tensor) -> None:
+        """Write the new prompts' keys/values into the right end of ``rows``' cache."""
+        width, total = mask.shape[1], self._mask.shape[1]
+        if width > total:
+            # The prompt is longer than the cache: grow every row on the left with masked columns.
+            grow = width - total
+            for layer in self._layers(self._cache):
+                layer.keys = _pad_left(layer.keys, grow)
+                layer.values = _pad_left(layer.values, grow)
+            self._mask = _pad_left(self._mask, grow)
+            total = width
+        for old, new in zip(self._layers(self._cache), self._layers(cache), strict=True):
+            old.keys[rows, :, total - width :] = new.keys
+            old.values[rows, :, total - width :] = new.values
+        self._mask[rows] = False
+        self._mask[rows, total - width :] = mask
+
+    def _compact(self) -> None:
+        """Drop the leading cache columns that no row attends to any more."""
+        first = int(self._mask.any(0).long().argmax())
+        # Amortised: slicing copies the cache, so only do it when enough has piled up.
+        if first < max(16, self._mask.shape[1] // 4):
+            return
+        for layer in self._layers(self._cache):
+            layer.keys = layer.keys[:, :, first:].contiguous()
+            layer.values = layer.values[:, :, first:].contiguous()
+        self._mask = self._mask[:, first:]
+        self._dense = bool(self._mask.all())
+
+
+def _pad_left(tensor: torch.Tensor, count: int) -> torch.Tensor:
+    """Prepend ``count`` zero columns along the sequence axis (dim 2 for KV, 1 for masks)."""
+    dim = 2 if tensor.dim() == 4 else 1
+    shape = list(tensor.shape)
+    shape[dim] = count
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
