@@ -44,6 +44,7 @@ FLOOR, WALL, FIRE, DIAMOND, ROBOT = 0, 1, 2, 3, 4
 _CHAR_CODES = {".": FLOOR, "S": FLOOR, "#": WALL, "F": FIRE, "D": DIAMOND}
 _REWARD = np.array([0.0, 0.0, -1.0, 1.0])  # indexed by the code of the cell entered
 _TERMINAL = np.array([False, False, True, True])
+_REWARD_LIST, _TERMINAL_LIST = _REWARD.tolist(), _TERMINAL.tolist()
 
 # Token i of the "tokens" observation; cell code c is token c + 1, so the tokens of a
 # grid spell out its "ansi" rendering.
@@ -411,6 +412,8 @@ class GridWorldEnv(gym.Env[GridObs, int]):
         if self._fixed_map is None:
             self._map = _random_map(self._rows, self.np_random)
         assert self._map is not None
+        self._moves_list = self._map.moves.tolist()
+        self._cells_list = self._map.cells.tolist()
         self._position = self._map.start
         self._ended = False
         self._last_action = None
@@ -424,14 +427,20 @@ class GridWorldEnv(gym.Env[GridObs, int]):
                 "step() was called after the episode ended (the robot reached a diamond or "
                 "fire); call env.reset() to start a new episode"
             )
-        act = _check_actions(action, (), "action")
-        move = _slip(act, self.np_random.random(), self.slip)
-        self._position = int(self._map.moves[self._position, move])
-        self._last_action = int(act)
-        code = self._map.cells[self._position]
-        self._ended = bool(_TERMINAL[code])
+        # Plain ints take a pure-Python path: a gridworld step should cost less than numpy's
+        # per-call overhead. Everything else goes through the full check.
+        if type(action) is int and 0 <= action < _N_ACTIONS:
+            act = action
+        else:
+            act = int(_check_actions(action, (), "action"))
+        uniform = self.np_random.random()
+        move = act if uniform >= self.slip else (act + (-1 if uniform < self.slip / 2 else 1)) % 4
+        self._position = self._moves_list[self._position][move]
+        self._last_action = act
+        code = self._cells_list[self._position]
+        self._ended = _TERMINAL_LIST[code]
         # truncated is always False: the TimeLimit wrapper added by gym.make truncates
-        return self._observation(), float(_REWARD[code]), self._ended, False, self._info()
+        return self._observation(), _REWARD_LIST[code], self._ended, False, self._info()
 
     def action_masks(self) -> np.ndarray:
         """Boolean array of shape (4,): True for the moves that change the position."""
@@ -455,6 +464,8 @@ class GridWorldEnv(gym.Env[GridObs, int]):
 
     def _observation(self) -> GridObs:
         assert self._map is not None and self._position is not None
+        if self.obs_mode == "index":
+            return self._position
         batch = _observe(
             self.obs_mode, self._map.cells[None], np.array([self._position]), self._cols
         )
