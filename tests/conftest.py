@@ -15,9 +15,7 @@ CORPUS = [
 ] * 4
 
 
-def build_tiny_lm(
-    out: Path, arch: str = "gpt2", with_pad: bool = False, seed: int = 0
-) -> Path:
+def build_tiny_lm(out: Path, arch: str = "gpt2", with_pad: bool = False, seed: int = 0) -> Path:
     """Save a tiny random-weight causal LM and a byte-level BPE tokenizer to ``out``.
 
     ``arch`` is ``"gpt2"`` (absolute positions, no BOS) or ``"llama"`` (rotary positions,
@@ -34,8 +32,8 @@ def build_tiny_lm(
         PreTrainedTokenizerFast,
     )
 
-    specials = ["<|endoftext|>"] + (["<s>"] if arch == "llama" else []) + (
-        ["<pad>"] if with_pad else []
+    specials = (
+        ["<|endoftext|>"] + (["<s>"] if arch == "llama" else []) + (["<pad>"] if with_pad else [])
     )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -59,15 +57,26 @@ def build_tiny_lm(
     torch.manual_seed(seed)
     if arch == "gpt2":
         config = GPT2Config(
-            vocab_size=vocab, n_positions=128, n_embd=32, n_layer=2, n_head=2,
-            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+            vocab_size=vocab,
+            n_positions=128,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.eos_token_id,
         )
         model = GPT2LMHeadModel(config)
     elif arch == "llama":
         config = LlamaConfig(
-            vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-            eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
         )
         model = LlamaForCausalLM(config)
     else:

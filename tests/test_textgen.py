@@ -170,7 +170,9 @@ def test_k1_penalties_sum_to_sequence_log_ratio(fixture, request, tmp_path):
     from conftest import build_tiny_lm
 
     path = request.getfixturevalue(fixture)
-    policy_path = build_tiny_lm(tmp_path / "policy", "gpt2" if fixture == "tiny_gpt2" else "llama", seed=1)
+    policy_path = build_tiny_lm(
+        tmp_path / "policy", "gpt2" if fixture == "tiny_gpt2" else "llama", seed=1
+    )
     policy = TextGenEnv(model=str(policy_path), prompts=PROMPTS).reference_model
     beta = 0.2
     env = make(path, reward_model=lambda p, t: [0.0] * len(t), kl_coef=beta, max_new_tokens=10)
@@ -178,7 +180,9 @@ def test_k1_penalties_sum_to_sequence_log_ratio(fixture, request, tmp_path):
     for seed in range(3):
         obs, info = env.reset(seed=seed)
         prompt_len = int(obs["attention_mask"].sum())
-        steps, last = run_episode(env, policy=None, seed=seed, options={"prompt_index": info["prompt_index"]})
+        steps, last = run_episode(
+            env, policy=None, seed=seed, options={"prompt_index": info["prompt_index"]}
+        )
         ids = last["input_ids"][: int(last["attention_mask"].sum())].tolist()
         log_pi = sequence_logprob(policy, ids, prompt_len)
         log_ref = sequence_logprob(env.reference_model, ids, prompt_len)
@@ -190,7 +194,9 @@ def test_k1_penalties_sum_to_sequence_log_ratio(fixture, request, tmp_path):
 @pytest.mark.parametrize("estimator", ["k2", "k3"])
 def test_k2_and_k3_step_rewards_match_their_formulas(tiny_gpt2, estimator):
     beta = 0.5
-    env = make(tiny_gpt2, reward_model=lambda p, t: [0.0] * len(t), kl_coef=beta, kl_estimator=estimator)
+    env = make(
+        tiny_gpt2, reward_model=lambda p, t: [0.0] * len(t), kl_coef=beta, kl_estimator=estimator
+    )
     uniform = np.full(env.action_space.n, -np.log(env.action_space.n), dtype=np.float32)
     env.attach_policy(lambda ids, mask: np.tile(uniform, (len(ids), 1)))
     steps, _ = run_episode(env, seed=0)
@@ -254,8 +260,13 @@ def test_eos_ends_the_episode_and_max_new_tokens_too(tiny_gpt2):
 
 
 def test_missing_eos_penalty_is_subtracted_only_without_eos(tiny_gpt2):
-    env = make(tiny_gpt2, reward_model=lambda p, t: [0.0] * len(t), kl_coef=0.0,
-               missing_eos_penalty=2.0, max_new_tokens=2)
+    env = make(
+        tiny_gpt2,
+        reward_model=lambda p, t: [0.0] * len(t),
+        kl_coef=0.0,
+        missing_eos_penalty=2.0,
+        max_new_tokens=2,
+    )
     env.reset(seed=0)
     env.step(3)
     assert env.step(3)[1] == -2.0
@@ -267,13 +278,15 @@ def test_topk_action_i_is_the_references_ith_candidate(tiny_gpt2):
     env = make(tiny_gpt2, action_mode="topk", top_k=5)
     obs, _ = env.reset(seed=0)
     n = int(obs["attention_mask"].sum())
-    reference = full_logprobs(env.reference_model, obs["input_ids"][None], obs["attention_mask"][None])[0]
+    reference = full_logprobs(
+        env.reference_model, obs["input_ids"][None], obs["attention_mask"][None]
+    )[0]
     expected = torch.topk(reference, 5).indices.tolist()
     assert obs["candidate_ids"].tolist() == expected
     np.testing.assert_allclose(
         obs["candidate_logprobs"], torch.log_softmax(reference[expected], -1).numpy(), atol=1e-5
     )
-    next_obs, *_ , info = env.step(2)
+    next_obs, *_, info = env.step(2)
     assert next_obs["input_ids"][n] == expected[2]
     assert info["ref_logprob"] == pytest.approx(float(obs["candidate_logprobs"][2]), abs=1e-6)
 
@@ -282,7 +295,9 @@ def test_action_masks_are_reference_top_k_plus_eos(tiny_gpt2):
     env = make(tiny_gpt2, top_k=4)
     obs, _ = env.reset(seed=0)
     mask = env.action_masks()
-    reference = full_logprobs(env.reference_model, obs["input_ids"][None], obs["attention_mask"][None])[0]
+    reference = full_logprobs(
+        env.reference_model, obs["input_ids"][None], obs["attention_mask"][None]
+    )[0]
     expected = set(torch.topk(reference, 4).indices.tolist()) | {env.tokenizer.eos_token_id}
     assert mask.dtype == bool and mask.shape == (env.action_space.n,)
     assert set(np.flatnonzero(mask).tolist()) == expected
@@ -293,7 +308,9 @@ def test_top_p_shrinks_the_mask_to_the_nucleus(tiny_gpt2):
     env.reset(seed=0)
     probs = np.exp(env.reference_logprobs().astype(np.float64))
     order = np.argsort(-probs)
-    size = int(np.searchsorted(np.cumsum(probs[order]), 0.5)) + 1  # smallest prefix with mass >= 0.5
+    size = (
+        int(np.searchsorted(np.cumsum(probs[order]), 0.5)) + 1
+    )  # smallest prefix with mass >= 0.5
     expected = set(order[:size].tolist()) | {env.tokenizer.eos_token_id}
     assert set(np.flatnonzero(env.action_masks()).tolist()) == expected
 
@@ -312,8 +329,14 @@ def test_adaptive_controller_moves_beta_towards_the_target():
 
 def test_env_adapts_beta_from_episode_kl(tiny_gpt2):
     def beta_after(target):
-        env = make(tiny_gpt2, reward_model=lambda p, t: [0.0] * len(t), kl_coef=0.1,
-                   kl_target=target, kl_horizon=10, max_new_tokens=4)
+        env = make(
+            tiny_gpt2,
+            reward_model=lambda p, t: [0.0] * len(t),
+            kl_coef=0.1,
+            kl_target=target,
+            kl_horizon=10,
+            max_new_tokens=4,
+        )
         uniform = np.full(env.action_space.n, -np.log(env.action_space.n), dtype=np.float32)
         env.attach_policy(lambda ids, mask: np.tile(uniform, (len(ids), 1)))
         kls = [run_episode(env, seed=s)[0][-1][3]["episode_kl"] for s in range(3)]
@@ -352,7 +375,9 @@ def test_text_is_decoded_once_per_episode_and_each_step_is_one_incremental_forwa
     env.reset(seed=0)
     calls["forward_lengths"].clear()
     try:
-        type(tokenizer).__call__ = lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-tokenised"))
+        type(tokenizer).__call__ = lambda *a, **k: (_ for _ in ()).throw(
+            AssertionError("re-tokenised")
+        )
         for _ in range(6):
             env.step(3)
     finally:
@@ -364,7 +389,9 @@ def test_text_is_decoded_once_per_episode_and_each_step_is_one_incremental_forwa
 
 
 def test_render_ansi_and_rgb_show_each_token_and_the_score(tiny_gpt2):
-    env = make(tiny_gpt2, render_mode="ansi", reward_model=lambda p, t: [0.75] * len(t), max_new_tokens=3)
+    env = make(
+        tiny_gpt2, render_mode="ansi", reward_model=lambda p, t: [0.75] * len(t), max_new_tokens=3
+    )
     run_episode(env, seed=0)
     text = env.render()
     assert "RM score +0.750" in text and text.count("\x1b[38;2;") == 3
@@ -398,8 +425,14 @@ def test_hf_sequence_classification_reward_model_from_a_path(tiny_gpt2, tmp_path
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, num_labels=1,
-                        pad_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        num_labels=1,
+        pad_token_id=tokenizer.eos_token_id,
+    )
     GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
     env = make(tiny_gpt2, reward_model=str(tmp_path / "rm"), max_new_tokens=3)
@@ -413,13 +446,17 @@ def test_default_reward_is_vader_sentiment_of_the_continuation():
     from textgym.rewards import VaderSentiment
 
     rm = VaderSentiment()
-    scores = rm.score(["the film was"] * 3, [" wonderful and moving", " awful and boring", " a film"])
+    scores = rm.score(
+        ["the film was"] * 3, [" wonderful and moving", " awful and boring", " a film"]
+    )
     assert scores[0] > 0.5 and scores[1] < -0.5 and scores[2] == 0.0
 
 
 def test_prompts_load_from_txt_and_jsonl(tiny_gpt2, tmp_path):
     (tmp_path / "p.txt").write_text("first prompt\n\nsecond prompt\n")
-    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "from json"}) + "\n" + json.dumps("plain") + "\n")
+    (tmp_path / "p.jsonl").write_text(
+        json.dumps({"prompt": "from json"}) + "\n" + json.dumps("plain") + "\n"
+    )
     assert make(tiny_gpt2, prompts=tmp_path / "p.txt").prompts == ["first prompt", "second prompt"]
     assert make(tiny_gpt2, prompts=str(tmp_path / "p.jsonl")).prompts == ["from json", "plain"]
 

@@ -1,4 +1,4 @@
-"""Prompt sources: a list of strings, a .txt file (one per line), a .jsonl file, or the bundled set."""
+"""Prompt sources: a list of strings, a .txt (one per line) or .jsonl file, or the bundled set."""
 
 from __future__ import annotations
 

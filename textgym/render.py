@@ -16,9 +16,9 @@ _RESET = "\x1b[0m"
 def _colour(reward: float, scale: float) -> tuple[int, int, int]:
     """Green for positive, red for negative, stronger for larger |reward|; grey near zero."""
     strength = 0.0 if scale <= 0 else min(abs(reward) / scale, 1.0)
-    base = 200 - int(120 * strength)
-    full = 120 + int(135 * strength)
-    return (base, full, base) if reward >= 0 else (full, base, base)
+    faded = 200 - int(120 * strength)
+    vivid = 200 + int(55 * strength)
+    return (faded, vivid, faded) if reward >= 0 else (vivid, faded, faded)
 
 
 def _scale(rewards: Sequence[float]) -> float:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -97,55 +95,15 @@ class TextGenEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
-    def __init__(
-        self,
-        model: str | os.PathLike | None = None,
-        reference_model: str | os.PathLike | None = None,
-        reward_model: Any = None,
-        prompts: str | os.PathLike | Sequence[str] | None = None,
-        max_new_tokens: int = 24,
-        max_prompt_tokens: int = 24,
-        kl_coef: float = 0.05,
-        kl_estimator: str = "k1",
-        kl_target: float | None = None,
-        kl_horizon: int = 10_000,
-        action_mode: str = "vocab",
-        top_k: int | None = 10,
-        top_p: float = 1.0,
-        missing_eos_penalty: float = 0.0,
-        normalize_reward: bool = False,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        trust_remote_code: bool = False,
-        render_mode: str | None = None,
-    ) -> None:
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        """See Arguments above; every keyword but ``render_mode`` goes to `TextGenCore`."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode={render_mode!r} is not supported: expected one of "
                 f"{self.metadata['render_modes']} or None"
             )
         self.render_mode = render_mode
-        self.core = TextGenCore(
-            1,
-            model=model,
-            reference_model=reference_model,
-            reward_model=reward_model,
-            prompts=prompts,
-            max_new_tokens=max_new_tokens,
-            max_prompt_tokens=max_prompt_tokens,
-            kl_coef=kl_coef,
-            kl_estimator=kl_estimator,
-            kl_target=kl_target,
-            kl_horizon=kl_horizon,
-            action_mode=action_mode,
-            top_k=top_k,
-            top_p=top_p,
-            missing_eos_penalty=missing_eos_penalty,
-            normalize_reward=normalize_reward,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-        )
+        self.core = TextGenCore(1, **kwargs)
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self._episode_tokens: list[int] = []

@@ -44,6 +44,17 @@ class StepResult:
     kl: np.ndarray | None = None  # (N,), when a policy scorer is attached
     finished: dict[int, dict[str, Any]] = field(default_factory=dict)  # row -> final-step info
 
+    @classmethod
+    def empty(cls, n: int, kl_coef: float) -> StepResult:
+        """A result in which no row stepped."""
+        return cls(
+            rewards=np.zeros(n, dtype=np.float32),
+            kl_reward=np.zeros(n, dtype=np.float32),
+            terminated=np.zeros(n, dtype=bool),
+            ref_logprob=np.zeros(n, dtype=np.float32),
+            kl_coef=kl_coef,
+        )
+
     def row_info(self, row: int) -> dict[str, Any]:
         """The info dict of one row, as the single-sequence env reports it."""
         info: dict[str, Any] = {
@@ -90,15 +101,21 @@ class TextGenCore:
         _check_int("max_new_tokens", max_new_tokens, low=1)
         _check_int("max_prompt_tokens", max_prompt_tokens, low=1)
         if action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode={action_mode!r} is not known: expected one of {ACTION_MODES}")
+            raise ValueError(
+                f"action_mode={action_mode!r} is not known: expected one of {ACTION_MODES}"
+            )
         if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator={kl_estimator!r} is not known: expected one of {KL_ESTIMATORS}")
+            raise ValueError(
+                f"kl_estimator={kl_estimator!r} is not known: expected one of {KL_ESTIMATORS}"
+            )
         if not (isinstance(kl_coef, int | float) and kl_coef >= 0 and np.isfinite(kl_coef)):
             raise ValueError(f"kl_coef={kl_coef!r} must be a finite number >= 0")
         if top_k is not None:
             _check_int("top_k", top_k, low=1)
         elif action_mode == "topk":
-            raise ValueError("top_k=None is not allowed with action_mode='topk': expected an int >= 1")
+            raise ValueError(
+                "top_k=None is not allowed with action_mode='topk': expected an int >= 1"
+            )
         if not (isinstance(top_p, int | float) and 0 < top_p <= 1):
             raise ValueError(f"top_p={top_p!r} must be a number in (0, 1]")
 
@@ -128,7 +145,8 @@ class TextGenCore:
         if len(self.tokenizer) > self.vocab_size:
             raise ValueError(
                 f"the tokenizer of model has {len(self.tokenizer)} tokens but the reference "
-                f"model scores only {self.vocab_size}: expected a reference with the same vocabulary"
+                f"model scores only {self.vocab_size}: expected a reference with the same "
+                "vocabulary"
             )
         self.eos_token_id = int(self.tokenizer.eos_token_id)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
@@ -176,7 +194,9 @@ class TextGenCore:
         }
         if self.action_mode == "topk":
             entries["candidate_ids"] = spaces.Box(0, high, (self.top_k,), dtype=np.int64)
-            entries["candidate_logprobs"] = spaces.Box(-np.inf, 0.0, (self.top_k,), dtype=np.float32)
+            entries["candidate_logprobs"] = spaces.Box(
+                -np.inf, 0.0, (self.top_k,), dtype=np.float32
+            )
         return spaces.Dict(entries)
 
     def encode_prompt(self, prompt: str, argument: str = "prompt") -> list[int]:
@@ -190,7 +210,9 @@ class TextGenCore:
             raise TypeError(f"{argument}={prompt!r} has type {type(prompt).__name__}: expected str")
         ids = self.tokenizer(prompt)["input_ids"]
         if not ids:
-            raise ValueError(f"{argument}={prompt!r} encodes to no tokens: expected a non-empty prompt")
+            raise ValueError(
+                f"{argument}={prompt!r} encodes to no tokens: expected a non-empty prompt"
+            )
         return ids
 
     def _warn_truncated(self, count: int) -> None:
@@ -198,7 +220,7 @@ class TextGenCore:
             self._warned_truncation = True
             warnings.warn(
                 f"{count} prompt(s) are longer than max_prompt_tokens={self.max_prompt_tokens} "
-                "tokens and are cut from the left (their ends are kept); this warning is shown once",
+                "tokens and are cut from the left (their ends are kept); shown once",
                 UserWarning,
                 stacklevel=3,
             )
@@ -207,7 +229,9 @@ class TextGenCore:
     def attach_policy(self, scorer: PolicyScorer | None) -> None:
         """Use ``scorer`` for log pi in the KL reward (``None`` detaches it)."""
         if scorer is not None and not callable(scorer):
-            raise TypeError(f"scorer={scorer!r} is not callable: expected scorer(input_ids, attention_mask)")
+            raise TypeError(
+                f"scorer={scorer!r} is not callable: expected scorer(input_ids, attention_mask)"
+            )
         self.scorer = scorer
 
     def _policy_logprobs(self, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -223,8 +247,12 @@ class TextGenCore:
         return out[np.arange(len(rows)), actions]
 
     # ------------------------------------------------------------------ episodes
-    def start_rows(self, rows: Sequence[int], prompt_indices: Sequence[int] | None = None,
-                   prompt_texts: Sequence[str] | None = None) -> None:
+    def start_rows(
+        self,
+        rows: Sequence[int],
+        prompt_indices: Sequence[int] | None = None,
+        prompt_texts: Sequence[str] | None = None,
+    ) -> None:
         """Begin a new episode in each of ``rows``, from bundled prompt indices or given texts."""
         rows = np.asarray(rows, dtype=np.int64)
         if prompt_texts is not None:
@@ -262,7 +290,10 @@ class TextGenCore:
     def observe(self, rows: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Fresh copies of the observations of ``rows`` (all rows by default), batched."""
         index = slice(None) if rows is None else np.asarray(rows)
-        obs = {"input_ids": self.input_ids[index].copy(), "attention_mask": self.attention_mask[index].copy()}
+        obs = {
+            "input_ids": self.input_ids[index].copy(),
+            "attention_mask": self.attention_mask[index].copy(),
+        }
         if self.action_mode == "topk":
             obs["candidate_ids"] = self._cand_ids[index].cpu().numpy()
             obs["candidate_logprobs"] = self._cand_logprobs[index].cpu().numpy().astype(np.float32)
@@ -293,7 +324,9 @@ class TextGenCore:
         mask[:, self.eos_token_id] = True
         return mask.cpu().numpy()
 
-    def step(self, actions: np.ndarray, rows: np.ndarray | None = None, argument: str = "action") -> StepResult:
+    def step(
+        self, actions: np.ndarray, rows: np.ndarray | None = None, argument: str = "action"
+    ) -> StepResult:
         """Apply ``actions`` (one per row) to the live ``rows`` (bool mask; default: all rows).
 
         Nothing is changed when this raises (bad action, failing RM or scorer).
@@ -320,13 +353,7 @@ class TextGenCore:
         ref_lp = ref_lp.double().cpu().numpy()
 
         beta = self.kl_controller.value
-        result = StepResult(
-            rewards=np.zeros(n, dtype=np.float32),
-            kl_reward=np.zeros(n, dtype=np.float32),
-            terminated=np.zeros(n, dtype=bool),
-            ref_logprob=np.zeros(n, dtype=np.float32),
-            kl_coef=beta,
-        )
+        result = StepResult.empty(n, beta)
         result.ref_logprob[idx] = ref_lp
         if self.scorer is not None:
             pol_lp = self._policy_logprobs(idx, acts)
@@ -405,12 +432,15 @@ class TextGenCore:
         expected = f"an integer in [0, {self.num_actions})"
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)):
             raise TypeError(
-                f"{argument}={actions!r} has type {type(actions).__name__} ({arr.dtype}): expected {expected}"
+                f"{argument}={actions!r} has type {type(actions).__name__} ({arr.dtype}): "
+                f"expected {expected}"
             )
         arr = arr.reshape(-1) if arr.ndim == 0 else arr
         if arr.shape != (self.num_rows,):
             per_row = "" if self.num_rows == 1 else f" shape ({self.num_rows},) with"
-            raise ValueError(f"{argument}={actions!r} has shape {arr.shape}: expected{per_row} {expected}")
+            raise ValueError(
+                f"{argument}={actions!r} has shape {arr.shape}: expected{per_row} {expected}"
+            )
         chosen = arr[idx]
         bad = (chosen < 0) | (chosen >= self.num_actions)
         if bad.any():
@@ -422,8 +452,8 @@ class TextGenCore:
             self._warned_no_scorer = True
             warnings.warn(
                 "no policy scorer is attached, so TextGen uses the reference-only reward "
-                "r_t = kl_coef * log pi_ref(a_t|s_t); with an entropy bonus of kl_coef in the agent "
-                "this is the KL-regularised objective. Attach the acting policy with "
+                "r_t = kl_coef * log pi_ref(a_t|s_t); with an entropy bonus of kl_coef in the "
+                "agent this is the KL-regularised objective. Attach the acting policy with "
                 "env.unwrapped.attach_policy(scorer) for the KL step reward. Shown once.",
                 UserWarning,
                 stacklevel=4,
@@ -477,7 +507,9 @@ class TextGenCore:
         else:
             sequences = [None] * self.num_rows
         for row in rows:
-            sequences[row] = self.input_ids[row, : self.prompt_len[row] + self.gen_len[row]].tolist()
+            sequences[row] = self.input_ids[
+                row, : self.prompt_len[row] + self.gen_len[row]
+            ].tolist()
         logits = self._lm.start(list(range(self.num_rows)), sequences)
         self._set_next(rows, logits[torch.as_tensor(rows)])
 

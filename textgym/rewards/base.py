@@ -54,9 +54,7 @@ def checked_score(model: RewardModel, prompts: Sequence[str], texts: Sequence[st
         raw = model.score(prompts, texts)
         scores = np.asarray(raw, dtype=np.float64)
     except Exception as err:
-        raise RewardModelError(
-            f"reward model {name!r} raised {type(err).__name__}: {err}"
-        ) from err
+        raise RewardModelError(f"reward model {name!r} raised {type(err).__name__}: {err}") from err
     if scores.shape != (len(texts),):
         raise RewardModelError(
             f"reward model {name!r} returned scores of shape {scores.shape} for {len(texts)} "

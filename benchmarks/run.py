@@ -1,0 +1,342 @@
+"""textgym benchmarks: every figure is a ratio to a baseline measured in the same run.
+
+    python benchmarks/run.py                 # all benchmarks, table + benchmarks/results.json
+    python benchmarks/run.py --only grid     # a subset: single, batched, grid, memory
+    python benchmarks/run.py --device cuda   # the TextGen benchmarks on a GPU
+
+Absolute times on shared machines drift; ratios measured back to back in one process hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+import textgym  # noqa: F401  (registers the envs)
+
+
+@dataclass
+class Args:
+    """Benchmark settings."""
+
+    only: str = "single,batched,grid,memory"  # comma-separated subset to run
+    device: str = "cpu"  # where the TextGen models run
+    threads: int = 0  # torch threads (0: torch's default)
+    repeats: int = 5  # timing repeats; the best (least disturbed) is kept
+    out: str = "benchmarks/results.json"  # where the JSON figures go
+
+
+def best_of(repeats: int, fn) -> float:
+    """The smallest of ``repeats`` timings of ``fn()`` (seconds): the least disturbed run."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# ---------------------------------------------------------------- single TextGen step
+
+
+def bench_single(args: Args) -> dict:
+    """TextGen step (random actions, default task) / one raw KV-cached forward at batch 1."""
+    import torch
+
+    env = gym.make("TextGen-v0", device=args.device)
+    env.unwrapped.attach_policy(None)
+    model = env.unwrapped.reference_model
+    tokens = env.unwrapped.core.max_new_tokens
+    rng = np.random.default_rng(0)
+    vocab = env.action_space.n
+    eos = env.unwrapped.tokenizer.eos_token_id
+    prompt = torch.tensor([env.unwrapped.core._prompt_ids[0]], device=model.device)
+
+    def env_episode() -> float:
+        env.reset(seed=int(rng.integers(1 << 30)))
+        actions = rng.integers(0, vocab, size=tokens)
+        actions[actions == eos] = 0  # full-length episodes, like the raw loop
+        start = time.perf_counter()
+        for action in actions:
+            env.step(int(action))
+        return time.perf_counter() - start
+
+    @torch.inference_mode()
+    def raw_episode() -> float:
+        out = model(input_ids=prompt, use_cache=True)
+        cache = out.past_key_values
+        ids = torch.as_tensor(rng.integers(0, vocab, size=(tokens, 1, 1)), device=model.device)
+        start = time.perf_counter()
+        # The env needs no forward after the last token, so the raw loop does tokens - 1.
+        for t in range(tokens - 1):
+            out = model(input_ids=ids[t], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            out.logits[:, -1].float().log_softmax(-1)
+        _sync(model)
+        return time.perf_counter() - start
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(3):
+            env_episode(), raw_episode()  # warm up
+        env_t, raw_t = [], []
+        for _ in range(args.repeats * 8):
+            env_t.append(env_episode())
+            raw_t.append(raw_episode())
+    env_step = float(np.median(env_t)) / tokens
+    raw_step = float(np.median(raw_t)) / (tokens - 1)
+    return {
+        "env_step_us": env_step * 1e6,
+        "raw_forward_us": raw_step * 1e6,
+        "ratio": env_step / raw_step,
+        "target": "<= 1.15",
+    }
+
+
+def _sync(model) -> None:
+    import torch
+
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- batched TextGen vs generate
+
+
+def bench_batched(args: Args, sizes=(1, 8, 64)) -> dict:
+    """Batched TextGen tokens/s / HF generate tokens/s, same model, batch and new tokens."""
+    results = {f"N={n}": _batched_vs_generate(args, n) for n in sizes}
+    results["target"] = ">= 1.0 at N=64"
+    return results
+
+
+def _batched_vs_generate(args: Args, n: int) -> dict:
+    import torch
+
+    from textgym.envs.textgen_vector import TextGenVectorEnv
+
+    venv = TextGenVectorEnv(n, device=args.device)
+    core = venv.core
+    model, tokens = core.reference_model, core.max_new_tokens
+    vocab, eos = venv.single_action_space.n, core.eos_token_id
+    rng = np.random.default_rng(n)
+    plan = rng.integers(0, vocab, size=(tokens, n))
+    plan[plan == eos] = 0
+    venv.reset(seed=0)
+
+    def env_run() -> None:
+        # Every row ends on the last step; the first step of the next run restarts them all
+        # (NEXT_STEP autoreset), so each run covers N prompt forwards and N x tokens steps.
+        for t in range(tokens):
+            venv.step(plan[t])
+        _sync(model)
+
+    prompts = [core._prompt_ids[i] for i in rng.integers(len(core.prompts), size=n)]
+    width = max(map(len, prompts))
+    ids = torch.full((n, width), core.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :], mask[i, width - len(p) :] = torch.tensor(p), 1
+    ids, mask = ids.to(model.device), mask.to(model.device)
+
+    def generate_run() -> None:
+        with torch.inference_mode():
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                top_k=0,
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                pad_token_id=core.pad_token_id,
+            )
+        _sync(model)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(2):
+            env_run(), generate_run()
+        env_t = best_of(args.repeats, env_run)
+        gen_t = best_of(args.repeats, generate_run)
+    return {
+        "env_tokens_per_s": n * tokens / env_t,
+        "generate_tokens_per_s": n * tokens / gen_t,
+        "ratio": gen_t / env_t,
+    }
+
+
+# ---------------------------------------------------------------- GridWorld vs FrozenLake
+
+
+def _steps_per_second(env, steps: int, seed: int = 0) -> float:
+    actions = np.random.default_rng(seed).integers(0, 4, size=steps)
+    env.reset(seed=seed)
+
+    def run() -> None:
+        for action in actions:
+            _, _, terminated, truncated, _ = env.step(int(action))
+            if terminated or truncated:
+                env.reset()
+
+    return steps / best_of(3, run)
+
+
+def bench_grid(args: Args, steps: int = 20_000, num_envs: int = 1024) -> dict:
+    """GridWorld steps/s vs FrozenLake-v1 steps/s (both via gym.make); vectorised at N=1024."""
+    frozen = _steps_per_second(gym.make("FrozenLake-v1"), steps)
+    grid = _steps_per_second(gym.make("GridWorld-v0"), steps)
+    venv = gym.make_vec("GridWorld-v0", num_envs=num_envs, vectorization_mode="vector_entry_point")
+    venv.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, 4, size=(200, num_envs))
+
+    def vec_run() -> None:
+        for row in actions:
+            venv.step(row)
+
+    vec = len(actions) * num_envs / best_of(3, vec_run)
+    return {
+        "frozenlake_steps_per_s": frozen,
+        "gridworld_steps_per_s": grid,
+        "gridworld_ratio": grid / frozen,
+        "gridworld_target": ">= 1.0",
+        f"vector_N={num_envs}_steps_per_s": vec,
+        "vector_ratio": vec / frozen,
+        "vector_target": ">= 50",
+    }
+
+
+# ---------------------------------------------------------------- memory over a long run
+
+
+MEMORY_CHILD = """
+import resource, sys, warnings
+import numpy as np
+from textgym.envs.textgen_vector import TextGenVectorEnv
+warnings.simplefilter("ignore")
+steps, n, device = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+venv = TextGenVectorEnv(n, device=device)
+venv.reset(seed=0)
+rng = np.random.default_rng(0)
+vocab, eos = venv.single_action_space.n, venv.core.eos_token_id
+for t in range(steps):
+    actions = rng.integers(0, vocab, size=n)
+    actions[rng.random(n) < 0.08] = eos  # episodes of many lengths, rows reset at different steps
+    venv.step(actions)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, venv.core._lm.cache_length)
+"""
+
+
+def bench_memory(args: Args, short: int = 5_000, long: int = 50_000, n: int = 8) -> dict:
+    """Peak RSS of a 50,000-step batched run / a 5,000-step run (fresh processes)."""
+    out = {}
+    for steps in (short, long):
+        proc = subprocess.run(
+            [sys.executable, "-c", MEMORY_CHILD, str(steps), str(n), args.device],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        peak_kb, cache = proc.stdout.split()[-2:]
+        out[steps] = (int(peak_kb) / 1024, int(cache))
+    return {
+        "num_envs": n,
+        f"peak_rss_mb_{short}": out[short][0],
+        f"peak_rss_mb_{long}": out[long][0],
+        "ratio": out[long][0] / out[short][0],
+        f"cache_columns_at_end_{long}": out[long][1],
+        "target": "<= 1.10",
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def table(results: dict) -> str:
+    rows = ["| benchmark | measured | baseline | ratio | target |", "|---|---|---|---|---|"]
+    if "single" in results:
+        r = results["single"]
+        rows.append(
+            f"| TextGen step / raw KV-cached forward (batch 1) | {r['env_step_us']:.0f} us "
+            f"| {r['raw_forward_us']:.0f} us | {r['ratio']:.3f} | {r['target']} |"
+        )
+    if "batched" in results:
+        for key, r in results["batched"].items():
+            if key.startswith("N="):
+                rows.append(
+                    f"| batched TextGen tokens/s, {key} / HF generate | "
+                    f"{r['env_tokens_per_s']:,.0f} | {r['generate_tokens_per_s']:,.0f} | "
+                    f"{r['ratio']:.2f} | {results['batched']['target']} |"
+                )
+    if "grid" in results:
+        r = results["grid"]
+        frozen = f"{r['frozenlake_steps_per_s']:,.0f}"
+        rows.append(
+            "| GridWorld-v0 steps/s / FrozenLake-v1 (gym.make) "
+            f"| {r['gridworld_steps_per_s']:,.0f} | {frozen} | {r['gridworld_ratio']:.2f} "
+            f"| {r['gridworld_target']} |"
+        )
+        vec_key = next(k for k in r if k.startswith("vector_N="))
+        rows.append(
+            f"| vector GridWorld steps/s, {vec_key[7:13]} / FrozenLake-v1 | {r[vec_key]:,.0f} "
+            f"| {frozen} | {r['vector_ratio']:.1f} | {r['vector_target']} |"
+        )
+    if "memory" in results:
+        r = results["memory"]
+        keys = [k for k in r if k.startswith("peak_rss_mb_")]
+        rows.append(
+            f"| peak RSS, 50,000 / 5,000 batched steps (N={r['num_envs']}) | {r[keys[1]]:.0f} MB "
+            f"| {r[keys[0]]:.0f} MB | {r['ratio']:.3f} | {r['target']} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in vars(Args()).items():
+        parser.add_argument(f"--{name}", type=type(default), default=default)
+    args = Args(**vars(parser.parse_args(argv)))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    benches = {
+        "single": bench_single,
+        "batched": bench_batched,
+        "grid": bench_grid,
+        "memory": bench_memory,
+    }
+    results = {}
+    for name in args.only.split(","):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = benches[name](args)
+    import torch
+
+    results["machine"] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": len(__import__("os").sched_getaffinity(0)),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": args.device,
+        "python": platform.python_version(),
+        "peak_rss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(table(results))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

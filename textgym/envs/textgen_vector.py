@@ -1,0 +1,248 @@
+"""Batched TextGen: a Gymnasium ``VectorEnv`` and a stable-baselines3 ``VecEnv``.
+
+Both are thin adapters over `TextGenCore`, which advances all N sequences with one
+KV-cached forward pass of the reference model and scores every sequence that finishes on
+a step with one reward-model call. They differ only in the autoreset conventions of their
+frameworks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from textgym.envs.textgen_core import PolicyScorer, StepResult, TextGenCore
+
+_ROW_KEYS = ("ref_logprob", "kl_coef", "policy_logprob", "kl")
+_FINAL_KEYS = ("rm_score", "prompt", "text", "episode_kl")
+
+
+def _batched_infos(result: StepResult, live: np.ndarray) -> dict[str, np.ndarray]:
+    """Gymnasium's dict-of-arrays infos, each key with its ``_key`` mask of rows that have it."""
+    n = len(live)
+    infos: dict[str, np.ndarray] = {
+        "ref_logprob": result.ref_logprob,
+        "kl_coef": np.full(n, result.kl_coef, dtype=np.float32),
+    }
+    if result.policy_logprob is not None:
+        infos["policy_logprob"] = result.policy_logprob
+        infos["kl"] = result.kl
+    for key in list(infos):
+        infos[f"_{key}"] = live.copy()
+    for key in _FINAL_KEYS:
+        rows = [row for row, info in result.finished.items() if key in info]
+        if not rows:
+            continue
+        is_text = key in ("prompt", "text")
+        values = np.full(n, None if is_text else 0.0, dtype=object if is_text else np.float64)
+        mask = np.zeros(n, dtype=bool)
+        for row in rows:
+            values[row] = result.finished[row][key]
+            mask[row] = True
+        infos[key], infos[f"_{key}"] = values, mask
+    return infos
+
+
+class TextGenVectorEnv(VectorEnv):
+    """N TextGen episodes as one Gymnasium ``VectorEnv`` (autoreset mode ``NEXT_STEP``).
+
+    Made by ``gym.make_vec("TextGen-v0", num_envs=N, vectorization_mode="vector_entry_point")``;
+    takes the arguments of `TextGenEnv`. Rows start from prompts drawn from ``self.np_random``;
+    the step after a row terminates ignores its action and returns that row's new first
+    observation with reward 0. Infos are dicts of arrays with ``_key`` masks.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+        self.core = TextGenCore(num_envs, **kwargs)
+        self.num_envs = num_envs
+        self.single_observation_space = self.core.observation_space
+        self.single_action_space = self.core.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._restart = np.zeros(num_envs, dtype=bool)
+        self._started = False
+
+    @property
+    def reference_model(self):
+        return self.core.reference_model
+
+    @property
+    def tokenizer(self):
+        return self.core.tokenizer
+
+    def attach_policy(self, scorer: PolicyScorer | None) -> None:
+        """Use ``scorer`` as pi in every row's KL step reward (see `TextGenEnv.attach_policy`)."""
+        self.core.attach_policy(scorer)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call a method once on the batched env (attributes are returned as they are)."""
+        attribute = getattr(self, name)
+        result = attribute(*args, **kwargs) if callable(attribute) else attribute
+        return (result,) * self.num_envs
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        return (getattr(self, name),) * self.num_envs
+
+    def reset(
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if isinstance(seed, Sequence):
+            seed = seed[0] if seed else None
+        super().reset(seed=seed)
+        rows = np.arange(self.num_envs)
+        self._start(rows)
+        self._restart[:] = False
+        self._started = True
+        return self.core.observe(), self._reset_infos(rows)
+
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("step() called before reset(): call reset() first")
+        live = ~self._restart
+        if live.any():
+            result = self.core.step(actions, rows=live, argument="actions")
+        else:
+            result = StepResult.empty(self.num_envs, self.core.kl_controller.value)
+        restart_rows = np.flatnonzero(self._restart)
+        if restart_rows.size:
+            self._start(restart_rows)
+        infos = _batched_infos(result, live)
+        self._restart = result.terminated.copy()
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return (
+            self.core.observe(),
+            result.rewards.copy(),
+            result.terminated.copy(),
+            truncated,
+            infos,
+        )
+
+    def action_masks(self) -> np.ndarray:
+        """``(N, A)`` bool masks of the reference's top-k / top-p tokens (see `TextGenEnv`)."""
+        return self.core.action_masks()
+
+    def reference_logprobs(self) -> np.ndarray:
+        """``(N, A)`` the reference policy's log-probs over the action space per row."""
+        return self.core.reference_logprobs()
+
+    def _start(self, rows: np.ndarray) -> None:
+        indices = self.np_random.integers(len(self.core.prompts), size=len(rows))
+        self.core.start_rows(rows, prompt_indices=indices)
+
+    def _reset_infos(self, rows: np.ndarray) -> dict[str, Any]:
+        n = self.num_envs
+        mask = np.zeros(n, dtype=bool)
+        mask[rows] = True
+        prompts = np.array(self.core.row_prompt, dtype=object)
+        return {
+            "prompt": prompts,
+            "_prompt": mask,
+            "prompt_index": self.core.prompt_index.copy(),
+            "_prompt_index": mask.copy(),
+        }
+
+
+class TextGenSB3VecEnv(VecEnv):
+    """N TextGen episodes as one stable-baselines3 ``VecEnv``, so SB3 agents get the batched speed.
+
+    Rows reset as soon as they finish (SB3's convention): the returned observation is the new
+    episode's first, and ``infos[i]["terminal_observation"]`` holds the last one.
+    ``env_method("action_masks")`` serves sb3-contrib's MaskablePPO;
+    ``env_method("attach_policy", scorer)`` attaches the acting policy once for all rows.
+
+    :param num_envs: number of sequences N.
+    :param seed: seeds the prompt draws (``seed()`` before ``reset()`` also works, as in SB3).
+    :param kwargs: the arguments of `TextGenEnv`.
+    """
+
+    render_mode = None
+
+    def __init__(self, num_envs: int = 1, seed: int | None = None, **kwargs: Any) -> None:
+        self.core = TextGenCore(num_envs, **kwargs)
+        super().__init__(num_envs, self.core.observation_space, self.core.action_space)
+        self._rng = np.random.default_rng(seed)
+        self._actions: np.ndarray | None = None
+        self._started = False
+
+    def seed(self, seed: int | None = None) -> Sequence[None | int]:
+        self._rng = np.random.default_rng(seed)
+        return [seed] * self.num_envs
+
+    def reset(self) -> dict[str, np.ndarray]:
+        if self._seeds[0] is not None:  # set by VecEnv.seed() in SB3 >= 2.2
+            self._rng = np.random.default_rng(self._seeds[0])
+            self._reset_seeds()
+        rows = np.arange(self.num_envs)
+        self._start(rows)
+        self.reset_infos = [{"prompt": self.core.row_prompt[row]} for row in rows]
+        self._started = True
+        return self.core.observe()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self):
+        if not self._started:
+            raise RuntimeError("step() called before reset(): call reset() first")
+        result = self.core.step(
+            np.asarray(self._actions).reshape(self.num_envs), argument="actions"
+        )
+        infos = [result.row_info(row) for row in range(self.num_envs)]
+        done_rows = np.flatnonzero(result.terminated)
+        if done_rows.size:
+            final = self.core.observe(done_rows)
+            for i, row in enumerate(done_rows):
+                infos[row]["terminal_observation"] = {key: value[i] for key, value in final.items()}
+                infos[row]["TimeLimit.truncated"] = False
+            self._start(done_rows)
+        return self.core.observe(), result.rewards.copy(), result.terminated.copy(), infos
+
+    def _start(self, rows: np.ndarray) -> None:
+        indices = self._rng.integers(len(self.core.prompts), size=len(rows))
+        self.core.start_rows(rows, prompt_indices=indices)
+
+    def action_masks(self) -> np.ndarray:
+        return self.core.action_masks()
+
+    def attach_policy(self, scorer: PolicyScorer | None) -> None:
+        self.core.attach_policy(scorer)
+
+    def close(self) -> None:
+        """Nothing to release: the models are freed with the env."""
+
+    def _indices(self, indices) -> list[int]:
+        return list(self._get_indices(indices))
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        value = (
+            getattr(self.core, attr_name)
+            if hasattr(self.core, attr_name)
+            else getattr(self, attr_name)
+        )
+        return [value for _ in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self.core, attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args, indices=None, **method_kwargs
+    ) -> list[Any]:
+        rows = self._indices(indices)
+        if method_name == "action_masks":
+            return list(self.core.action_masks(rows))
+        if method_name == "reference_logprobs":
+            return list(self.core.reference_logprobs(rows))
+        result = getattr(self, method_name)(*method_args, **method_kwargs)
+        return [result for _ in rows]
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False for _ in self._indices(indices)]
