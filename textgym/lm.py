@@ -150,13 +150,23 @@ class IncrementalLM:
         self.pad_token_id = pad_token_id
         self.device = model.device
         self._cache = None
-        self._mask: torch.Tensor | None = None  # (N, T) bool: which cache columns are real
-        self._dense = False  # no row has padding: the mask can be left out of the forward
-        self.lengths = torch.zeros(num_rows, dtype=torch.long, device=self.device)
+        # (N, T) bool, which cache columns each row attends to; None while the cache is dense
+        # (every row exactly T tokens long, no padding). Dense is the common case at batch 1,
+        # and then a step is exactly the raw incremental forward: no mask, HF's own positions.
+        self._mask: torch.Tensor | None = None
+        self._lengths: torch.Tensor | None = None  # (N,) real tokens per row; None while dense
+        self._length = 0  # T
 
     @property
     def cache_length(self) -> int:
-        return 0 if self._mask is None else self._mask.shape[1]
+        return self._length
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``(N,)`` real tokens per row."""
+        if self._lengths is None:
+            return torch.full((self.num_rows,), self._length, device=self.device)
+        return self._lengths
 
     @torch.inference_mode()
     def start(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -167,16 +177,16 @@ class IncrementalLM:
         ids, mask = self._left_pad(prompts)  # (k, P)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        rows_t = torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
-        self.lengths[rows_t] = mask.sum(-1)
+        rows = list(rows)
         if self._cache is None or len(rows) == self.num_rows:
-            if list(rows) != list(range(self.num_rows)):
+            if rows != list(range(self.num_rows)):
                 raise ValueError("the first start() must begin every row, in order")
             self._cache = out.past_key_values
-            self._mask = mask.bool()
+            self._mask, self._lengths = mask.bool(), mask.sum(-1)
+            self._length = mask.shape[1]
         else:
-            self._splice(rows_t, out.past_key_values, mask.bool())
-        self._dense = bool(self._mask.all())
+            self._splice(torch.as_tensor(rows, device=self.device), out.past_key_values, mask)
+        self._densify_if_possible()
         return out.logits[:, -1, :].float()
 
     @torch.inference_mode()
@@ -189,34 +199,42 @@ class IncrementalLM:
         if self._cache is None:
             raise RuntimeError("IncrementalLM.advance() called before start()")
         ids = tokens.view(-1, 1).to(self.device)
-        if self._dense and live is None:
-            # Every row is exactly as long as the cache: HF's own positions are right.
+        if self._mask is None and live is None:
             out = self.model(input_ids=ids, past_key_values=self._cache, use_cache=True)
-            self._mask = self._extend_mask(None)
-            self.lengths += 1
         else:
-            live_t = None if live is None else torch.as_tensor(live, device=self.device)
-            self._mask = self._extend_mask(live_t)
+            self._materialize()
+            column = (
+                torch.ones(self.num_rows, 1, dtype=torch.bool, device=self.device)
+                if live is None
+                else torch.as_tensor(live, device=self.device).view(-1, 1)
+            )
+            self._mask = torch.cat([self._mask, column], dim=1)
             out = self.model(
                 input_ids=ids,
                 attention_mask=self._mask.long(),
-                position_ids=self.lengths.view(-1, 1),
+                position_ids=self._lengths.view(-1, 1),
                 past_key_values=self._cache,
                 use_cache=True,
             )
-            self.lengths += 1 if live_t is None else live_t.long()
-            self._dense = bool(self._mask.all())
+            self._lengths = self._lengths + column.view(-1).long()
         self._cache = out.past_key_values
-        if not self._dense:
+        self._length += 1
+        if self._mask is not None:
             self._compact()
+            self._densify_if_possible()
         return out.logits[:, -1, :].float()
 
-    def _extend_mask(self, live: torch.Tensor | None) -> torch.Tensor:
-        if live is None:
-            column = torch.ones(self.num_rows, 1, dtype=torch.bool, device=self.device)
-        else:
-            column = live.view(-1, 1).bool()
-        return torch.cat([self._mask, column], dim=1)
+    def _materialize(self) -> None:
+        """Leave dense mode: write out the all-true mask and the equal lengths."""
+        if self._mask is None:
+            self._mask = torch.ones(
+                self.num_rows, self._length, dtype=torch.bool, device=self.device
+            )
+            self._lengths = torch.full((self.num_rows,), self._length, device=self.device)
+
+    def _densify_if_possible(self) -> None:
+        if self._mask is not None and bool(self._mask.all()):
+            self._mask = self._lengths = None
 
     def _left_pad(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(p) for p in prompts)
@@ -240,7 +258,8 @@ class IncrementalLM:
 
     def _splice(self, rows: torch.Tensor, cache, mask: torch.Tensor) -> None:
         """Write the new prompts' keys/values into the right end of ``rows``' cache."""
-        width, total = mask.shape[1], self._mask.shape[1]
+        self._materialize()
+        width, total = mask.shape[1], self._length
         if width > total:
             # The prompt is longer than the cache: grow every row on the left with masked columns.
             grow = width - total
@@ -248,24 +267,25 @@ class IncrementalLM:
                 layer.keys = _pad_left(layer.keys, grow)
                 layer.values = _pad_left(layer.values, grow)
             self._mask = _pad_left(self._mask, grow)
-            total = width
+            total = self._length = width
         for old, new in zip(self._layers(self._cache), self._layers(cache), strict=True):
             old.keys[rows, :, total - width :] = new.keys
             old.values[rows, :, total - width :] = new.values
         self._mask[rows] = False
-        self._mask[rows, total - width :] = mask
+        self._mask[rows, total - width :] = mask.bool()
+        self._lengths[rows] = mask.sum(-1)
 
     def _compact(self) -> None:
         """Drop the leading cache columns that no row attends to any more."""
         first = int(self._mask.any(0).long().argmax())
         # Amortised: slicing copies the cache, so only do it when enough has piled up.
-        if first < max(16, self._mask.shape[1] // 4):
+        if first < max(16, self._length // 4):
             return
         for layer in self._layers(self._cache):
             layer.keys = layer.keys[:, :, first:].contiguous()
             layer.values = layer.values[:, :, first:].contiguous()
         self._mask = self._mask[:, first:]
-        self._dense = bool(self._mask.all())
+        self._length -= first
 
 
 def _pad_left(tensor: torch.Tensor, count: int) -> torch.Tensor:

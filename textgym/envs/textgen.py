@@ -194,4 +194,4 @@ class TextGenEnv(gym.Env):
         return render_rgb(prompt, tokens, self._step_rewards, self._rm_score)
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {key: value[0] for key, value in self.core.observe([0]).items()}
+        return self.core.observe(0)

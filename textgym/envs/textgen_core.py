@@ -175,9 +175,12 @@ class TextGenCore:
         self.active = np.zeros(n, dtype=bool)
         self.kl_sum = np.zeros(n, dtype=np.float64)
         self._lm = IncrementalLM(self.reference_model, n, self.pad_token_id)
+        self._all_rows = np.arange(n)
+        # The reference's next-token distribution per row, written in place every step.
         self._next_logprobs = torch.zeros(n, self.vocab_size, device=self._lm.device)  # (N, V)
         self._cand_ids = torch.zeros(n, top_k or 1, dtype=torch.long, device=self._lm.device)
-        self._cand_logprobs = torch.zeros(n, top_k or 1, device=self._lm.device)
+        self._cand_logprobs = torch.zeros(n, top_k or 1, device=self._lm.device)  # (N, k)
+        self._make_host_views()
         if normalize_reward:
             self.reward_gain, self.reward_bias = self._reference_reward_stats()
 
@@ -277,19 +280,52 @@ class TextGenCore:
         self.kl_sum[rows] = 0.0
         self.active[rows] = True
 
+    def _make_host_views(self) -> None:
+        """On the CPU, numpy views of the distribution tensors: reading one entry per row
+        through numpy costs far less than torch indexing, and a step reads several."""
+        on_cpu = self._next_logprobs.device.type == "cpu"
+        self._views = (
+            {
+                "next": self._next_logprobs.numpy(),
+                "cand_ids": self._cand_ids.numpy(),
+                "cand_logprobs": self._cand_logprobs.numpy(),
+            }
+            if on_cpu
+            else None
+        )
+
+    def _gather(self, name: str, idx: np.ndarray, acts: np.ndarray) -> np.ndarray:
+        """``source[idx, acts]`` of a distribution tensor, as numpy."""
+        if self._views is not None:
+            return self._views[name][idx, acts]
+        source = {
+            "next": self._next_logprobs,
+            "cand_ids": self._cand_ids,
+            "cand_logprobs": self._cand_logprobs,
+        }[name]
+        device = source.device
+        return (
+            source[torch.as_tensor(idx, device=device), torch.as_tensor(acts, device=device)]
+            .cpu()
+            .numpy()
+        )
+
     def _set_next(self, rows: np.ndarray, logits: torch.Tensor) -> None:
         """Store the reference's next-token distribution for ``rows`` (one log-softmax per step)."""
-        rows_t = torch.as_tensor(rows, device=logits.device)
-        logprobs = torch.log_softmax(logits, dim=-1)  # (k, V)
-        self._next_logprobs[rows_t] = logprobs
+        every = len(rows) == self.num_rows  # rows are sorted, so then they are all rows in order
+        target = slice(None) if every else torch.as_tensor(rows, device=logits.device)
+        self._next_logprobs[target] = torch.log_softmax(logits, dim=-1)  # (k, V)
         if self.action_mode == "topk":
             top = torch.topk(logits, self.top_k, dim=-1)
-            self._cand_ids[rows_t] = top.indices
-            self._cand_logprobs[rows_t] = torch.log_softmax(top.values, dim=-1)
+            self._cand_ids[target] = top.indices
+            self._cand_logprobs[target] = torch.log_softmax(top.values, dim=-1)
 
-    def observe(self, rows: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Fresh copies of the observations of ``rows`` (all rows by default), batched."""
-        index = slice(None) if rows is None else np.asarray(rows)
+    def observe(
+        self, rows: int | Sequence[int] | np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Fresh copies of the observations of ``rows`` (all rows by default), batched; an int
+        ``rows`` gives one row's observation, unbatched."""
+        index = slice(None) if rows is None else rows if isinstance(rows, int) else np.asarray(rows)
         obs = {
             "input_ids": self.input_ids[index].copy(),
             "attention_mask": self.attention_mask[index].copy(),
@@ -332,25 +368,19 @@ class TextGenCore:
         Nothing is changed when this raises (bad action, failing RM or scorer).
         """
         n = self.num_rows
-        live = np.ones(n, dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
-        if not np.all(self.active[live]):
+        idx = self._all_rows if rows is None else np.flatnonzero(np.asarray(rows, dtype=bool))
+        if not self.active[idx].all():
             raise RuntimeError(
                 "step() called on a sequence whose episode has ended (or never started): "
                 "call reset() first"
             )
-        idx = np.flatnonzero(live)
         acts = self._check_actions(actions, idx, argument)
-
-        acts_t = torch.as_tensor(acts, device=self._lm.device)
-        idx_t = torch.as_tensor(idx, device=self._lm.device)
         if self.action_mode == "topk":
-            tokens_t = self._cand_ids[idx_t, acts_t]
-            ref_lp = self._cand_logprobs[idx_t, acts_t]
+            tokens = self._gather("cand_ids", idx, acts)
+            ref_lp = self._gather("cand_logprobs", idx, acts).astype(np.float64)
         else:
-            tokens_t = acts_t
-            ref_lp = self._next_logprobs[idx_t, acts_t]
-        tokens = tokens_t.cpu().numpy()
-        ref_lp = ref_lp.double().cpu().numpy()
+            tokens = acts
+            ref_lp = self._gather("next", idx, acts).astype(np.float64)
 
         beta = self.kl_controller.value
         result = StepResult.empty(n, beta)
@@ -399,12 +429,14 @@ class TextGenCore:
                 )
 
         going = idx[~done]
-        if going.size:
+        if going.size == n:
+            self._set_next(going, self._lm.advance(torch.from_numpy(tokens)))
+        elif going.size:
             feed = np.full(n, self._obs_pad, dtype=np.int64)
             feed[idx] = tokens
             step_rows = np.zeros(n, dtype=bool)
             step_rows[going] = True
-            logits = self._lm.advance(torch.as_tensor(feed), None if step_rows.all() else step_rows)
+            logits = self._lm.advance(torch.from_numpy(feed), step_rows)
             self._set_next(going, logits[torch.as_tensor(going, device=logits.device)])
         return result
 
@@ -428,6 +460,8 @@ class TextGenCore:
         return bonus
 
     def _check_actions(self, actions: Any, idx: np.ndarray, argument: str) -> np.ndarray:
+        if type(actions) is int and self.num_rows == 1 and 0 <= actions < self.num_actions:
+            return np.array([actions], dtype=np.int64)  # the common single-env case, fast
         arr = np.asarray(actions)
         expected = f"an integer in [0, {self.num_actions})"
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)):
@@ -492,12 +526,14 @@ class TextGenCore:
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["_views"] = None
         state["_lm"] = None  # the KV cache is rebuilt from the token ids on unpickling
         state["scorer"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._make_host_views()
         self._lm = IncrementalLM(self.reference_model, self.num_rows, self.pad_token_id)
         rows = np.flatnonzero(self.active)
         if rows.size == 0:
