@@ -82,7 +82,6 @@ def bench_single(args: Args) -> dict:
         for t in range(tokens - 1):
             out = model(input_ids=ids[t], past_key_values=cache, use_cache=True)
             cache = out.past_key_values
-            out.logits[:, -1].float().log_softmax(-1)
         _sync(model)
         return time.perf_counter() - start
 
@@ -134,10 +133,13 @@ def _batched_vs_generate(args: Args, n: int) -> dict:
     plan = rng.integers(0, vocab, size=(tokens, n))
     plan[plan == eos] = 0
     venv.reset(seed=0)
+    for t in range(tokens):  # every row ends on the last step
+        venv.step(plan[t])
 
     def env_run() -> None:
-        # Every row ends on the last step; the first step of the next run restarts them all
-        # (NEXT_STEP autoreset), so each run covers N prompt forwards and N x tokens steps.
+        # NEXT_STEP autoreset: the first call restarts every row (the prompt forward, like
+        # generate's prefill), then `tokens` steps generate N x tokens tokens and end all rows.
+        venv.step(plan[0])
         for t in range(tokens):
             venv.step(plan[t])
         _sync(model)

@@ -596,3 +596,61 @@ def test_remote_code_never_runs_unless_trust_remote_code(tiny_gpt2, tmp_path):
     assert not sentinel.exists()
     env = TextGenEnv(model=str(model_dir), prompts=PROMPTS, trust_remote_code=True)
     assert sentinel.exists() and type(env.reference_model).__name__ == "CustomModel"
+
+
+# ---------------------------------------------------------------- the bundled default task
+
+
+def test_bundled_reference_continuations_have_mixed_sentiment():
+    """Before training, the reference writes positive and negative reviews: room to learn."""
+    from textgym.envs.textgen_vector import TextGenVectorEnv
+
+    venv = TextGenVectorEnv(32)
+    venv.attach_policy(lambda ids, mask: full_logprobs(venv.reference_model, ids, mask))
+    venv.reset(seed=0)
+    rng = np.random.default_rng(0)
+    scores, texts = [], []
+    while len(scores) < 64:
+        probs = np.exp(venv.reference_logprobs().astype(np.float64))
+        actions = np.array([rng.choice(len(p), p=p / p.sum()) for p in probs])
+        _, rewards, terminated, _, infos = venv.step(actions)
+        assert np.abs(rewards[~terminated]).max() < 1e-5  # the reference itself: zero KL
+        if terminated.any():
+            scores += infos["rm_score"][terminated].tolist()
+            texts += infos["text"][terminated].tolist()
+    scores = np.array(scores)
+    assert -0.4 < scores.mean() < 0.4
+    assert (scores > 0.05).mean() > 0.15 and (scores < -0.05).mean() > 0.15
+    assert len(set(texts)) == len(texts)  # samples, not memorised templates
+
+
+def test_bundled_prompt_set_has_over_200_distinct_openings():
+    env = gym.make("TextGen-v0")
+    prompts = env.unwrapped.prompts
+    assert len(prompts) >= 200 and len(set(prompts)) == len(prompts)
+    assert all(p.strip() == p and p for p in prompts)
+
+
+@pytest.mark.parametrize("action_mode", ["topk", "vocab"])
+def test_sb3_ppo_smoke_run_on_registered_textgen(action_mode):
+    from stable_baselines3 import PPO
+
+    env = gym.make("TextGen-v0", action_mode=action_mode, max_new_tokens=4)
+    model = PPO("MultiInputPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0)
+    model.learn(64)
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(int(action))
+
+
+@pytest.mark.parametrize("action_mode", ["vocab", "topk"])
+def test_returned_arrays_share_no_memory_with_the_env(tiny_gpt2, action_mode):
+    env = make(tiny_gpt2, action_mode=action_mode, top_k=4)
+    obs, _ = env.reset(seed=0)
+    before = {key: value.copy() for key, value in obs.items()}
+    ref = env.reference_logprobs()
+    ref_before = ref.copy()
+    env.step(1)
+    for key, value in obs.items():
+        np.testing.assert_array_equal(value, before[key])
+    np.testing.assert_array_equal(ref, ref_before)

@@ -331,8 +331,8 @@ class TextGenCore:
             "attention_mask": self.attention_mask[index].copy(),
         }
         if self.action_mode == "topk":
-            obs["candidate_ids"] = self._cand_ids[index].cpu().numpy()
-            obs["candidate_logprobs"] = self._cand_logprobs[index].cpu().numpy().astype(np.float32)
+            obs["candidate_ids"] = _fresh(self._cand_ids[index])
+            obs["candidate_logprobs"] = _fresh(self._cand_logprobs[index])
         return obs
 
     def reference_logprobs(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
@@ -343,7 +343,7 @@ class TextGenCore:
         """
         index = slice(None) if rows is None else torch.as_tensor(np.asarray(rows))
         source = self._cand_logprobs if self.action_mode == "topk" else self._next_logprobs
-        return source[index].cpu().numpy()
+        return _fresh(source[index])
 
     def action_masks(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """``(rows, A)`` bool: the reference's top-k / top-p tokens (plus EOS in vocab mode)."""
@@ -548,6 +548,11 @@ class TextGenCore:
             ].tolist()
         logits = self._lm.start(list(range(self.num_rows)), sequences)
         self._set_next(rows, logits[torch.as_tensor(rows)])
+
+
+def _fresh(tensor: torch.Tensor) -> np.ndarray:
+    """A numpy copy that shares no memory with the env's state (``.numpy()`` alone would)."""
+    return tensor.cpu().numpy().copy()
 
 
 def _nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
