@@ -567,6 +567,9 @@ def test_bad_constructor_arguments_name_the_argument(tiny_gpt2):
         ({"kl_target": -3.0}, "kl_target"),
         ({"reward_model": "no-such-rm"}, "reward_model"),
         ({"render_mode": "human"}, "render_mode"),
+        ({"max_new_tokens": 120}, "max_new_tokens = 144 exceeds the 128 positions"),
+        ({"action_mode": "topk", "top_k": 10_000}, "top_k=10000 exceeds the vocabulary"),
+        ({"missing_eos_penalty": float("nan")}, "missing_eos_penalty"),
     ]:
         with pytest.raises(ValueError, match=name):
             make(tiny_gpt2, **kwargs)

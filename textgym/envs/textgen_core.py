@@ -118,6 +118,8 @@ class TextGenCore:
             )
         if not (isinstance(top_p, int | float) and 0 < top_p <= 1):
             raise ValueError(f"top_p={top_p!r} must be a number in (0, 1]")
+        if not (isinstance(missing_eos_penalty, int | float) and np.isfinite(missing_eos_penalty)):
+            raise ValueError(f"missing_eos_penalty={missing_eos_penalty!r} must be a finite number")
 
         self.num_rows = num_rows
         self.max_new_tokens = max_new_tokens
@@ -147,6 +149,21 @@ class TextGenCore:
                 f"the tokenizer of model has {len(self.tokenizer)} tokens but the reference "
                 f"model scores only {self.vocab_size}: expected a reference with the same "
                 "vocabulary"
+            )
+        if top_k is not None and top_k > self.vocab_size:
+            raise ValueError(
+                f"top_k={top_k} exceeds the vocabulary of {self.vocab_size} tokens: expected "
+                f"1 <= top_k <= {self.vocab_size}"
+            )
+        config = self.reference_model.config
+        positions = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None
+        )
+        if positions is not None and max_prompt_tokens + max_new_tokens > positions:
+            raise ValueError(
+                f"max_prompt_tokens + max_new_tokens = {max_prompt_tokens + max_new_tokens} "
+                f"exceeds the {positions} positions of the reference model: expected at most "
+                f"{positions} tokens per episode"
             )
         self.eos_token_id = int(self.tokenizer.eos_token_id)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
