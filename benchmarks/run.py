@@ -37,14 +37,16 @@ class Args:
     out: str = "benchmarks/results.json"  # where the JSON figures go
 
 
-def best_of(repeats: int, fn) -> float:
-    """The smallest of ``repeats`` timings of ``fn()`` (seconds): the least disturbed run."""
-    times = []
+def best_of(repeats: int, *fns) -> list[float]:
+    """The smallest of ``repeats`` timings of each of ``fns`` (seconds), the calls interleaved
+    so that a slow spell of a shared machine hits every function alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for fn, record in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            record.append(time.perf_counter() - start)
+    return [min(record) for record in times]
 
 
 # ---------------------------------------------------------------- single TextGen step
@@ -66,7 +68,7 @@ def bench_single(args: Args) -> dict:
     def env_episode() -> float:
         env.reset(seed=int(rng.integers(1 << 30)))
         actions = rng.integers(0, vocab, size=tokens)
-        actions[actions == eos] = 0  # full-length episodes, like the raw loop
+        actions[actions == eos] = 3  # full-length episodes, like the raw loop
         start = time.perf_counter()
         for action in actions:
             env.step(int(action))
@@ -131,7 +133,7 @@ def _batched_vs_generate(args: Args, n: int) -> dict:
     vocab, eos = venv.single_action_space.n, core.eos_token_id
     rng = np.random.default_rng(n)
     plan = rng.integers(0, vocab, size=(tokens, n))
-    plan[plan == eos] = 0
+    plan[plan == eos] = 3
     venv.reset(seed=0)
     for t in range(tokens):  # every row ends on the last step
         venv.step(plan[t])
@@ -169,8 +171,7 @@ def _batched_vs_generate(args: Args, n: int) -> dict:
         warnings.simplefilter("ignore")
         for _ in range(2):
             env_run(), generate_run()
-        env_t = best_of(args.repeats, env_run)
-        gen_t = best_of(args.repeats, generate_run)
+        env_t, gen_t = best_of(args.repeats, env_run, generate_run)
     return {
         "env_tokens_per_s": n * tokens / env_t,
         "generate_tokens_per_s": n * tokens / gen_t,
@@ -181,32 +182,38 @@ def _batched_vs_generate(args: Args, n: int) -> dict:
 # ---------------------------------------------------------------- GridWorld vs FrozenLake
 
 
-def _steps_per_second(env, steps: int, seed: int = 0) -> float:
-    actions = np.random.default_rng(seed).integers(0, 4, size=steps)
+def _stepping(env, steps: int, seed: int = 0):
+    """A function that plays ``steps`` random steps of ``env``, resetting as episodes end."""
+    actions = np.random.default_rng(seed).integers(0, 4, size=steps).tolist()
     env.reset(seed=seed)
 
     def run() -> None:
         for action in actions:
-            _, _, terminated, truncated, _ = env.step(int(action))
+            _, _, terminated, truncated, _ = env.step(action)
             if terminated or truncated:
                 env.reset()
 
-    return steps / best_of(3, run)
+    return run
 
 
 def bench_grid(args: Args, steps: int = 20_000, num_envs: int = 1024) -> dict:
     """GridWorld steps/s vs FrozenLake-v1 steps/s (both via gym.make); vectorised at N=1024."""
-    frozen = _steps_per_second(gym.make("FrozenLake-v1"), steps)
-    grid = _steps_per_second(gym.make("GridWorld-v0"), steps)
     venv = gym.make_vec("GridWorld-v0", num_envs=num_envs, vectorization_mode="vector_entry_point")
     venv.reset(seed=0)
-    actions = np.random.default_rng(0).integers(0, 4, size=(200, num_envs))
+    vec_actions = np.random.default_rng(0).integers(0, 4, size=(200, num_envs))
 
     def vec_run() -> None:
-        for row in actions:
+        for row in vec_actions:
             venv.step(row)
 
-    vec = len(actions) * num_envs / best_of(3, vec_run)
+    frozen_t, grid_t, vec_t = best_of(
+        args.repeats,
+        _stepping(gym.make("FrozenLake-v1"), steps),
+        _stepping(gym.make("GridWorld-v0"), steps),
+        vec_run,
+    )
+    frozen, grid = steps / frozen_t, steps / grid_t
+    vec = vec_actions.size / vec_t
     return {
         "frozenlake_steps_per_s": frozen,
         "gridworld_steps_per_s": grid,

@@ -14,6 +14,7 @@ def test_quickstart_code_runs():
     namespace: dict = {}
     exec(compile(quickstart, "README-quickstart", "exec"), namespace)
     assert isinstance(namespace["info"]["text"], str)
+    assert namespace["info"]["prompt"] == "I saw this movie with my kids and"  # as commented
     assert -1.0 <= namespace["info"]["rm_score"] <= 1.0
 
 

@@ -558,6 +558,9 @@ def test_failing_reward_model_raises_naming_it_and_env_recovers(tiny_gpt2, score
 
 
 def test_bad_constructor_arguments_name_the_argument(tiny_gpt2):
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            make(tiny_gpt2, device="cuda")
     for kwargs, name in [
         ({"action_mode": "words"}, "action_mode"),
         ({"kl_estimator": "k4"}, "kl_estimator"),
@@ -570,6 +573,8 @@ def test_bad_constructor_arguments_name_the_argument(tiny_gpt2):
         ({"max_new_tokens": 120}, "max_new_tokens = 144 exceeds the 128 positions"),
         ({"action_mode": "topk", "top_k": 10_000}, "top_k=10000 exceeds the vocabulary"),
         ({"missing_eos_penalty": float("nan")}, "missing_eos_penalty"),
+        ({"device": "tpu:7"}, "device='tpu:7'"),
+        ({"dtype": "float8"}, "dtype='float8'"),
     ]:
         with pytest.raises(ValueError, match=name):
             make(tiny_gpt2, **kwargs)

@@ -59,9 +59,15 @@ class TextGenVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any) -> None:
+        if render_mode is not None:
+            raise ValueError(
+                f"render_mode={render_mode!r}: the batched TextGen env does not render; "
+                "render a single TextGenEnv (gym.make) instead"
+            )
         self.core = TextGenCore(num_envs, **kwargs)
         self.num_envs = num_envs
+        self.render_mode = None
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -93,6 +99,8 @@ class TextGenVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if options:
+            raise ValueError(f"options={options!r}: TextGenVectorEnv.reset takes no options")
         if isinstance(seed, Sequence):
             seed = seed[0] if seed else None
         super().reset(seed=seed)
