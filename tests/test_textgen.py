@@ -662,3 +662,20 @@ def test_returned_arrays_share_no_memory_with_the_env(tiny_gpt2, action_mode):
     for key, value in obs.items():
         np.testing.assert_array_equal(value, before[key])
     np.testing.assert_array_equal(ref, ref_before)
+
+
+def test_topk_scorers_that_take_keywords_also_get_the_candidates(tiny_gpt2):
+    env = make(tiny_gpt2, action_mode="topk", top_k=4)
+    seen = {}
+
+    def scorer(input_ids, attention_mask, **extra):
+        seen.update(extra)
+        return np.log(np.full((len(input_ids), 4), 0.25))
+
+    env.attach_policy(scorer)
+    obs, _ = env.reset(seed=0)
+    env.step(0)
+    np.testing.assert_array_equal(seen["candidate_ids"], obs["candidate_ids"][None])
+    np.testing.assert_allclose(seen["candidate_logprobs"], obs["candidate_logprobs"][None])
+    env.attach_policy(lambda ids, mask: np.log(np.full((len(ids), 4), 0.25)))  # no keywords
+    env.step(0)

@@ -26,9 +26,11 @@ logger = logging.getLogger(__name__)
 
 ACTION_MODES = ("vocab", "topk")
 
-PolicyScorer = Callable[[Any, Any], Any]
+PolicyScorer = Callable[..., Any]
 """``scorer(input_ids, attention_mask) -> log_probs``: ``[B, L]`` observations in, the acting
-policy's log-probs over the action space at the last real position out, ``[B, A]``."""
+policy's log-probs over the action space at the last real position out, ``[B, A]``. In
+``"topk"`` mode a scorer that accepts keyword arguments ``candidate_ids`` and
+``candidate_logprobs`` (or ``**kwargs``) also gets those observation entries, ``[B, k]``."""
 
 
 @dataclass
@@ -179,6 +181,7 @@ class TextGenCore:
         self.observation_space = self._make_observation_space()
         self.action_space = spaces.Discrete(self.num_actions)
         self.scorer: PolicyScorer | None = None
+        self._scorer_extras = False
         self._warned_no_scorer = False
         self.reward_gain, self.reward_bias = 1.0, 0.0
 
@@ -253,9 +256,18 @@ class TextGenCore:
                 f"scorer={scorer!r} is not callable: expected scorer(input_ids, attention_mask)"
             )
         self.scorer = scorer
+        self._scorer_extras = (
+            scorer is not None and self.action_mode == "topk" and _takes_extras(scorer)
+        )
 
     def _policy_logprobs(self, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        out = self.scorer(self.input_ids[rows].copy(), self.attention_mask[rows].copy())
+        extras = {}
+        if self._scorer_extras:
+            extras = {
+                "candidate_ids": _fresh(self._cand_ids[torch.as_tensor(rows)]),
+                "candidate_logprobs": _fresh(self._cand_logprobs[torch.as_tensor(rows)]),
+            }
+        out = self.scorer(self.input_ids[rows].copy(), self.attention_mask[rows].copy(), **extras)
         if isinstance(out, torch.Tensor):
             out = out.detach().float().cpu().numpy()
         out = np.asarray(out, dtype=np.float64)
@@ -565,6 +577,25 @@ class TextGenCore:
             ].tolist()
         logits = self._lm.start(list(range(self.num_rows)), sequences)
         self._set_next(rows, logits[torch.as_tensor(rows)])
+
+
+def _takes_extras(scorer: PolicyScorer) -> bool:
+    """Whether ``scorer`` accepts the candidate entries of a ``"topk"`` observation."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(scorer).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+    names = {p.name for p in parameters}
+    return (
+        any(p.kind is p.VAR_KEYWORD for p in parameters)
+        or {
+            "candidate_ids",
+            "candidate_logprobs",
+        }
+        <= names
+    )
 
 
 def _fresh(tensor: torch.Tensor) -> np.ndarray:
