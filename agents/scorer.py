@@ -59,15 +59,17 @@ def attach_sb3_policy(model: BaseAlgorithm, venv: VecEnv | None = None) -> None:
     model's own env). Envs without ``attach_policy`` (GridWorld) are left alone."""
     venv = venv if venv is not None else model.get_env()
     masked = "Maskable" in type(model).__name__
+    # A policy that scores itself (the GPT policy) answers from the forward pass that acted.
+    own = getattr(model.policy, "score", None)
     if isinstance(venv.unwrapped, TextGenSB3VecEnv):  # one batched core: every row at once
         masks = (lambda: np.stack(venv.env_method("action_masks"))) if masked else None
-        venv.env_method("attach_policy", SB3PolicyScorer(model, masks), indices=[0])
+        venv.env_method("attach_policy", own or SB3PolicyScorer(model, masks), indices=[0])
         return
     if not venv.has_attr("attach_policy"):
         return
     for i in range(venv.num_envs):
         masks = _row_masks(venv, i) if masked else None
-        venv.env_method("attach_policy", SB3PolicyScorer(model, masks), indices=[i])
+        venv.env_method("attach_policy", own or SB3PolicyScorer(model, masks), indices=[i])
 
 
 def _row_masks(venv: VecEnv, index: int) -> Callable[[], np.ndarray]:

@@ -11,7 +11,8 @@ no row attends to any more are dropped, so the cache stays bounded however long 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -77,6 +78,19 @@ def _model_source(name_or_path: str | os.PathLike | None, argument: str) -> str:
     return source
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No weight-loading progress bar: one bar per env or policy construction is noise in RL
+    logs. The previous setting is restored afterwards."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_tokenizer(
     name_or_path: str | os.PathLike | None = None,
     *,
@@ -116,23 +130,19 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     """Load a causal LM from safetensors, frozen and in eval mode (dropout off)."""
     source = _model_source(name_or_path, argument)
-    progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one bar per env construction is noise in RL logs
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source,
-            dtype=resolve_dtype(dtype),
-            trust_remote_code=trust_remote_code,
-            use_safetensors=True,
-        )
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(
+                source,
+                dtype=resolve_dtype(dtype),
+                trust_remote_code=trust_remote_code,
+                use_safetensors=True,
+            )
     except (OSError, ValueError) as err:
         raise ValueError(
             f"{argument}={source!r}: could not load a causal LM ({err}); expected a Hugging "
             "Face model name or a local directory with config.json and model.safetensors"
         ) from err
-    finally:
-        if progress:
-            hf_logging.enable_progress_bar()
     model.to(resolve_device(device))
     model.eval()
     model.requires_grad_(False)

@@ -1,0 +1,129 @@
+"""The GPT actor-critic policy: starts at the reference, scores for free, no dropout, saves."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+import textgym
+from agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from agents.scorer import AttachPolicyCallback, attach_sb3_policy
+
+PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
+
+
+def textgen_ppo(path, n_envs=2, **env_kwargs):
+    kwargs = {"model": str(path), "prompts": PROMPTS, "max_new_tokens": 5, **env_kwargs}
+    venv = textgym.make_sb3_vec_env("TextGen-v0", n_envs=n_envs, seed=0, **kwargs)
+    model = PPO(
+        GPTActorCriticPolicy,
+        venv,
+        n_steps=10,
+        batch_size=10,
+        n_epochs=1,
+        gamma=1.0,
+        seed=0,
+        policy_kwargs=gpt_policy_kwargs(venv),
+    )
+    return model, venv
+
+
+@pytest.mark.parametrize("action_mode", ["vocab", "topk"])
+def test_policy_starts_as_the_reference_so_the_kl_is_zero(tiny_gpt2, action_mode):
+    model, venv = textgen_ppo(tiny_gpt2, action_mode=action_mode, top_k=5, kl_coef=1.0)
+    attach_sb3_policy(model)
+    obs = venv.reset()
+    for _ in range(4):
+        actions, _ = model.predict(obs)  # predict() also runs the policy's forward
+        obs_t, _ = model.policy.obs_to_tensor(obs)
+        with torch.no_grad():
+            model.policy(obs_t)
+        obs, rewards, dones, infos = venv.step(actions)
+        for info in infos:
+            assert abs(info["kl"]) < 1e-5
+
+
+def test_scoring_costs_no_second_forward_during_training(tiny_gpt2):
+    model, venv = textgen_ppo(tiny_gpt2, n_envs=3)
+    calls = []
+    trunk = model.policy.trunk.base_model
+    hook = trunk.register_forward_pre_hook(lambda module, args: calls.append(1))
+    model.learn(30, callback=AttachPolicyCallback())  # one rollout: 10 steps x 3 envs
+    hook.remove()
+    assert venv.unwrapped.core.scorer is not None and model.policy.scorer_misses == 0
+    # 10 acting forwards + 1 bootstrap value + 3 minibatches of the update; scoring the
+    # KL reward with a forward of its own would add 10 more.
+    assert len(calls) == 10 + 1 + 3
+
+
+def test_dropout_is_off_even_in_training_mode(tiny_gpt2):
+    model, venv = textgen_ppo(tiny_gpt2)
+    obs_t, _ = model.policy.obs_to_tensor(venv.reset())
+    model.policy.set_training_mode(True)
+    first = model.policy.get_distribution(obs_t).distribution.logits
+    second = model.policy.get_distribution(obs_t).distribution.logits
+    assert torch.equal(first, second)
+    assert not any(
+        isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.policy.trunk.modules()
+    )
+
+
+def test_ppo_update_moves_the_policy_and_save_load_round_trips(tiny_gpt2, tmp_path):
+    model, venv = textgen_ppo(tiny_gpt2, action_mode="topk", top_k=4)
+    obs = venv.reset()
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    before = model.policy.get_distribution(obs_t).distribution.probs.detach().clone()
+    model.learn(40, callback=AttachPolicyCallback())
+    after = model.policy.get_distribution(obs_t).distribution.probs.detach()
+    assert not torch.allclose(before, after)
+    model.save(tmp_path / "agent.zip")
+    loaded = PPO.load(tmp_path / "agent.zip", env=venv)
+    again = loaded.policy.get_distribution(obs_t).distribution.probs.detach()
+    torch.testing.assert_close(after, again)
+
+
+def test_gridworld_tokens_gets_a_small_fresh_gpt_with_a_linear_head():
+    env = gym.make("GridWorld-v0", obs_mode="tokens")
+    kwargs = gpt_policy_kwargs(env)
+    assert kwargs["head"] == "linear" and kwargs["init_from"] is None
+    model = PPO(
+        GPTActorCriticPolicy,
+        env,
+        n_steps=32,
+        batch_size=32,
+        n_epochs=1,
+        seed=0,
+        policy_kwargs=kwargs,
+    )
+    model.learn(64)
+    obs, _ = env.reset(seed=0)
+    assert env.action_space.contains(int(model.predict(obs, deterministic=True)[0]))
+    assert sum(p.numel() for p in model.policy.trunk.parameters()) < 200_000
+
+
+def test_score_answers_rows_from_the_last_forward_in_any_order(tiny_gpt2):
+    model, venv = textgen_ppo(tiny_gpt2, n_envs=3)
+    obs = venv.reset()
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        model.policy(obs_t)
+    full = model.policy.score(obs["input_ids"], obs["attention_mask"])
+    rows = [2, 0]
+    part = model.policy.score(obs["input_ids"][rows], obs["attention_mask"][rows])
+    np.testing.assert_array_equal(part, full[rows])
+    assert model.policy.scorer_misses == 0
+    other = obs["input_ids"].copy()
+    other[:, 0] = 7  # never seen: a forward of its own, with the same answer as forward()
+    model.policy.score(other, obs["attention_mask"])
+    assert model.policy.scorer_misses == 1
+
+
+def test_bad_heads_are_refused(tiny_gpt2):
+    model, venv = textgen_ppo(tiny_gpt2, action_mode="topk", top_k=4)
+    with pytest.raises(ValueError, match="head='lm' needs one action per token"):
+        PPO(GPTActorCriticPolicy, venv, policy_kwargs={**gpt_policy_kwargs(venv), "head": "lm"})
+    with pytest.raises(ValueError, match="head='tree'"):
+        PPO(GPTActorCriticPolicy, venv, policy_kwargs={**gpt_policy_kwargs(venv), "head": "tree"})
