@@ -23,3 +23,18 @@ def test_ci_runs_exactly_the_readme_test_command():
     test_command = setup.split("&&")[-1].strip()
     assert test_command == "python3 -m pytest"
     assert CI.strip().splitlines()[-1] == test_command
+
+
+def test_agents_example_runs_with_a_tiny_budget():
+    code = re.search(r"## Agents\n.*?```python\n(.*?)```", README, re.S).group(1)
+    assert "model.learn(20_000" in code and "n_envs=16" in code
+    for big, small in [
+        ("model.learn(20_000", "model.learn(96"),
+        ("n_envs=16", "n_envs=2"),
+        ("batch_size=192", "batch_size=48"),
+    ]:
+        code = code.replace(big, small)
+    namespace: dict = {}
+    exec(compile(code, "README-agents", "exec"), namespace)
+    core = namespace["venv"].unwrapped.core
+    assert core.scorer == namespace["model"].policy.score  # the GPT policy scores itself
