@@ -1,0 +1,72 @@
+"""A stable-baselines3 features extractor for token observations (TextGen, GridWorld "tokens")."""
+
+from __future__ import annotations
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+__all__ = ["TokenExtractor"]
+
+# Candidate log-probs are bounded below by -inf in the observation space; a floor keeps an
+# impossible candidate from turning the features into NaN.
+_LOGPROB_FLOOR = -30.0
+
+
+class TokenExtractor(BaseFeaturesExtractor):
+    """Features of a right-padded token sequence, for ``MultiInputPolicy``.
+
+    Each real token is embedded with a learned token and position embedding and passed
+    through a per-position layer; the features are the masked mean of those vectors and the
+    vector of the last real token, so padded positions never influence them. In TextGen's
+    ``"topk"`` mode the candidate tokens are embedded with the same token embedding and
+    concatenated with their reference log-probs, so the policy can tell which token each
+    action means. Small and fast on purpose: no attention (the GPT policy is the
+    transformer agent).
+
+    :param observation_space: a ``Dict`` with ``input_ids`` ``Box(0, V-1, (L,), int64)`` and
+        ``attention_mask`` ``Box(0, 1, (L,), int64)``, optionally ``candidate_ids``
+        ``Box(0, V-1, (k,), int64)`` and ``candidate_logprobs`` ``Box(-inf, 0, (k,), float32)``.
+    :param features_dim: size of the output features.
+    :param embed_dim: size of the token and position embeddings.
+    """
+
+    def __init__(
+        self, observation_space: spaces.Dict, features_dim: int = 128, embed_dim: int = 64
+    ) -> None:
+        super().__init__(observation_space, features_dim)
+        ids_space = observation_space["input_ids"]
+        assert isinstance(ids_space, spaces.Box) and len(ids_space.shape) == 1, ids_space
+        vocab_size = int(ids_space.high.max()) + 1
+        seq_len = ids_space.shape[0]
+        self.has_candidates = "candidate_ids" in observation_space.spaces
+        n_candidates = observation_space["candidate_ids"].shape[0] if self.has_candidates else 0
+
+        self.token_embedding = nn.Embedding(vocab_size, embed_dim)
+        self.position_embedding = nn.Embedding(seq_len, embed_dim)
+        # Without a non-linearity per position, the mean of token + position embeddings would
+        # forget which token stands where (e.g. where the robot is on the grid).
+        self.position_mlp = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.GELU())
+        self.head = nn.Sequential(
+            nn.Linear(3 * embed_dim + n_candidates * (embed_dim + 1), features_dim), nn.ReLU()
+        )
+        self.register_buffer("positions", torch.arange(seq_len), persistent=False)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        # SB3 hands Box observations over as float: ids go back to integers.
+        ids = observations["input_ids"].long()  # (B, L)
+        mask = observations["attention_mask"].float()  # (B, L)
+        x = self.token_embedding(ids) + self.position_embedding(self.positions)  # (B, L, E)
+        x = self.position_mlp(x) * mask.unsqueeze(-1)  # (B, L, E), zero at padding
+        mean = x.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, E)
+        peak = x.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).amax(dim=1)  # (B, E)
+        peak = peak.clamp(min=0.0)  # GELU > -0.17; an all-padding row gives 0, not -inf
+        last_index = (mask * self.positions).argmax(dim=1)  # (B,)  the last real position
+        last = x[torch.arange(len(x), device=x.device), last_index]  # (B, E)
+        parts = [mean, peak, last]
+        if self.has_candidates:
+            candidates = self.token_embedding(observations["candidate_ids"].long())  # (B, k, E)
+            logprobs = observations["candidate_logprobs"].clamp(min=_LOGPROB_FLOOR)  # (B, k)
+            parts.append(torch.cat([candidates, logprobs.unsqueeze(-1)], dim=-1).flatten(1))
+        return self.head(torch.cat(parts, dim=1))  # (B, features_dim)
