@@ -49,14 +49,6 @@ TINY_BUDGET = 128
 TEXTGEN_MODE = {"ppo": "topk", "a2c": "topk", "dqn": "topk", "maskable_ppo": "vocab"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def token_space(candidates: bool = False) -> spaces.Dict:
     entries = {
         "input_ids": spaces.Box(0, V - 1, (L,), np.int64),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 from collections import deque
-from collections.abc import Iterator
 
 import gymnasium as gym
 import numpy as np
@@ -529,18 +528,6 @@ def test_vector_render_returns_one_frame_per_row() -> None:
 # --- agents -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """Tiny networks only lose from intra-op threads, which stall when the CPU is busy."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.usefixtures("one_torch_thread")
 def test_sb3_ppo_smoke_run_completes() -> None:
     from stable_baselines3 import PPO
 
@@ -549,7 +536,6 @@ def test_sb3_ppo_smoke_run_completes() -> None:
     assert model.num_timesteps == 256
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_sb3_contrib_maskable_ppo_smoke_run_completes() -> None:
     from sb3_contrib import MaskablePPO
 
