@@ -18,12 +18,13 @@ class TokenExtractor(BaseFeaturesExtractor):
     """Features of a right-padded token sequence, for ``MultiInputPolicy``.
 
     Each real token is embedded with a learned token and position embedding and passed
-    through a per-position layer; the features are the masked mean of those vectors and the
-    vector of the last real token, so padded positions never influence them. In TextGen's
-    ``"topk"`` mode the candidate tokens are embedded with the same token embedding and
-    concatenated with their reference log-probs, so the policy can tell which token each
-    action means. Small and fast on purpose: no attention (the GPT policy is the
-    transformer agent).
+    through a per-position layer; the features are the masked mean and the masked max of those
+    vectors and the vector of the last real token, so padded positions never influence them.
+    The max keeps a single telling token (the robot on a GridWorld grid) at full strength,
+    where the mean divides it by the length. In TextGen's ``"topk"`` mode the candidate tokens
+    are embedded with the same token embedding and concatenated with their reference
+    log-probs, so the policy can tell which token each action means. Small and fast on
+    purpose: no attention (the GPT policy is the transformer agent).
 
     :param observation_space: a ``Dict`` with ``input_ids`` ``Box(0, V-1, (L,), int64)`` and
         ``attention_mask`` ``Box(0, 1, (L,), int64)``, optionally ``candidate_ids``
@@ -47,7 +48,7 @@ class TokenExtractor(BaseFeaturesExtractor):
         self.position_embedding = nn.Embedding(seq_len, embed_dim)
         # Without a non-linearity per position, the mean of token + position embeddings would
         # forget which token stands where (e.g. where the robot is on the grid).
-        self.position_mlp = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.GELU())
+        self.position_mlp = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.ReLU())
         self.head = nn.Sequential(
             nn.Linear(3 * embed_dim + n_candidates * (embed_dim + 1), features_dim), nn.ReLU()
         )
@@ -60,8 +61,8 @@ class TokenExtractor(BaseFeaturesExtractor):
         x = self.token_embedding(ids) + self.position_embedding(self.positions)  # (B, L, E)
         x = self.position_mlp(x) * mask.unsqueeze(-1)  # (B, L, E), zero at padding
         mean = x.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, E)
-        peak = x.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).amax(dim=1)  # (B, E)
-        peak = peak.clamp(min=0.0)  # GELU > -0.17; an all-padding row gives 0, not -inf
+        # x >= 0 and zero at padding, so padding never wins the max.
+        peak = x.amax(dim=1)  # (B, E)
         last_index = (mask * self.positions).argmax(dim=1)  # (B,)  the last real position
         last = x[torch.arange(len(x), device=x.device), last_index]  # (B, E)
         parts = [mean, peak, last]

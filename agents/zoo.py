@@ -99,9 +99,9 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
             "normalize_advantage": False,
         },
     },
-    # Budgets of a few minutes on one CPU thread (PPO, topk mode: 149 s; A2C and DQN are 2x
+    # Budgets of a few minutes on one CPU thread (PPO, topk mode: 136 s; A2C and DQN are 2x
     # faster, MaskablePPO in vocab mode 2x slower). Not a learning test: one PPO run, topk mode,
-    # seed 0, no policy scorer, raised the mean RM score from 0.09 to 0.61 in 100,000 steps.
+    # seed 0, raised the mean RM score of its sampled texts from 0.24 to 0.67 in 100,000 steps.
     "TextGen-v0": {
         "ppo": {
             "n_timesteps": 100_000,

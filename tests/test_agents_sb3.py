@@ -23,6 +23,9 @@ a 0.01 entropy bonus, PPO and A2C never reached it within 200,000 steps (seeds 0
 learn to avoid fire long before a random walk first finds the diamond (0.7% of episodes).
 DQN with a constant learning rate found it while training, but its greedy policy bumped into
 a wall for ever. The comments in agents/zoo.py give the reason for each setting.
+
+Not a test (too slow): with ``env_kwargs={"obs_mode": "tokens"}`` (the `TokenExtractor`), PPO
+reached the diamond too within its budget, seeds 0 and 1: 1.00 each, 164 s and 175 s.
 """
 
 from __future__ import annotations
