@@ -58,19 +58,22 @@ def _linear(start: float) -> Callable[[float], float]:
 # The GridWorld entries make every agent reach the diamond from seeds 0, 1 and 2 (see
 # tests/test_agents_sb3.py for the measured results). The diamond is rare under a random walk
 # (0.7% of episodes, 10 moves past three fires), so exploration decides.
+# PPO and MaskablePPO share their GridWorld settings.
+_GRID_PPO: dict[str, Any] = {
+    "n_timesteps": 200_000,
+    "n_envs": 8,
+    "n_steps": 128,  # 1,024 steps a rollout: many updates in a small budget
+    "batch_size": 256,  # 4 minibatches a rollout
+    "learning_rate": _linear(1e-3),  # fast at first, then settles the greedy policy
+    "ent_coef": 0.05,  # keeps the walk random until the diamond is found
+    # With no reward seen yet, normalising noise-sized advantages to unit scale
+    # swamps the entropy bonus and makes the policy deterministic early.
+    "normalize_advantage": False,
+}
+
 HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "GridWorld-v0": {
-        "ppo": {
-            "n_timesteps": 200_000,
-            "n_envs": 8,
-            "n_steps": 128,  # 1,024 steps a rollout: many updates in a small budget
-            "batch_size": 256,  # 4 minibatches a rollout
-            "learning_rate": _linear(1e-3),  # fast at first, then settles the greedy policy
-            "ent_coef": 0.05,  # keeps the walk random until the diamond is found
-            # With no reward seen yet, normalising noise-sized advantages to unit scale
-            # swamps the entropy bonus and makes the policy deterministic early.
-            "normalize_advantage": False,
-        },
+        "ppo": _GRID_PPO,
         "a2c": {
             "n_timesteps": 150_000,
             "n_envs": 8,
@@ -87,17 +90,8 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
             "target_update_interval": 500,  # default 10,000 is an eighth of the budget
             "exploration_fraction": 0.3,  # explore long enough to find the diamond
         },
-        "maskable_ppo": {
-            "n_timesteps": 120_000,  # masks remove bumps into walls: the diamond comes sooner
-            "n_envs": 8,
-            "n_steps": 128,  # 1,024 steps a rollout: many updates in a small budget
-            "batch_size": 256,  # 4 minibatches a rollout
-            "learning_rate": _linear(1e-3),  # fast at first, then settles the greedy policy
-            "ent_coef": 0.05,  # keeps the walk random until the diamond is found
-            # With no reward seen yet, normalising noise-sized advantages to unit scale
-            # swamps the entropy bonus and makes the policy deterministic early.
-            "normalize_advantage": False,
-        },
+        # Masks remove bumps into walls, so the diamond comes sooner: a smaller budget.
+        "maskable_ppo": {**_GRID_PPO, "n_timesteps": 120_000},
     },
     # Budgets of a few minutes on one CPU thread (PPO, topk mode: 136 s; A2C and DQN are 2x
     # faster, MaskablePPO in vocab mode 2x slower). Not a learning test: one PPO run, topk mode,

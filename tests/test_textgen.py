@@ -679,3 +679,15 @@ def test_topk_scorers_that_take_keywords_also_get_the_candidates(tiny_gpt2):
     np.testing.assert_allclose(seen["candidate_logprobs"], obs["candidate_logprobs"][None])
     env.attach_policy(lambda ids, mask: np.log(np.full((len(ids), 4), 0.25)))  # no keywords
     env.step(0)
+
+
+def test_negative_kl_is_logged_only_when_a_window_of_episodes_averages_below_zero(
+    tiny_gpt2, caplog
+):
+    env = make(tiny_gpt2)
+    core = env.unwrapped.core
+    with caplog.at_level("WARNING", logger="textgym.envs.textgen_core"):
+        core._check_kl_sign(np.array([-5.0] * 10 + [3.0] * 54))  # noisy, mean positive
+        assert "negative" not in caplog.text
+        core._check_kl_sign(np.full(64, -0.5))  # a whole window below zero
+    assert "mean KL per sequence over the last 64 episodes is negative" in caplog.text

@@ -174,13 +174,6 @@ class IncrementalLM:
     def cache_length(self) -> int:
         return self._length
 
-    @property
-    def lengths(self) -> torch.Tensor:
-        """``(N,)`` real tokens per row."""
-        if self._lengths is None:
-            return torch.full((self.num_rows,), self._length, device=self.device)
-        return self._lengths
-
     @torch.inference_mode()
     def start(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """Begin new sequences in ``rows`` from token lists ``prompts``.

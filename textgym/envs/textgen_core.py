@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from textgym.rewards import RewardModel, checked_score, resolve_reward_model
 logger = logging.getLogger(__name__)
 
 ACTION_MODES = ("vocab", "topk")
+_KL_WINDOW = 64  # finished episodes whose mean KL is checked for a negative sign
 
 PolicyScorer = Callable[..., Any]
 """``scorer(input_ids, attention_mask) -> log_probs``: ``[B, L]`` observations in, the acting
@@ -182,6 +184,8 @@ class TextGenCore:
         self.action_space = spaces.Discrete(self.num_actions)
         self.scorer: PolicyScorer | None = None
         self._scorer_extras = False
+        self._recent_kl: deque[float] = deque(maxlen=_KL_WINDOW)
+        self._since_kl_check = 0
         self._warned_no_scorer = False
         self.reward_gain, self.reward_bias = 1.0, 0.0
 
@@ -450,12 +454,7 @@ class TextGenCore:
         if done_rows.size and kl is not None:
             episode_kl = self.kl_sum[done_rows]
             self.kl_controller.update(float(episode_kl.mean()), len(done_rows))
-            if episode_kl.mean() < -1e-3:
-                logger.warning(
-                    "mean KL per sequence is negative (%.4f): the attached scorer's log-probs "
-                    "do not match the acting policy (temperature, filtering or dropout?)",
-                    episode_kl.mean(),
-                )
+            self._check_kl_sign(episode_kl)
 
         going = idx[~done]
         if going.size == n:
@@ -468,6 +467,26 @@ class TextGenCore:
             logits = self._lm.advance(torch.from_numpy(feed), step_rows)
             self._set_next(going, logits[torch.as_tensor(going, device=logits.device)])
         return result
+
+    def _check_kl_sign(self, episode_kl: np.ndarray) -> None:
+        """Log when the mean KL over the last `_KL_WINDOW` episodes is negative: a bug symptom.
+
+        One episode's k1 sum can be negative by chance; a window's mean cannot for long.
+        """
+        self._recent_kl.extend(episode_kl.tolist())
+        self._since_kl_check += len(episode_kl)
+        if len(self._recent_kl) < _KL_WINDOW or self._since_kl_check < _KL_WINDOW:
+            return
+        self._since_kl_check = 0
+        mean = float(np.mean(self._recent_kl))
+        if mean < -1e-3:
+            logger.warning(
+                "mean KL per sequence over the last %d episodes is negative (%.4f): the "
+                "attached scorer's log-probs do not match the acting policy (temperature, "
+                "filtering or dropout?)",
+                _KL_WINDOW,
+                mean,
+            )
 
     def _finish(self, rows, last_tokens, kl, done, hit_eos, result: StepResult) -> np.ndarray:
         """The RM score (and final info) of the rows that finish on this step."""
