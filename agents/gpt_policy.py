@@ -28,6 +28,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config
 
+from textgym.envs.textgen_core import TextGenCore
 from textgym.lm import quiet_loading
 
 HEADS = ("lm", "candidates", "linear")
@@ -60,12 +61,10 @@ def gpt_policy_kwargs(env: gym.Env | Any, **overrides: Any) -> dict[str, Any]:
 
 def _reference_model(env: Any) -> nn.Module | None:
     """The TextGen reference model behind ``env``, if it is a TextGen env."""
-    if hasattr(env, "get_attr"):  # an SB3 VecEnv
-        try:
-            return env.get_attr("reference_model", indices=[0])[0]
-        except AttributeError:
-            return None
-    return getattr(env.unwrapped, "reference_model", None)
+    # Every TextGen class (env, vector env, SB3 VecEnv: ``unwrapped`` is the innermost one)
+    # keeps its state in a TextGenCore.
+    core = getattr(getattr(env, "unwrapped", env), "core", None)
+    return core.reference_model if isinstance(core, TextGenCore) else None
 
 
 class GPTActorCriticPolicy(ActorCriticPolicy):
@@ -152,13 +151,20 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
     def forward(self, obs, deterministic: bool = False):
         dist, values = self._distribution(obs)
         actions = dist.get_actions(deterministic=deterministic)
-        log_prob = dist.log_prob(actions)
-        # Remember what acted, so the env's scorer call costs no second forward pass.
+        self._remember(obs, dist)
+        return actions, values.unsqueeze(-1), dist.log_prob(actions)
+
+    def _predict(self, observation, deterministic: bool = False) -> torch.Tensor:
+        dist, _ = self._distribution(observation)
+        self._remember(observation, dist)
+        return dist.get_actions(deterministic=deterministic)
+
+    def _remember(self, obs, dist: CategoricalDistribution) -> None:
+        """Keep what acted, so the env's scorer call costs no second forward pass."""
         self._last = (
             obs["input_ids"].long().cpu().numpy(),
             torch.log_softmax(dist.distribution.logits, -1).detach().cpu().numpy(),
         )
-        return actions, values.unsqueeze(-1), log_prob
 
     def evaluate_actions(self, obs, actions: torch.Tensor):
         dist, values = self._distribution(obs)

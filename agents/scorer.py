@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
 from textgym.envs.textgen_vector import TextGenSB3VecEnv
@@ -54,13 +55,24 @@ class SB3PolicyScorer:
         return torch.log_softmax(dist.distribution.logits, dim=-1).cpu().numpy()
 
 
-def attach_sb3_policy(model: BaseAlgorithm, venv: VecEnv | None = None) -> None:
+def attach_sb3_policy(model: BaseAlgorithm | BasePolicy, venv: VecEnv | None = None) -> None:
     """Attach ``model``'s policy as the scorer of every TextGen env in ``venv`` (default: the
-    model's own env). Envs without ``attach_policy`` (GridWorld) are left alone."""
-    venv = venv if venv is not None else model.get_env()
+    model's own env). Envs without ``attach_policy`` (GridWorld) are left alone.
+
+    ``model`` may also be a policy that scores itself (`GPTActorCriticPolicy`), e.g. a loaded
+    one; ``venv`` is then required."""
+    if isinstance(model, BasePolicy):
+        own = getattr(model, "score", None)
+        if own is None or venv is None:
+            raise ValueError(
+                f"model={type(model).__name__}: a bare policy can be attached only if it has "
+                "a score() method (GPTActorCriticPolicy) and venv is given"
+            )
+    else:
+        venv = venv if venv is not None else model.get_env()
+        # A policy that scores itself (the GPT policy) answers from the forward that acted.
+        own = getattr(model.policy, "score", None)
     masked = "Maskable" in type(model).__name__
-    # A policy that scores itself (the GPT policy) answers from the forward pass that acted.
-    own = getattr(model.policy, "score", None)
     if isinstance(venv.unwrapped, TextGenSB3VecEnv):  # one batched core: every row at once
         masks = (lambda: np.stack(venv.env_method("action_masks"))) if masked else None
         venv.env_method("attach_policy", own or SB3PolicyScorer(model, masks), indices=[0])

@@ -25,22 +25,59 @@ from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import BasePolicy
 
 import textgym
 from agents.extractors import TokenExtractor
+from agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
 from agents.scorer import attach_sb3_policy
+from agents.sequence_ppo import SequencePPO
 
-__all__ = ["AGENTS", "ENV_DEFAULTS", "HYPERPARAMS", "default_budget", "evaluate", "make_agent"]
+__all__ = [
+    "AGENTS",
+    "ALGORITHMS",
+    "AGENT_ENV_KWARGS",
+    "ENV_DEFAULTS",
+    "HYPERPARAMS",
+    "SB3_AGENTS",
+    "agent_env_kwargs",
+    "default_budget",
+    "evaluate",
+    "is_sequence_agent",
+    "make_agent",
+]
 
-AGENTS: tuple[str, ...] = ("ppo", "a2c", "dqn", "maskable_ppo")
-_ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
+SB3_AGENTS: tuple[str, ...] = ("ppo", "a2c", "dqn", "maskable_ppo")  # standard policies
+AGENTS: tuple[str, ...] = (*SB3_AGENTS, "gpt", "gpt-sb3")
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
     "ppo": PPO,
     "a2c": A2C,
     "dqn": DQN,
     "maskable_ppo": MaskablePPO,
+    # The GPT policy (agents/gpt_policy.py) under SB3's PPO. "gpt" is the sequence-level
+    # trainer on TextGen (agents/sequence_ppo.py) and this same PPO on GridWorld, whose
+    # observations are not growing token sequences.
+    "gpt": PPO,
+    "gpt-sb3": PPO,
 }
-# Names of the custom GPT policy (agents/gpt_policy.py), which is built elsewhere.
 _GPT_AGENTS = ("gpt", "gpt-sb3")
+
+# Env arguments an agent needs on an env, applied before the caller's ``env_kwargs``.
+AGENT_ENV_KWARGS: dict[str, dict[str, dict[str, Any]]] = {
+    "GridWorld-v0": {
+        "gpt": {"obs_mode": "tokens"},  # a transformer reads the grid as tokens
+        "gpt-sb3": {"obs_mode": "tokens"},
+    },
+    "TextGen-v0": {
+        # A fresh policy over the whole vocabulary would start far from the reference (a
+        # uniform distribution over 2,356 tokens): SB3's standard agents choose among the
+        # reference's top-k tokens, MaskablePPO among the whole vocabulary with the
+        # reference's top-k masks. The GPT policy starts as the reference, in vocab mode.
+        "ppo": {"action_mode": "topk"},
+        "a2c": {"action_mode": "topk"},
+        "dqn": {"action_mode": "topk"},
+    },
+}
 
 # Algorithm keywords every agent gets on an env, before its own entry in HYPERPARAMS.
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -71,6 +108,8 @@ _GRID_PPO: dict[str, Any] = {
     "normalize_advantage": False,
 }
 
+_GRID_GPT: dict[str, Any] = {**_GRID_PPO}
+
 HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "GridWorld-v0": {
         "ppo": _GRID_PPO,
@@ -92,6 +131,9 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
         },
         # Masks remove bumps into walls, so the diamond comes sooner: a smaller budget.
         "maskable_ppo": {**_GRID_PPO, "n_timesteps": 120_000},
+        # The GPT policy reads obs_mode="tokens" (AGENT_ENV_KWARGS).
+        "gpt": _GRID_GPT,
+        "gpt-sb3": _GRID_GPT,
     },
     # Budgets of a few minutes on one CPU thread (PPO, topk mode: 136 s; A2C and DQN are 2x
     # faster, MaskablePPO in vocab mode 2x slower). Not a learning test: one PPO run, topk mode,
@@ -121,21 +163,38 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
             "n_steps": 96,  # 4 episodes of 24 tokens per row and rollout
             "batch_size": 256,  # 6 minibatches a rollout
         },
+        # SequencePPO's keywords. The policy starts as the reference: small steps.
+        "gpt": {
+            "n_timesteps": 100_000,
+            "n_envs": 64,  # 64 rows share each forward pass, the policy's and the reference's
+            "episodes_per_update": 64,
+            "n_epochs": 4,
+            "minibatch_episodes": 16,
+            "learning_rate": 3e-5,
+            "vf_coef": 0.1,  # the value head shares the trunk: keep its gradient small
+        },
+        "gpt-sb3": {
+            "n_timesteps": 20_000,  # every token recomputes its whole prefix: slow
+            "n_envs": 16,
+            "n_steps": 48,  # 2 episodes of 24 tokens per row and rollout
+            "batch_size": 128,
+            "n_epochs": 4,
+            "learning_rate": 3e-5,
+            "vf_coef": 0.1,
+        },
     },
 }
 
 _ZOO_KEYS = ("n_timesteps", "n_envs")
 
+# VADER's convention: a compound score above 0.05 is positive.
+POSITIVE_THRESHOLD = 0.05
+
 
 def _config(name: str, env_id: str) -> dict[str, Any]:
     """The zoo entry of agent ``name`` on ``env_id``, or a clear error."""
-    if name in _GPT_AGENTS:
-        raise NotImplementedError(
-            f"agent={name!r} is the custom GPT policy (agents/gpt_policy.py), which the zoo does "
-            f"not build yet; the zoo builds {AGENTS}"
-        )
     if name not in AGENTS:
-        raise ValueError(f"agent={name!r} is unknown: expected one of {AGENTS + _GPT_AGENTS}")
+        raise ValueError(f"agent={name!r} is unknown: expected one of {AGENTS}")
     if env_id not in HYPERPARAMS:
         raise ValueError(
             f"env_id={env_id!r} has no zoo entry: expected one of {tuple(HYPERPARAMS)}"
@@ -162,41 +221,53 @@ def make_agent(
     tensorboard_log: str | None = None,
     verbose: int = 0,
     **overrides: Any,
-) -> BaseAlgorithm:
+) -> BaseAlgorithm | SequencePPO:
     """Agent ``name`` built for ``env_id`` with the zoo's hyperparameters, ready to ``learn``.
 
     The policy follows the observation space: ``"MultiInputPolicy"`` with `TokenExtractor` for
     token observations (TextGen, GridWorld ``obs_mode="tokens"``), ``"MlpPolicy"`` otherwise
-    (SB3 one-hot encodes GridWorld's ``Discrete`` index observation itself). Keywords are
-    applied in the order `ENV_DEFAULTS`, `HYPERPARAMS`, ``overrides``; ``policy_kwargs`` are
-    merged rather than replaced.
+    (SB3 one-hot encodes GridWorld's ``Discrete`` index observation itself), and
+    `GPTActorCriticPolicy` for ``"gpt-sb3"`` and for ``"gpt"`` on GridWorld. ``"gpt"`` on
+    TextGen is the sequence-level trainer `SequencePPO`. Keywords are applied in the order
+    `ENV_DEFAULTS`, `HYPERPARAMS`, ``overrides``; ``policy_kwargs`` are merged rather than
+    replaced; env arguments in the order `AGENT_ENV_KWARGS`, ``env_kwargs``.
 
     On TextGen the model's policy is attached as the env's policy scorer (`attach_sb3_policy`),
     so the KL step reward uses the acting policy's log-probs.
 
-    :param name: one of `AGENTS` (``"gpt"`` and ``"gpt-sb3"`` are reserved for the GPT policy).
+    :param name: one of `AGENTS`.
     :param env_id: ``"GridWorld-v0"`` or ``"TextGen-v0"``.
     :param seed: seeds the algorithm and the env.
     :param n_envs: parallel envs (default: the zoo's value for the agent and env, else 1).
     :param env_kwargs: constructor arguments of the env, e.g. ``{"obs_mode": "tokens"}``.
-    :param tensorboard_log: TensorBoard log folder, or None.
+    :param tensorboard_log: TensorBoard log folder, or None (SB3 agents; `agents.run` logs
+        every agent).
     :param verbose: SB3 verbosity (0 silent, 1 info).
     :param overrides: algorithm keywords that replace the zoo's (``n_steps=64``, ...).
     """
     config = _config(name, env_id)
+    env_kwargs = agent_env_kwargs(name, env_id, env_kwargs)
+    n_envs = config.get("n_envs", 1) if n_envs is None else n_envs
+    if is_sequence_agent(name, env_id):
+        kwargs = {k: v for k, v in config.items() if k not in _ZOO_KEYS}
+        kwargs.update(overrides)
+        return SequencePPO(env_kwargs, seed=seed, num_envs=n_envs, **kwargs)
+
     kwargs = {**ENV_DEFAULTS[env_id], **{k: v for k, v in config.items() if k not in _ZOO_KEYS}}
     policy_kwargs = {**kwargs.pop("policy_kwargs", {}), **overrides.pop("policy_kwargs", {})}
     kwargs.update(overrides)
 
-    n_envs = config.get("n_envs", 1) if n_envs is None else n_envs
-    venv = textgym.make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, **(env_kwargs or {}))
-    if isinstance(venv.observation_space, spaces.Dict):
+    venv = textgym.make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, **env_kwargs)
+    if name in _GPT_AGENTS:
+        policy = GPTActorCriticPolicy
+        policy_kwargs = {**gpt_policy_kwargs(venv), **policy_kwargs}
+    elif isinstance(venv.observation_space, spaces.Dict):
         policy = "MultiInputPolicy"
         if "input_ids" in venv.observation_space.spaces:
             policy_kwargs = {"features_extractor_class": TokenExtractor, **policy_kwargs}
     else:
         policy = "MlpPolicy"
-    model = _ALGORITHMS[name](
+    model = ALGORITHMS[name](
         policy,
         venv,
         policy_kwargs=policy_kwargs or None,
@@ -209,35 +280,65 @@ def make_agent(
     return model
 
 
+def agent_env_kwargs(
+    name: str, env_id: str, env_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The env arguments agent ``name`` trains with: `AGENT_ENV_KWARGS`, then ``env_kwargs``."""
+    return {**AGENT_ENV_KWARGS.get(env_id, {}).get(name, {}), **(env_kwargs or {})}
+
+
+def is_sequence_agent(name: str, env_id: str) -> bool:
+    """Whether agent ``name`` on ``env_id`` is the sequence-level trainer `SequencePPO`."""
+    return name == "gpt" and env_id.startswith("TextGen")
+
+
 def evaluate(
-    model: BaseAlgorithm,
+    model: BaseAlgorithm | SequencePPO | BasePolicy,
     env_id: str,
     *,
     episodes: int,
     seed: int,
     env_kwargs: dict[str, Any] | None = None,
-    deterministic: bool = True,
-) -> dict[str, float]:
+    deterministic: bool | None = None,
+    n_envs: int = 16,
+    samples: int = 0,
+) -> dict[str, Any]:
     """Play ``episodes`` episodes of ``env_id`` with ``model``'s policy and summarise them.
 
     Action masks are passed to ``predict`` for `MaskablePPO`. The env is a fresh one, with
-    the model's policy attached as its KL scorer on TextGen.
+    the model's policy attached as its KL scorer on TextGen. ``n_envs`` rows play at once,
+    each its share of the episodes (so short episodes are not over-represented).
 
-    :param model: a trained agent (e.g. from `make_agent`).
+    :param model: a trained agent (e.g. from `make_agent`), or an SB3 policy.
     :param env_id: the env to play.
     :param episodes: number of episodes.
     :param seed: seed of the evaluation env.
-    :param env_kwargs: constructor arguments of the env (use the training ones).
-    :param deterministic: act greedily rather than sample.
+    :param env_kwargs: constructor arguments of the env (use the training ones, e.g.
+        `agent_env_kwargs`).
+    :param deterministic: act greedily rather than sample. Default: greedy on GridWorld; on
+        TextGen sample, because the policy *is* the distribution over texts (its KL to the
+        reference, which the return includes, is that of the sampling policy).
+    :param n_envs: rows playing at once (at most ``episodes``).
+    :param samples: TextGen: also return the first ``samples`` episodes' prompt, text, RM
+        score and KL.
     :return: ``mean_return``, ``std_return``, ``mean_length``; on GridWorld ``success_rate``
-        (the share of episodes that reached the diamond); on TextGen ``mean_rm_score``.
+        (the share of episodes that reached the diamond); on TextGen ``mean_rm_score``,
+        ``positive_share`` (RM score > 0.05: VADER's "positive") and, with a scorer,
+        ``mean_kl_per_sequence``; ``samples`` if asked for.
     """
-    venv = textgym.make_sb3_vec_env(env_id, n_envs=1, seed=seed, **(env_kwargs or {}))
-    attach_sb3_policy(model, venv)
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes={episodes!r} must be an int >= 1")
+    is_text = env_id.startswith("TextGen")
+    deterministic = not is_text if deterministic is None else deterministic
+    n_envs = min(n_envs, episodes)
+    quota = [episodes // n_envs + (row < episodes % n_envs) for row in range(n_envs)]
+    venv = textgym.make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, **(env_kwargs or {}))
+    policy = model if isinstance(model, BasePolicy) else model.policy
+    attach_sb3_policy(model if isinstance(model, BaseAlgorithm) else policy, venv)
     masked = isinstance(model, MaskablePPO)
-    returns, lengths, last_rewards, rm_scores = [], [], [], []
+    played = [[] for _ in range(n_envs)]
     obs = venv.reset()
-    while len(returns) < episodes:
+    while any(len(rows) < q for rows, q in zip(played, quota)):
         if masked:
             action, _ = model.predict(
                 obs, deterministic=deterministic, action_masks=get_action_masks(venv)
@@ -245,21 +346,31 @@ def evaluate(
         else:
             action, _ = model.predict(obs, deterministic=deterministic)
         obs, rewards, dones, infos = venv.step(action)
-        if dones[0]:
-            returns.append(infos[0]["episode"]["r"])
-            lengths.append(infos[0]["episode"]["l"])
-            last_rewards.append(rewards[0])
-            if "rm_score" in infos[0]:
-                rm_scores.append(infos[0]["rm_score"])
+        for row in np.flatnonzero(dones):
+            if len(played[row]) < quota[row]:
+                played[row].append({**infos[row], "last_reward": float(rewards[row])})
     venv.close()
-    result = {
+    # Row-major order: the first episodes of every row come first.
+    done = [row[i] for i in range(max(quota)) for row in played if i < len(row)]
+    returns = [info["episode"]["r"] for info in done]
+    result: dict[str, Any] = {
+        "episodes": episodes,
         "mean_return": float(np.mean(returns)),
         "std_return": float(np.std(returns)),
-        "mean_length": float(np.mean(lengths)),
+        "mean_length": float(np.mean([info["episode"]["l"] for info in done])),
     }
     if env_id.startswith("GridWorld"):
         # Only the diamond ends an episode with reward +1 (fire gives -1, a timeout 0).
-        result["success_rate"] = float(np.mean(np.asarray(last_rewards) == 1.0))
-    if rm_scores:
-        result["mean_rm_score"] = float(np.mean(rm_scores))
+        result["success_rate"] = float(np.mean([info["last_reward"] == 1.0 for info in done]))
+    if is_text:
+        scores = np.array([info["rm_score"] for info in done])
+        result["mean_rm_score"] = float(scores.mean())
+        result["positive_share"] = float(np.mean(scores > POSITIVE_THRESHOLD))
+        if all("episode_kl" in info for info in done):
+            result["mean_kl_per_sequence"] = float(np.mean([info["episode_kl"] for info in done]))
+        if samples:
+            result["samples"] = [
+                {key: info.get(key) for key in ("prompt", "text", "rm_score", "episode_kl")}
+                for info in done[:samples]
+            ]
     return result

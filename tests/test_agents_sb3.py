@@ -36,7 +36,7 @@ import torch
 from gymnasium import spaces
 
 from agents.extractors import TokenExtractor
-from agents.zoo import AGENTS, default_budget, evaluate, make_agent
+from agents.zoo import AGENTS, SB3_AGENTS, default_budget, evaluate, make_agent
 
 V, L, K = 50, 12, 5
 
@@ -141,7 +141,7 @@ def test_token_extractor_stays_finite_for_minus_inf_candidate_logprobs():
 
 
 @pytest.mark.parametrize("obs_mode", ["index", "grid", "tokens"])
-@pytest.mark.parametrize("name", AGENTS)
+@pytest.mark.parametrize("name", SB3_AGENTS)
 def test_agent_trains_on_gridworld(name, obs_mode):
     model = make_agent(
         name, "GridWorld-v0", n_envs=2, env_kwargs={"obs_mode": obs_mode}, **TINY[name]
@@ -153,7 +153,7 @@ def test_agent_trains_on_gridworld(name, obs_mode):
     assert uses_token_extractor(model) == (obs_mode == "tokens")
 
 
-@pytest.mark.parametrize("name", AGENTS)
+@pytest.mark.parametrize("name", SB3_AGENTS)
 def test_agent_trains_on_textgen(name):
     env_kwargs = {"action_mode": TEXTGEN_MODE[name], "max_new_tokens": 4}
     model = make_agent(name, "TextGen-v0", n_envs=2, env_kwargs=env_kwargs, **TINY[name])
@@ -191,12 +191,6 @@ def test_unknown_agent_name_raises_value_error_listing_the_agents():
         default_budget("sac", "GridWorld-v0")
 
 
-@pytest.mark.parametrize("name", ["gpt", "gpt-sb3"])
-def test_gpt_agent_names_are_reserved(name):
-    with pytest.raises(NotImplementedError, match="GPT policy"):
-        make_agent(name, "GridWorld-v0")
-
-
 def test_unknown_env_id_raises_value_error():
     with pytest.raises(ValueError, match="env_id='CartPole-v1'"):
         make_agent("ppo", "CartPole-v1")
@@ -226,6 +220,7 @@ def test_evaluate_counts_only_the_diamond_as_success():
     model = make_agent("a2c", "GridWorld-v0", env_kwargs={"map": ["S.D"]})
     model.predict = lambda obs, **kwargs: (np.full(len(obs), 2), None)
     assert evaluate(model, "GridWorld-v0", episodes=3, seed=0, env_kwargs={"map": ["S.D"]}) == {
+        "episodes": 3,
         "mean_return": 1.0,
         "std_return": 0.0,
         "mean_length": 2.0,
@@ -252,7 +247,7 @@ def test_evaluate_reports_textgen_returns_and_rm_score(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("name", AGENTS)
+@pytest.mark.parametrize("name", SB3_AGENTS)
 def test_agent_reaches_the_diamond_within_its_budget(name, seed):
     model = make_agent(name, "GridWorld-v0", seed=seed)
     model.learn(default_budget(name, "GridWorld-v0"))

@@ -3,6 +3,9 @@
 ``textgym rollout ENV``: play a few episodes and render them with their per-step rewards,
 with the reference policy on TextGen (``--temperature`` or ``--policy random`` to see the
 KL penalty bite) and random actions on GridWorld.
+
+``textgym train ENV --agent NAME``, ``textgym eval RUN_DIR`` and ``textgym compare``: train
+agents from the zoo (``agents/``) into run directories, summarise them, compare them.
 """
 
 from __future__ import annotations
@@ -109,7 +112,108 @@ def build_parser() -> argparse.ArgumentParser:
         help="TextGen reference policy temperature (1.0 = the reference itself, KL 0)",
     )
     roll.set_defaults(func=rollout)
+
+    trn = commands.add_parser("train", help="train an agent from the zoo into a run directory")
+    trn.add_argument("env", help="TextGen-v0 or GridWorld-v0")
+    trn.add_argument("--agent", required=True, help="ppo, a2c, dqn, maskable_ppo, gpt, gpt-sb3")
+    _add_run_arguments(trn)
+    trn.add_argument("--seed", type=int, default=0)
+    trn.add_argument(
+        "--out", default=None, help="run directory (default runs/<env>-<agent>-s<seed>-<time>)"
+    )
+    trn.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="save the agent every N steps (default: 5 times a run)",
+    )
+    trn.set_defaults(func=train)
+
+    evl = commands.add_parser("eval", help="summarise a trained run directory afresh")
+    evl.add_argument("run_dir", help="a directory written by `textgym train`")
+    evl.add_argument("--episodes", type=int, default=100)
+    evl.add_argument(
+        "--seed", type=int, default=None, help="evaluation seed (default: the run's held-out one)"
+    )
+    evl.set_defaults(func=evaluate)
+
+    cmp = commands.add_parser("compare", help="several agents on several envs and seeds")
+    cmp.add_argument("--envs", nargs="+", required=True, metavar="ENV")
+    cmp.add_argument("--agents", nargs="+", required=True, metavar="NAME")
+    cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S")
+    _add_run_arguments(cmp)
+    cmp.add_argument("--out", default="runs/compare", help="where the runs and tables go")
+    cmp.set_defaults(func=compare)
     return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--steps", type=int, default=None, help="env steps (default: the zoo's budget)"
+    )
+    parser.add_argument(
+        "--env-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="constructor argument for the env (repeatable)",
+    )
+    parser.add_argument(
+        "--eval-episodes", type=int, default=100, help="episodes of each evaluation"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(f"{flag} {value}: expected an integer >= 1")
+
+
+def train(args: argparse.Namespace) -> None:
+    from agents.run import format_summary
+    from agents.run import train as train_run
+
+    _check_positive(args, "steps", "eval_episodes", "checkpoint_every")
+    summary = train_run(
+        args.env,
+        args.agent,
+        steps=args.steps,
+        seed=args.seed,
+        env_kwargs=parse_env_args(args.env_arg),
+        out=args.out,
+        progress=not args.no_progress,
+        checkpoint_every=args.checkpoint_every,
+        eval_episodes=args.eval_episodes,
+    )
+    print(format_summary(summary))
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from agents.run import evaluate_run, format_summary
+
+    _check_positive(args, "episodes")
+    print(format_summary(evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)))
+
+
+def compare(args: argparse.Namespace) -> None:
+    from agents.run import compare as compare_runs
+
+    _check_positive(args, "steps", "eval_episodes")
+    table = compare_runs(
+        args.envs,
+        args.agents,
+        args.seeds,
+        out=args.out,
+        steps=args.steps,
+        env_kwargs=parse_env_args(args.env_arg),
+        eval_episodes=args.eval_episodes,
+        progress=not args.no_progress,
+    )
+    print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,234 @@
+"""Training runs: `agents.run` and the ``textgym train / eval / compare`` commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.run import (
+    THRESHOLDS,
+    WINDOW,
+    evaluate_run,
+    load_agent,
+    read_episodes,
+    steps_to_threshold,
+    train,
+)
+from textgym.cli import main
+
+PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def text_kwargs(path) -> dict:
+    return {"model": str(path), "prompts": PROMPTS, "max_new_tokens": 4}
+
+
+def tensorboard_tags(run_dir) -> set[str]:
+    (events,) = (run_dir / "logs").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    return set(accumulator.Tags()["scalars"])
+
+
+def test_train_writes_a_complete_gridworld_run(tmp_path):
+    out = tmp_path / "run"
+    summary = train(
+        "GridWorld-v0",
+        "ppo",
+        steps=512,
+        out=out,
+        progress=False,
+        eval_episodes=5,
+        n_steps=64,
+        checkpoint_every=256,
+    )
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["env_id"] == "GridWorld-v0" and summary["agent"] == "ppo"
+    assert summary["training"]["steps"] >= 512
+    assert {"mean_return", "success_rate", "before", "after"} <= set(summary)
+    assert summary["after"]["episodes"] == 5
+    episodes = read_episodes(out / "episodes.csv")
+    assert len(episodes["return"]) == summary["training"]["episodes"] > 0
+    assert np.all(np.diff(episodes["step"]) >= 0)
+    assert np.isin(episodes["return"], [-1.0, 0.0, 1.0]).all()
+    assert {"charts/episodic_return", "charts/episode_length"} <= tensorboard_tags(out)
+    assert (out / "curve.png").read_bytes()[:8] == PNG
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_256.zip",
+        "step_512.zip",
+    ]
+    config = json.loads((out / "config.json").read_text())
+    assert config["env_kwargs"] == {} and config["steps"] == 512
+
+
+def test_gpt_run_on_textgen_reports_rm_score_kl_and_samples(tiny_gpt2, tmp_path):
+    out = tmp_path / "run"
+    summary = train(
+        "TextGen-v0",
+        "gpt",
+        steps=64,
+        out=out,
+        progress=False,
+        eval_episodes=4,
+        env_kwargs=text_kwargs(tiny_gpt2),
+        n_envs=4,
+        episodes_per_update=8,
+    )
+    assert {"mean_rm_score", "positive_share", "mean_kl_per_sequence"} <= set(summary)
+    # Before training the policy is the reference: KL 0.
+    assert summary["before"]["mean_kl_per_sequence"] == pytest.approx(0.0, abs=1e-3)
+    for stage in ("before", "after"):
+        samples = summary[stage]["samples"]
+        assert len(samples) == 4 and all(s["prompt"] in PROMPTS for s in samples)
+    # The same evaluation prompts before and after training.
+    prompts = [[s["prompt"] for s in summary[stage]["samples"]] for stage in ("before", "after")]
+    assert prompts[0] == prompts[1]
+    tags = tensorboard_tags(out)
+    assert {
+        "charts/episodic_return",
+        "text/rm_score",
+        "text/kl_per_sequence",
+        "text/kl_coef",
+        "train/approx_kl",
+    } <= tags
+    episodes = read_episodes(out / "episodes.csv")
+    assert (
+        np.isfinite(episodes["rm_score"]).all() and np.isfinite(episodes["kl_per_sequence"]).all()
+    )
+
+    policy, config = load_agent(out)
+    assert config["agent"] == "gpt" and type(policy).__name__ == "GPTActorCriticPolicy"
+    again = evaluate_run(out, episodes=4)
+    assert again["after"]["samples"][0]["prompt"] == summary["after"]["samples"][0]["prompt"]
+    assert "before" not in again
+
+
+@pytest.mark.parametrize("agent", ["maskable_ppo", "gpt-sb3"])
+def test_sb3_runs_on_textgen_log_the_text_metrics(tiny_gpt2, tmp_path, agent):
+    out = tmp_path / agent
+    summary = train(
+        "TextGen-v0",
+        agent,
+        steps=32,
+        out=out,
+        progress=False,
+        eval_episodes=2,
+        env_kwargs=text_kwargs(tiny_gpt2),
+        n_envs=2,
+        n_steps=16,
+        batch_size=16,
+    )
+    assert "mean_kl_per_sequence" in summary
+    assert {"text/rm_score", "text/kl_per_sequence", "text/kl_coef"} <= tensorboard_tags(out)
+    model, _ = load_agent(out)
+    assert type(model).__name__ == {"maskable_ppo": "MaskablePPO", "gpt-sb3": "PPO"}[agent]
+
+
+def test_train_refuses_to_overwrite_a_run(tmp_path):
+    out = tmp_path / "run"
+    train("GridWorld-v0", "a2c", steps=64, out=out, progress=False, eval_episodes=2)
+    before = (out / "summary.json").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train("GridWorld-v0", "a2c", steps=64, out=out, progress=False, eval_episodes=2)
+    assert (out / "summary.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"agent": "sac"}, "agent='sac'"), ({"steps": 0}, "steps=0")],
+)
+def test_train_names_bad_arguments(tmp_path, kwargs, match):
+    arguments = {"env_id": "GridWorld-v0", "agent": "ppo", "out": tmp_path / "r", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        train(**arguments, progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluating_a_directory_without_a_run_says_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        evaluate_run(tmp_path)
+
+
+def test_steps_to_threshold_uses_the_rolling_mean():
+    returns = np.r_[np.zeros(WINDOW), np.ones(WINDOW)]
+    episodes = {"step": np.arange(1, 2 * WINDOW + 1) * 10.0, "return": returns}
+    # The mean of the last 100 episodes reaches 0.9 at the 90th rewarded episode.
+    assert steps_to_threshold(episodes, 0.9) == (WINDOW + 90) * 10
+    assert steps_to_threshold(episodes, 1.1) is None
+    assert steps_to_threshold({"step": np.ones(5), "return": np.ones(5)}, 0.5) is None
+    assert set(THRESHOLDS) == {"GridWorld-v0", "TextGen-v0"}
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_cli_train_eval_and_compare(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(
+        [
+            "train",
+            "GridWorld-v0",
+            "--agent",
+            "dqn",
+            "--steps",
+            "300",
+            "--out",
+            str(run),
+            "--eval-episodes",
+            "3",
+            "--no-progress",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "dqn on GridWorld-v0 (seed 0)" in printed and "success" in printed
+    main(["eval", str(run), "--episodes", "2"])
+    assert "eval (2 episodes)" in capsys.readouterr().out
+
+    out = tmp_path / "cmp"
+    main(
+        [
+            "compare",
+            "--envs",
+            "GridWorld-v0",
+            "--agents",
+            "ppo",
+            "a2c",
+            "--seeds",
+            "0",
+            "1",
+            "--steps",
+            "128",
+            "--eval-episodes",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    table = capsys.readouterr().out
+    assert table == (out / "compare.md").read_text() + "\n"
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| env | agent | seeds | final return | steps to threshold")
+    assert [line.split("|")[2].strip() for line in lines[2:]] == ["ppo", "a2c"]
+    assert all("| 2 |" in line for line in lines[2:])
+    rows = (out / "compare.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 4 and rows[0].startswith("env_id,agent,seed")
+    assert (out / "curves_GridWorld-v0.png").read_bytes()[:8] == PNG
+    assert (out / "GridWorld-v0" / "a2c" / "seed_1" / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "GridWorld-v0", "--agent", "ppo", "--steps", "0"], "--steps 0"),
+        (["eval", "x", "--episodes", "0"], "--episodes 0"),
+        (["compare", "--envs", "GridWorld-v0", "--agents", "sac"], "'sac'"),
+    ],
+)
+def test_cli_refuses_bad_arguments(tmp_path, argv, message):
+    with pytest.raises((SystemExit, ValueError), match=message):
+        main([*argv, "--out", str(tmp_path / "o")] if argv[0] != "eval" else argv)
