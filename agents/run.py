@@ -44,6 +44,7 @@ from agents.zoo import (
     agent_env_kwargs,
     default_budget,
     evaluate,
+    evaluate_reference,
     is_sequence_agent,
     make_agent,
 )
@@ -436,6 +437,8 @@ def compare(
 
     Writes under ``out``: one run directory per (env, agent, seed), ``compare.csv`` (one row
     per run), ``compare.md`` (the Markdown table, also returned) and ``curves_<env>.png``.
+    On TextGen the reference policy gets rows too (`evaluate_reference`, per action mode):
+    the return to beat.
 
     :param steps: budget of every run (default: each agent's zoo budget on each env).
     :param env_kwargs: env arguments for every run, on top of each agent's.
@@ -478,6 +481,8 @@ def compare(
                         "success_rate": summary.get("success_rate"),
                     }
                 )
+        if env_id.startswith("TextGen"):
+            rows += _reference_rows(agents, seeds, env_kwargs, eval_episodes)
         plot_curves(curves, out / f"curves_{env_id}.png", title=env_id)
     with open(out / "compare.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -486,6 +491,37 @@ def compare(
     table = _markdown_table(rows)
     (out / "compare.md").write_text(table)
     return table
+
+
+def _reference_rows(
+    agents: Sequence[str], seeds: Sequence[int], env_kwargs: dict | None, episodes: int
+) -> list[dict[str, Any]]:
+    """The reference policy on TextGen, once per action mode the agents used (its return is
+    the baseline they must beat; it differs between modes because "topk" renormalises)."""
+    modes = {
+        agent_env_kwargs(agent, "TextGen-v0", env_kwargs).get("action_mode", "vocab")
+        for agent in agents
+    }
+    rows = []
+    for mode in sorted(modes):
+        kwargs = {**(env_kwargs or {}), "action_mode": mode}
+        for seed in seeds:
+            result = evaluate_reference(episodes, seed + EVAL_SEED_OFFSET, kwargs)
+            rows.append(
+                {
+                    "env_id": "TextGen-v0",
+                    "agent": f"reference ({mode})",
+                    "seed": seed,
+                    "steps": 0,
+                    "final_return": result["mean_return"],
+                    "steps_to_threshold": None,
+                    "wall_seconds": 0.0,
+                    "mean_rm_score": result["mean_rm_score"],
+                    "mean_kl_per_sequence": result["mean_kl_per_sequence"],
+                    "success_rate": None,
+                }
+            )
+    return rows
 
 
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -500,11 +536,15 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
         group = [row for row in rows if (row["env_id"], row["agent"]) == (env_id, agent)]
         returns = np.array([row["final_return"] for row in group])
         reached = [row["steps_to_threshold"] for row in group if row["steps_to_threshold"]]
-        to_threshold = (
-            f"{np.mean(reached):,.0f} ({len(reached)}/{len(group)} reached {THRESHOLDS[env_id]:g})"
-            if reached
-            else f"not reached ({THRESHOLDS[env_id]:g})"
-        )
+        if agent.startswith("reference"):
+            to_threshold = "(no training)"
+        elif reached:
+            to_threshold = (
+                f"{np.mean(reached):,.0f} ({len(reached)}/{len(group)} reached "
+                f"{THRESHOLDS[env_id]:g})"
+            )
+        else:
+            to_threshold = f"not reached ({THRESHOLDS[env_id]:g})"
         wall = np.mean([row["wall_seconds"] for row in group])
         lines.append(
             f"| {env_id} | {agent} | {len(group)} | {returns.mean():+.3f} ± {returns.std():.3f} "

@@ -43,6 +43,7 @@ __all__ = [
     "agent_env_kwargs",
     "default_budget",
     "evaluate",
+    "evaluate_reference",
     "is_sequence_agent",
     "make_agent",
 ]
@@ -326,26 +327,68 @@ def evaluate(
         ``positive_share`` (RM score > 0.05: VADER's "positive") and, with a scorer,
         ``mean_kl_per_sequence``; ``samples`` if asked for.
     """
-    if not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes={episodes!r} must be an int >= 1")
     is_text = env_id.startswith("TextGen")
     deterministic = not is_text if deterministic is None else deterministic
-    n_envs = min(n_envs, episodes)
-    quota = [episodes // n_envs + (row < episodes % n_envs) for row in range(n_envs)]
-    venv = textgym.make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, **(env_kwargs or {}))
+    venv = textgym.make_sb3_vec_env(
+        env_id, n_envs=_rows(episodes, n_envs), seed=seed, **(env_kwargs or {})
+    )
     policy = model if isinstance(model, BasePolicy) else model.policy
     attach_sb3_policy(model if isinstance(model, BaseAlgorithm) else policy, venv)
-    masked = isinstance(model, MaskablePPO)
+    if isinstance(model, MaskablePPO):
+
+        def act(obs):
+            masks = get_action_masks(venv)
+            return model.predict(obs, deterministic=deterministic, action_masks=masks)[0]
+
+    else:
+
+        def act(obs):
+            return model.predict(obs, deterministic=deterministic)[0]
+
+    return _play(venv, act, env_id, episodes, samples)
+
+
+def evaluate_reference(
+    episodes: int,
+    seed: int,
+    env_kwargs: dict[str, Any] | None = None,
+    *,
+    n_envs: int = 16,
+    samples: int = 0,
+) -> dict[str, Any]:
+    """`evaluate` for TextGen's reference policy: tokens sampled from the env's reference
+    distribution (renormalised over the candidates in ``"topk"`` mode), attached as its own
+    scorer, so the KL is 0 and the return is the mean RM score. The baseline every TextGen
+    agent is measured against."""
+    venv = textgym.make_sb3_vec_env(
+        "TextGen-v0", n_envs=_rows(episodes, n_envs), seed=seed, **(env_kwargs or {})
+    )
+    core = venv.unwrapped.core
+    core.attach_policy(lambda input_ids, attention_mask: core.reference_logprobs())
+    rng = np.random.default_rng(seed)
+
+    def act(obs):
+        probs = np.exp(core.reference_logprobs().astype(np.float64))
+        cumulative = np.cumsum(probs / probs.sum(1, keepdims=True), axis=1)
+        return (cumulative > rng.random((len(probs), 1))).argmax(1)
+
+    return _play(venv, act, "TextGen-v0", episodes, samples)
+
+
+def _rows(episodes: int, n_envs: int) -> int:
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes={episodes!r} must be an int >= 1")
+    return min(n_envs, episodes)
+
+
+def _play(venv, act, env_id: str, episodes: int, samples: int) -> dict[str, Any]:
+    """Play ``episodes`` episodes with ``act(obs) -> actions`` and summarise them (`evaluate`)."""
+    n_envs = venv.num_envs
+    quota = [episodes // n_envs + (row < episodes % n_envs) for row in range(n_envs)]
     played = [[] for _ in range(n_envs)]
     obs = venv.reset()
     while any(len(rows) < q for rows, q in zip(played, quota)):
-        if masked:
-            action, _ = model.predict(
-                obs, deterministic=deterministic, action_masks=get_action_masks(venv)
-            )
-        else:
-            action, _ = model.predict(obs, deterministic=deterministic)
-        obs, rewards, dones, infos = venv.step(action)
+        obs, rewards, dones, infos = venv.step(act(obs))
         for row in np.flatnonzero(dones):
             if len(played[row]) < quota[row]:
                 played[row].append({**infos[row], "last_reward": float(rewards[row])})
@@ -362,7 +405,7 @@ def evaluate(
     if env_id.startswith("GridWorld"):
         # Only the diamond ends an episode with reward +1 (fire gives -1, a timeout 0).
         result["success_rate"] = float(np.mean([info["last_reward"] == 1.0 for info in done]))
-    if is_text:
+    if env_id.startswith("TextGen"):
         scores = np.array([info["rm_score"] for info in done])
         result["mean_rm_score"] = float(scores.mean())
         result["positive_share"] = float(np.mean(scores > POSITIVE_THRESHOLD))

@@ -1,7 +1,7 @@
 """textgym benchmarks: every figure is a ratio to a baseline measured in the same run.
 
     python benchmarks/run.py                 # all benchmarks, table + benchmarks/results.json
-    python benchmarks/run.py --only grid     # a subset: single, batched, grid, memory
+    python benchmarks/run.py --only grid     # a subset: single, batched, grid, memory, training
     python benchmarks/run.py --device cuda   # the TextGen benchmarks on a GPU
 
 Absolute times on shared machines drift; ratios measured back to back in one process hold.
@@ -30,7 +30,7 @@ import textgym  # noqa: F401  (registers the envs)
 class Args:
     """Benchmark settings."""
 
-    only: str = "single,batched,grid,memory"  # comma-separated subset to run
+    only: str = "single,batched,grid,memory,training"  # comma-separated subset to run
     device: str = "cpu"  # where the TextGen models run
     threads: int = 0  # torch threads (0: torch's default)
     repeats: int = 5  # timing repeats; the best (least disturbed) is kept
@@ -268,6 +268,59 @@ def bench_memory(args: Args, short: int = 5_000, long: int = 50_000, n: int = 8)
     }
 
 
+# ---------------------------------------------------------------- GPT policy training
+
+
+def bench_training(args: Args, n: int = 16, updates: int = 3) -> dict:
+    """Training tokens/s of the GPT policy: the sequence-level trainer (``gpt``) / the same
+    policy under SB3's PPO (``gpt-sb3``), on the default task with equal work per update:
+    16 rows, about 32 episodes (768 tokens) per update, 4 epochs, minibatches of about 384
+    tokens (16 episodes)."""
+    from agents.zoo import make_agent
+
+    env_kwargs = {"device": args.device}
+    sequence = make_agent(
+        "gpt",
+        "TextGen-v0",
+        n_envs=n,
+        env_kwargs=env_kwargs,
+        episodes_per_update=2 * n,
+        minibatch_episodes=n,
+        n_epochs=4,
+    )
+    sb3 = make_agent(
+        "gpt-sb3",
+        "TextGen-v0",
+        n_envs=n,
+        env_kwargs=env_kwargs,
+        n_steps=48,
+        batch_size=384,
+        n_epochs=4,
+    )
+    tokens = updates * 2 * n * 24
+    counted = {}
+
+    def run(name, model):
+        def fn():
+            start = model.num_timesteps
+            model.learn(tokens, **({"reset_num_timesteps": False} if name == "sb3" else {}))
+            counted[name] = model.num_timesteps - start
+
+        return fn
+
+    fns = [run("sequence", sequence), run("sb3", sb3)]
+    fns[0](), fns[1]()  # warm-up: first forwards, allocator
+    t_seq, t_sb3 = best_of(max(1, args.repeats // 2), *fns)
+    seq_rate, sb3_rate = counted["sequence"] / t_seq, counted["sb3"] / t_sb3
+    return {
+        "num_envs": n,
+        "sequence_tokens_per_s": seq_rate,
+        "sb3_tokens_per_s": sb3_rate,
+        "ratio": seq_rate / sb3_rate,
+        "target": "> 1 (the point of the sequence-level trainer)",
+    }
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -307,6 +360,13 @@ def table(results: dict) -> str:
             f"| peak RSS, 50,000 / 5,000 batched steps (N={r['num_envs']}) | {r[keys[1]]:.0f} MB "
             f"| {r[keys[0]]:.0f} MB | {r['ratio']:.3f} | {r['target']} |"
         )
+    if "training" in results:
+        r = results["training"]
+        rows.append(
+            f"| GPT policy training tokens/s, sequence-level (gpt) / SB3 PPO (gpt-sb3), "
+            f"N={r['num_envs']} | {r['sequence_tokens_per_s']:,.0f} | "
+            f"{r['sb3_tokens_per_s']:,.0f} | {r['ratio']:.1f} | {r['target']} |"
+        )
     return "\n".join(rows)
 
 
@@ -324,8 +384,11 @@ def main(argv=None) -> None:
         "batched": bench_batched,
         "grid": bench_grid,
         "memory": bench_memory,
+        "training": bench_training,
     }
-    results = {}
+    # Figures not measured this time keep their earlier values.
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
     for name in args.only.split(","):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         results[name] = benches[name](args)

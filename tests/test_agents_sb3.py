@@ -36,7 +36,14 @@ import torch
 from gymnasium import spaces
 
 from agents.extractors import TokenExtractor
-from agents.zoo import AGENTS, SB3_AGENTS, default_budget, evaluate, make_agent
+from agents.zoo import (
+    AGENTS,
+    SB3_AGENTS,
+    default_budget,
+    evaluate,
+    evaluate_reference,
+    make_agent,
+)
 
 V, L, K = 50, 12, 5
 
@@ -253,3 +260,12 @@ def test_agent_reaches_the_diamond_within_its_budget(name, seed):
     model.learn(default_budget(name, "GridWorld-v0"))
     result = evaluate(model, "GridWorld-v0", episodes=100, seed=1000 + seed)
     assert result["success_rate"] >= 0.95, result
+
+
+@pytest.mark.parametrize("action_mode", ["vocab", "topk"])
+def test_the_reference_policy_has_zero_kl_and_returns_its_rm_score(tiny_gpt2, action_mode):
+    env_kwargs = {"model": str(tiny_gpt2), "max_new_tokens": 4, "action_mode": action_mode}
+    result = evaluate_reference(12, seed=0, env_kwargs=env_kwargs, n_envs=4, samples=2)
+    assert result["episodes"] == 12 and len(result["samples"]) == 2
+    assert result["mean_kl_per_sequence"] == pytest.approx(0.0, abs=1e-5)
+    assert result["mean_return"] == pytest.approx(result["mean_rm_score"], abs=1e-5)

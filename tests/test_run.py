@@ -221,6 +221,23 @@ def test_cli_train_eval_and_compare(tmp_path, capsys):
     assert (out / "GridWorld-v0" / "a2c" / "seed_1" / "summary.json").exists()
 
 
+def test_compare_on_textgen_adds_the_reference_policy_per_action_mode(tiny_gpt2, tmp_path):
+    from agents.run import compare
+
+    table = compare(
+        ["TextGen-v0"],
+        ["ppo", "maskable_ppo"],
+        [0],
+        out=tmp_path,
+        steps=16,
+        env_kwargs=text_kwargs(tiny_gpt2),
+        eval_episodes=2,
+        progress=False,
+    )
+    agents = [line.split("|")[2].strip() for line in table.strip().splitlines()[2:]]
+    assert agents == ["ppo", "maskable_ppo", "reference (topk)", "reference (vocab)"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
