@@ -53,7 +53,15 @@ def gpt_policy_kwargs(env: gym.Env | Any, **overrides: Any) -> dict[str, Any]:
     else:
         vocab = int(space["input_ids"].high.max()) + 1
         length = space["input_ids"].shape[0]
-        config = GPT2Config(vocab_size=vocab, n_positions=length, n_embd=64, n_layer=2, n_head=2)
+        config = GPT2Config(
+            vocab_size=vocab,
+            n_positions=length,
+            n_embd=64,
+            n_layer=2,
+            n_head=2,
+            bos_token_id=None,  # GPT-2's 50256 lies outside a small symbol vocabulary
+            eos_token_id=None,
+        )
         kwargs = {"lm_config": config.to_dict(), "init_from": None, "head": "linear"}
     kwargs.update(overrides)
     return kwargs
