@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-__all__ = ["TokenExtractor"]
+__all__ = ["ReferencePriorPolicy", "TokenExtractor"]
 
 # Candidate log-probs are bounded below by -inf in the observation space; a floor keeps an
 # impossible candidate from turning the features into NaN.
@@ -71,3 +73,42 @@ class TokenExtractor(BaseFeaturesExtractor):
             logprobs = observations["candidate_logprobs"].clamp(min=_LOGPROB_FLOOR)  # (B, k)
             parts.append(torch.cat([candidates, logprobs.unsqueeze(-1)], dim=-1).flatten(1))
         return self.head(torch.cat(parts, dim=1))  # (B, features_dim)
+
+
+class ReferencePriorPolicy(MultiInputActorCriticPolicy):
+    """SB3's ``MultiInputPolicy`` whose action logits are the reference's log-probs of the
+    candidates (TextGen ``"topk"`` observations) plus what the network learns.
+
+    The correction starts at exactly zero, so the agent starts *as the reference policy*, KL
+    zero, like RLHF's policy initialised from the SFT model (and like the GPT policy). Without
+    it a fresh policy is uniform over the candidates and pays a KL penalty of some 75 nats per
+    sequence before it has learned anything. Everything else is SB3's: PPO and A2C use it as
+    they use ``"MultiInputPolicy"``.
+    """
+
+    def _build(self, lr_schedule) -> None:
+        if "candidate_logprobs" not in self.observation_space.spaces:
+            raise ValueError(
+                "ReferencePriorPolicy needs TextGen's action_mode='topk' observations "
+                "(candidate_logprobs)"
+            )
+        super()._build(lr_schedule)
+        nn.init.zeros_(self.action_net.weight)
+        nn.init.zeros_(self.action_net.bias)
+
+    # The three paths to the action distribution keep the observation's prior for it.
+    def forward(self, obs, deterministic: bool = False):
+        self._prior = obs["candidate_logprobs"].clamp(min=_LOGPROB_FLOOR)
+        return super().forward(obs, deterministic)
+
+    def evaluate_actions(self, obs, actions: torch.Tensor):
+        self._prior = obs["candidate_logprobs"].clamp(min=_LOGPROB_FLOOR)
+        return super().evaluate_actions(obs, actions)
+
+    def get_distribution(self, obs) -> Distribution:
+        self._prior = obs["candidate_logprobs"].clamp(min=_LOGPROB_FLOOR)
+        return super().get_distribution(obs)
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> Distribution:
+        logits = self.action_net(latent_pi) + self._prior
+        return self.action_dist.proba_distribution(action_logits=logits)

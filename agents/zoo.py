@@ -28,7 +28,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 
 import textgym
-from agents.extractors import TokenExtractor
+from agents.extractors import ReferencePriorPolicy, TokenExtractor
 from agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
 from agents.scorer import attach_sb3_policy
 from agents.sequence_ppo import SequencePPO
@@ -226,7 +226,9 @@ def make_agent(
     """Agent ``name`` built for ``env_id`` with the zoo's hyperparameters, ready to ``learn``.
 
     The policy follows the observation space: ``"MultiInputPolicy"`` with `TokenExtractor` for
-    token observations (TextGen, GridWorld ``obs_mode="tokens"``), ``"MlpPolicy"`` otherwise
+    token observations (TextGen, GridWorld ``obs_mode="tokens"``; for PPO and A2C on
+    TextGen's ``"topk"`` observations `ReferencePriorPolicy`, which starts as the reference
+    policy), ``"MlpPolicy"`` otherwise
     (SB3 one-hot encodes GridWorld's ``Discrete`` index observation itself), and
     `GPTActorCriticPolicy` for ``"gpt-sb3"`` and for ``"gpt"`` on GridWorld. ``"gpt"`` on
     TextGen is the sequence-level trainer `SequencePPO`. Keywords are applied in the order
@@ -263,8 +265,11 @@ def make_agent(
         policy = GPTActorCriticPolicy
         policy_kwargs = {**gpt_policy_kwargs(venv), **policy_kwargs}
     elif isinstance(venv.observation_space, spaces.Dict):
-        policy = "MultiInputPolicy"
-        if "input_ids" in venv.observation_space.spaces:
+        observations = venv.observation_space.spaces
+        # Actor-critic agents on TextGen's "topk" observations start as the reference.
+        prior = name in ("ppo", "a2c") and "candidate_logprobs" in observations
+        policy = ReferencePriorPolicy if prior else "MultiInputPolicy"
+        if "input_ids" in observations:
             policy_kwargs = {"features_extractor_class": TokenExtractor, **policy_kwargs}
     else:
         policy = "MlpPolicy"

@@ -34,7 +34,9 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from stable_baselines3 import PPO
 
+import textgym
 from agents.extractors import TokenExtractor
 from agents.zoo import (
     AGENTS,
@@ -269,3 +271,25 @@ def test_the_reference_policy_has_zero_kl_and_returns_its_rm_score(tiny_gpt2, ac
     assert result["episodes"] == 12 and len(result["samples"]) == 2
     assert result["mean_kl_per_sequence"] == pytest.approx(0.0, abs=1e-5)
     assert result["mean_return"] == pytest.approx(result["mean_rm_score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ppo", "a2c"])
+def test_actor_critic_agents_start_as_the_reference_in_topk_mode(tiny_gpt2, name):
+    env_kwargs = {"model": str(tiny_gpt2), "max_new_tokens": 4, "kl_coef": 1.0}
+    model = make_agent(name, "TextGen-v0", n_envs=2, env_kwargs=env_kwargs, **TINY[name])
+    assert type(model.policy).__name__ == "ReferencePriorPolicy"
+    venv = model.get_env()
+    obs = venv.reset()
+    for _ in range(6):
+        actions, _ = model.predict(obs, deterministic=False)
+        obs, rewards, dones, infos = venv.step(actions)
+        assert all(abs(info["kl"]) < 1e-5 for info in infos)  # the policy is the reference
+    model.learn(TINY_BUDGET)  # and it trains like any SB3 policy
+
+
+def test_reference_prior_policy_needs_topk_observations():
+    from agents.extractors import ReferencePriorPolicy
+
+    venv = textgym.make_sb3_vec_env("GridWorld-v0", n_envs=1, obs_mode="tokens")
+    with pytest.raises(ValueError, match="action_mode='topk'"):
+        PPO(ReferencePriorPolicy, venv)
