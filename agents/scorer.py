@@ -44,7 +44,10 @@ class SB3PolicyScorer:
         obs_t, _ = policy.obs_to_tensor(obs)
         if hasattr(policy, "q_net"):  # DQN acts epsilon-greedily on its Q-values
             q_values = policy.q_net(obs_t)  # (B, A)
-            eps = float(self.model.exploration_rate)
+            # Before learning_starts DQN's learn() acts uniformly at random.
+            model = self.model
+            warming_up = model.num_timesteps < getattr(model, "learning_starts", 0)
+            eps = 1.0 if warming_up else float(model.exploration_rate)
             probs = torch.full_like(q_values, eps / q_values.shape[-1])
             probs[torch.arange(len(q_values)), q_values.argmax(-1)] += 1.0 - eps
             return probs.log().cpu().numpy()

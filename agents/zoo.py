@@ -282,6 +282,10 @@ def make_agent(
         seed=seed,
         **kwargs,
     )
+    if isinstance(model, DQN):
+        # SB3 sets the rate from its schedule only once learning runs; before, an untrained
+        # DQN would act greedily on random Q-values, and learn() acts uniformly at first.
+        model.exploration_rate = model.exploration_initial_eps
     attach_sb3_policy(model)  # the policy scorer: TextGen's KL reward uses the acting policy
     return model
 

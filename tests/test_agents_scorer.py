@@ -10,6 +10,7 @@ import pytest
 import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 import textgym
@@ -104,3 +105,21 @@ def test_kl_step_reward_is_minus_beta_k1_of_the_acting_policy(tiny_gpt2, n_envs)
         for reward, done, info in zip(rewards, dones, infos):
             if not done:
                 assert reward == pytest.approx(-0.5 * info["kl"], abs=1e-5)
+
+
+def test_dqn_kl_stays_finite_from_the_first_step(tiny_gpt2):
+    # Before learning_starts DQN acts uniformly, whatever its exploration rate says.
+    from agents.zoo import make_agent
+
+    env_kwargs = {**tiny_kwargs(tiny_gpt2, action_mode="topk", top_k=4), "max_new_tokens": 3}
+    model = make_agent("dqn", "TextGen-v0", n_envs=2, env_kwargs=env_kwargs, learning_starts=16)
+    assert model.exploration_rate == 1.0  # an untrained DQN explores, in learn() and predict()
+    kls = []
+
+    class Record(BaseCallback):
+        def _on_step(self):
+            kls.extend(info["kl"] for info in self.locals["infos"])
+            return True
+
+    model.learn(48, callback=Record())
+    assert kls and np.isfinite(kls).all()
