@@ -471,7 +471,9 @@ class TextGenCore:
     def _check_kl_sign(self, episode_kl: np.ndarray) -> None:
         """Log when the mean KL over the last `_KL_WINDOW` episodes is negative: a bug symptom.
 
-        One episode's k1 sum can be negative by chance; a window's mean cannot for long.
+        One episode's k1 sum can be negative by chance, and so can a window's mean when the
+        policy is within noise of the reference: only a mean more than 3 standard errors
+        below zero is a symptom.
         """
         self._recent_kl.extend(episode_kl.tolist())
         self._since_kl_check += len(episode_kl)
@@ -479,7 +481,8 @@ class TextGenCore:
             return
         self._since_kl_check = 0
         mean = float(np.mean(self._recent_kl))
-        if mean < -1e-3:
+        standard_error = float(np.std(self._recent_kl)) / np.sqrt(_KL_WINDOW)
+        if mean < -max(1e-3, 3 * standard_error):
             logger.warning(
                 "mean KL per sequence over the last %d episodes is negative (%.4f): the "
                 "attached scorer's log-probs do not match the acting policy (temperature, "
