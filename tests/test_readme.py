@@ -26,7 +26,8 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_agents_example_runs_with_a_tiny_budget():
-    code = re.search(r"## Agents\n.*?```python\n(.*?)```", README, re.S).group(1)
+    agents = README[README.index("## Agents\n") :]
+    code = next(b for b in re.findall(r"```python\n(.*?)```", agents, re.S) if "PPO(" in b)
     assert "model.learn(20_000" in code and "n_envs=16" in code
     for big, small in [
         ("model.learn(20_000", "model.learn(96"),
@@ -38,3 +39,12 @@ def test_agents_example_runs_with_a_tiny_budget():
     exec(compile(code, "README-agents", "exec"), namespace)
     core = namespace["venv"].unwrapped.core
     assert core.scorer == namespace["model"].policy.score  # the GPT policy scores itself
+
+
+def test_zoo_example_runs_with_a_tiny_budget(capsys):
+    agents = README[README.index("## Agents\n") :]
+    code = re.search(r"```python\n(.*?)```", agents, re.S).group(1)
+    assert 'model.learn(default_budget("ppo", "GridWorld-v0"))' in code
+    code = code.replace('default_budget("ppo", "GridWorld-v0")', "256")
+    exec(compile(code, "README-zoo", "exec"), {})
+    assert "'success_rate':" in capsys.readouterr().out
