@@ -248,7 +248,6 @@ def train(
             f"out={str(out)!r} already holds a run (config.json): expected a new or empty "
             "directory, so no earlier run is overwritten"
         )
-    out.mkdir(parents=True, exist_ok=True)
     env_kwargs = agent_env_kwargs(agent, env_id, env_kwargs)
     config = {
         "env_id": env_id,
@@ -259,9 +258,10 @@ def train(
         "n_envs": n_envs,
         "overrides": {k: v for k, v in overrides.items() if _jsonable(v)},
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-
+    # Bad env arguments or overrides fail here, before the run directory is claimed.
     model = make_agent(agent, env_id, seed=seed, n_envs=n_envs, env_kwargs=env_kwargs, **overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     # The same held-out seed before and after: the same prompts (or maps) both times.
     assess = functools.partial(
         evaluate,

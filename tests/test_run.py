@@ -139,7 +139,11 @@ def test_train_refuses_to_overwrite_a_run(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"agent": "sac"}, "agent='sac'"), ({"steps": 0}, "steps=0")],
+    [
+        ({"agent": "sac"}, "agent='sac'"),
+        ({"steps": 0}, "steps=0"),
+        ({"env_kwargs": {"slip": 2.0}}, "slip"),
+    ],
 )
 def test_train_names_bad_arguments(tmp_path, kwargs, match):
     arguments = {"env_id": "GridWorld-v0", "agent": "ppo", "out": tmp_path / "r", **kwargs}
