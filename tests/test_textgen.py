@@ -353,8 +353,11 @@ def test_info_fields_each_step_and_at_the_end(tiny_gpt2):
     env.attach_policy(lambda ids, mask: env.reference_logprobs()[None])
     steps, _ = run_episode(env, seed=0)
     for *_, info in steps:
-        assert {"ref_logprob", "policy_logprob", "kl", "kl_coef"} <= set(info)
+        assert {"ref_logprob", "policy_logprob", "kl", "kl_coef", "kl_reward"} <= set(info)
+        assert info["kl_reward"] == pytest.approx(-info["kl_coef"] * info["kl"], abs=1e-6)
     assert {"rm_score", "prompt", "text", "episode_kl"} <= set(steps[-1][3])
+    *_, (_, reward, _, last) = steps
+    assert reward == pytest.approx(last["kl_reward"] + last["rm_score"], abs=1e-5)
 
 
 def test_text_is_decoded_once_per_episode_and_each_step_is_one_incremental_forward(tiny_gpt2):
@@ -573,6 +576,7 @@ def test_bad_constructor_arguments_name_the_argument(tiny_gpt2):
         ({"max_new_tokens": 120}, "max_new_tokens = 144 exceeds the 128 positions"),
         ({"action_mode": "topk", "top_k": 10_000}, "top_k=10000 exceeds the vocabulary"),
         ({"missing_eos_penalty": float("nan")}, "missing_eos_penalty"),
+        ({"normalize_reward": "true"}, "normalize_reward='true' must be True or False"),
         ({"device": "tpu:7"}, "device='tpu:7'"),
         ({"dtype": "float8"}, "dtype='float8'"),
     ]:

@@ -64,9 +64,10 @@ class TextGenEnv(gym.Env):
 
     ## Information
 
-    Every step: ``ref_logprob``, ``kl_coef`` and, with a scorer, ``policy_logprob`` and
-    ``kl``. The last step adds ``rm_score``, ``prompt``, ``text`` (decoded once per episode)
-    and, with a scorer, ``episode_kl`` (the summed KL estimate of the episode).
+    Every step: ``ref_logprob``, ``kl_coef``, ``kl_reward`` (the KL part of the reward) and,
+    with a scorer, ``policy_logprob`` and ``kl``. The last step adds ``rm_score``,
+    ``prompt``, ``text`` (decoded once per episode) and, with a scorer, ``episode_kl`` (the
+    summed KL estimate of the episode).
 
     ## Arguments
 

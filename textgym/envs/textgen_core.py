@@ -64,6 +64,7 @@ class StepResult:
         info: dict[str, Any] = {
             "ref_logprob": float(self.ref_logprob[row]),
             "kl_coef": self.kl_coef,
+            "kl_reward": float(self.kl_reward[row]),
         }
         if self.policy_logprob is not None:
             info["policy_logprob"] = float(self.policy_logprob[row])
@@ -124,6 +125,8 @@ class TextGenCore:
             raise ValueError(f"top_p={top_p!r} must be a number in (0, 1]")
         if not (isinstance(missing_eos_penalty, int | float) and np.isfinite(missing_eos_penalty)):
             raise ValueError(f"missing_eos_penalty={missing_eos_penalty!r} must be a finite number")
+        if not isinstance(normalize_reward, bool | np.bool_):
+            raise ValueError(f"normalize_reward={normalize_reward!r} must be True or False")
 
         self.num_rows = num_rows
         self.max_new_tokens = max_new_tokens
