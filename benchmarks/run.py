@@ -4,6 +4,8 @@
     python benchmarks/run.py --only grid     # a subset: single, batched, grid, memory, training
     python benchmarks/run.py --device cuda   # the TextGen benchmarks on a GPU
 
+Against TRL (needs the ``bench`` extra, in its own environment): benchmarks/trl_compare.py.
+
 Absolute times on shared machines drift; ratios measured back to back in one process hold.
 """
 
@@ -366,6 +368,13 @@ def table(results: dict) -> str:
             f"| GPT policy training tokens/s, sequence-level (gpt) / SB3 PPO (gpt-sb3), "
             f"N={r['num_envs']} | {r['sequence_tokens_per_s']:,.0f} | "
             f"{r['sb3_tokens_per_s']:,.0f} | {r['ratio']:.1f} | {r['target']} |"
+        )
+    if "trl" in results:  # measured by benchmarks/trl_compare.py (TRL in its own environment)
+        r = results["trl"]
+        rows.append(
+            "| GPT policy training tokens/s, textgym (SequencePPO) / TRL (RLOOTrainer) | "
+            f"{r['textgym']['tokens_per_s']:,.0f} | {r['trl']['tokens_per_s']:,.0f} | "
+            f"{r['ratio']:.2f} | {r['target']} |"
         )
     return "\n".join(rows)
 
