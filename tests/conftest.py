@@ -112,3 +112,16 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2_padded(tmp_path_factory) -> Path:
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-gpt2-pad"), "gpt2", with_pad=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tiny_gpt2, tmp_path_factory) -> Path:
+    """A random-weight single-logit sequence classifier on tiny_gpt2's trunk and tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tiny-rm")
+    AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_gpt2), num_labels=1
+    ).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(tiny_gpt2)).save_pretrained(out)
+    return out

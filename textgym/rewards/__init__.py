@@ -3,6 +3,8 @@
 - `VaderSentiment` (``"sentiment"``): lexicon sentiment, the default task's RM.
 - `HFRewardModel`: any ``AutoModelForSequenceClassification`` (a label or its single logit).
 - `CallableRewardModel`: any Python callable ``fn(prompts, texts) -> scores``.
+- `train_reward_model`: a Bradley-Terry RM learned from preference pairs (`load_pairs`,
+  `bundled_preferences_path`), saved as a directory that `HFRewardModel` loads.
 """
 
 from __future__ import annotations
@@ -17,16 +19,26 @@ from textgym.rewards.base import (
     checked_score,
 )
 from textgym.rewards.hf import HFRewardModel
+from textgym.rewards.learned import (
+    PreferencePair,
+    bundled_preferences_path,
+    load_pairs,
+    train_reward_model,
+)
 from textgym.rewards.sentiment import VaderSentiment
 
 __all__ = [
     "CallableRewardModel",
     "HFRewardModel",
+    "PreferencePair",
     "RewardModel",
     "RewardModelError",
     "VaderSentiment",
+    "bundled_preferences_path",
     "checked_score",
+    "load_pairs",
     "resolve_reward_model",
+    "train_reward_model",
 ]
 
 _NAMED = {"sentiment": VaderSentiment, "vader": VaderSentiment}

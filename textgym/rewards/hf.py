@@ -4,9 +4,43 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # transformers is imported only when a model is loaded
+    from transformers import BatchEncoding, PreTrainedTokenizerBase
+
+
+def tokenize_for_reward(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    texts: Sequence[str],
+    include_prompt: bool = True,
+) -> BatchEncoding:
+    """The padded batch a sequence-classification RM scores: ``prompt + text`` (or ``text``).
+
+    `HFRewardModel` scores and `train_reward_model` trains through this one function, so a
+    learned RM sees at use exactly the strings it was trained on.
+    """
+    inputs = [p + t for p, t in zip(prompts, texts)] if include_prompt else list(texts)
+    return tokenizer(inputs, return_tensors="pt", padding=True, truncation=True)
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, argument: str) -> None:
+    """Give a tokenizer without a pad token its EOS (or UNK) token as pad.
+
+    Sequence-classification models pool the last non-pad token, so padding must be
+    possible; the pad id must also be copied to the model's ``config.pad_token_id``.
+    """
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if tokenizer.pad_token_id is None:
+        raise ValueError(
+            f"{argument}: the tokenizer has no pad, eos or unk token, so texts of different "
+            "lengths cannot be batched; expected a tokenizer that defines one of them"
+        )
 
 
 class HFRewardModel:
@@ -34,24 +68,24 @@ class HFRewardModel:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from textgym.lm import resolve_device
+        from textgym.lm import quiet_loading, resolve_device
 
         self.name = os.fspath(path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 self.name, trust_remote_code=trust_remote_code
             )
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                self.name, trust_remote_code=trust_remote_code, use_safetensors=True
-            )
+            with quiet_loading():
+                self.model = AutoModelForSequenceClassification.from_pretrained(
+                    self.name, trust_remote_code=trust_remote_code, use_safetensors=True
+                )
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"reward_model={self.name!r}: could not load a sequence-classification model "
                 f"({err}); expected a directory saved with save_pretrained or a Hub name"
             ) from err
         self.model.to(resolve_device(device)).eval().requires_grad_(False)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        ensure_pad_token(self.tokenizer, f"reward_model={self.name!r}")
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.label = self._label_index(label)
         self.include_prompt = include_prompt
@@ -78,14 +112,11 @@ class HFRewardModel:
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-        inputs = [p + t for p, t in zip(prompts, texts)] if self.include_prompt else list(texts)
         scores = []
-        for start in range(0, len(inputs), self.batch_size):
-            batch = self.tokenizer(
-                inputs[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
+        for start in range(0, len(texts), self.batch_size):
+            end = start + self.batch_size
+            batch = tokenize_for_reward(
+                self.tokenizer, prompts[start:end], texts[start:end], self.include_prompt
             ).to(self.model.device)
             logits = self.model(**batch).logits.float()
             scores.append(logits[:, self.label].cpu().numpy())
