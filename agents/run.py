@@ -41,12 +41,14 @@ from agents.zoo import (
     AGENTS,
     ALGORITHMS,
     POSITIVE_THRESHOLD,
+    TextEpisode,
     agent_env_kwargs,
     default_budget,
     evaluate,
     evaluate_reference,
     is_sequence_agent,
     make_agent,
+    play_text,
 )
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "compare",
     "evaluate_run",
     "load_agent",
+    "play_run",
     "plot_curves",
     "steps_to_threshold",
     "train",
@@ -379,6 +382,33 @@ def evaluate_run(
         samples=SAMPLES,
     )
     return _summary(config, after)
+
+
+def play_run(
+    run_dir: str | Path,
+    episodes: int = 3,
+    seed: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> list[TextEpisode]:
+    """`textgym render`: episodes of a saved TextGen agent token by token, played as in
+    evaluation (sampled, with the agent's policy as the KL scorer).
+
+    :param seed: env seed (default: the run's held-out evaluation seed).
+    :param env_kwargs: env arguments on top of the run's (e.g. other prompts).
+    """
+    model, config = load_agent(run_dir)
+    if not config["env_id"].startswith("TextGen"):
+        raise ValueError(
+            f"run_dir={str(run_dir)!r} holds a {config['env_id']} run: expected a TextGen-v0 "
+            "run (only text episodes can be rendered token by token)"
+        )
+    seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
+    return play_text(
+        model,
+        episodes=episodes,
+        seed=seed,
+        env_kwargs={**config["env_kwargs"], **(env_kwargs or {})},
+    )
 
 
 def plot_curves(

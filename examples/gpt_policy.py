@@ -14,7 +14,7 @@ on TextGen, the share of episodes that reach the diamond on GridWorld.
 
     python examples/gpt_policy.py --env TextGen-v0  # the zoo's budget, 100,000 tokens (~6 min)
     python examples/gpt_policy.py --env GridWorld-v0 --steps 20000  # a quick look
-    python examples/gpt_policy.py  # both at the zoo's budgets (GridWorld's 200,000: ~30 min)
+    python examples/gpt_policy.py  # both at the zoo's budgets (GridWorld's 100,000: ~4 min)
 """
 
 import argparse

@@ -6,6 +6,11 @@ KL penalty bite) and random actions on GridWorld.
 
 ``textgym train ENV --agent NAME``, ``textgym eval RUN_DIR`` and ``textgym compare``: train
 agents from the zoo (``agents/``) into run directories, summarise them, compare them.
+
+``textgym train-rm``: a Bradley-Terry reward model from preference pairs (`textgym.rewards`).
+``textgym kl-experiment``: the GPT policy against a learned proxy RM for several KL settings
+(`agents.kl_experiment`). ``textgym render SOURCE``: a run's (or the reference's) episodes
+token by token, coloured by step reward, as ANSI, PNG or HTML.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ def parse_env_args(pairs: Sequence[str]) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             kwargs[key] = raw
     return kwargs
+
+
+def _add_env_arg(
+    parser: argparse.ArgumentParser, help: str = "constructor argument for the env (repeatable)"
+) -> None:
+    parser.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def _text_policy(env: gym.Env, policy: str, temperature: float, rng: np.random.Generator):
@@ -92,13 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("env", help="a registered env id, e.g. TextGen-v0 or GridWorld-v0")
     roll.add_argument("--episodes", type=int, default=3)
     roll.add_argument("--seed", type=int, default=0)
-    roll.add_argument(
-        "--env-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="constructor argument for the env (repeatable)",
-    )
+    _add_env_arg(roll)
     roll.add_argument(
         "--policy",
         choices=["reference", "random"],
@@ -145,6 +150,82 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(cmp)
     cmp.add_argument("--out", default="runs/compare", help="where the runs and tables go")
     cmp.set_defaults(func=compare)
+
+    # Unset options are left to train_reward_model's defaults, which live in one place.
+    trm = commands.add_parser(
+        "train-rm", help="train a Bradley-Terry reward model from preference pairs"
+    )
+    trm.add_argument(
+        "--pairs",
+        default="bundled",
+        metavar="FILE.jsonl",
+        help='{"prompt", "chosen", "rejected"} per line; default: the bundled synthetic set',
+    )
+    trm.add_argument("--out", required=True, help="a new or empty directory for the model")
+    trm.add_argument("--backbone", default=None, help="causal LM name or path (default: bundled)")
+    trm.add_argument("--epochs", type=int, default=None, help="passes over the training pairs")
+    trm.add_argument(
+        "--lr", dest="learning_rate", type=float, default=None, metavar="LR", help="AdamW's"
+    )
+    trm.add_argument("--batch-size", type=int, default=None, help="pairs per step")
+    trm.add_argument("--center-coef", type=float, default=None, help="reward centring weight")
+    trm.add_argument("--heldout", type=float, default=None, help="share of pairs held out")
+    trm.add_argument("--seed", type=int, default=0)
+    trm.add_argument("--no-progress", action="store_true", help="no progress bar")
+    trm.set_defaults(func=train_rm)
+
+    rnd = commands.add_parser(
+        "render", help="draw TextGen episodes token by token, coloured by each step's reward"
+    )
+    rnd.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a TextGen-v0 run directory written by `textgym train`, or `reference`",
+    )
+    rnd.add_argument("--episodes", type=int, default=3)
+    rnd.add_argument(
+        "--seed", type=int, default=None, help="env seed (default: a run's held-out one, or 0)"
+    )
+    _add_env_arg(rnd, "constructor argument for the env, on top of a run's (repeatable)")
+    rnd.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="write FILE.png (episodes stacked) or FILE.html instead of ANSI to the terminal",
+    )
+    rnd.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="the reference policy's temperature (SOURCE reference only)",
+    )
+    rnd.set_defaults(func=render)
+
+    klx = commands.add_parser(
+        "kl-experiment",
+        help="the GPT policy against a learned RM, per KL setting and seed: proxy vs gold score",
+    )
+    klx.add_argument(
+        "--reward-model", required=True, help="the proxy RM: a directory from `textgym train-rm`"
+    )
+    klx.add_argument(
+        "--kl",
+        nargs="+",
+        default=None,
+        metavar="SETTING",
+        help="kl_coef values, or target=T[,horizon=H] for the adaptive kl_coef; "
+        "default: 0 0.02 0.1 target=3,horizon=200",
+    )
+    klx.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S")
+    klx.add_argument("--steps", type=int, default=40_000, help="env steps of each run")
+    klx.add_argument(
+        "--episodes", type=int, default=200, help="held-out episodes per measured checkpoint"
+    )
+    klx.add_argument("--checkpoints", type=int, default=5, help="measured checkpoints per run")
+    _add_env_arg(klx)
+    klx.add_argument("--out", default="runs/kl_experiment", help="where the runs and table go")
+    klx.add_argument("--no-progress", action="store_true", help="no progress bars")
+    klx.set_defaults(func=kl_experiment)
     return parser
 
 
@@ -152,13 +233,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps", type=int, default=None, help="env steps (default: the zoo's budget)"
     )
-    parser.add_argument(
-        "--env-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="constructor argument for the env (repeatable)",
-    )
+    _add_env_arg(parser)
     parser.add_argument(
         "--eval-episodes", type=int, default=100, help="episodes of each evaluation"
     )
@@ -214,6 +289,104 @@ def compare(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     print(table)
+
+
+def kl_experiment(args: argparse.Namespace) -> None:
+    from agents.kl_experiment import KL_SETTINGS, run_kl_experiment
+
+    _check_positive(args, "steps", "episodes", "checkpoints")
+    try:
+        table = run_kl_experiment(
+            args.reward_model,
+            settings=args.kl or KL_SETTINGS,
+            seeds=args.seeds,
+            steps=args.steps,
+            out=args.out,
+            episodes=args.episodes,
+            checkpoints=args.checkpoints,
+            env_kwargs=parse_env_args(args.env_arg),
+            progress=not args.no_progress,
+        )
+    except ValueError as err:
+        raise SystemExit(f"textgym kl-experiment: {err}") from err
+    print(table)
+
+
+def render(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from textgym.render import html_page, render_ansi, render_html, render_rgb
+
+    _check_positive(args, "episodes")
+    out = None if args.out is None else Path(args.out)
+    if out is not None and out.suffix.lower() not in (".png", ".html"):
+        raise SystemExit(f"--out {args.out}: expected a file name ending in .png or .html")
+    if args.source != "reference" and args.temperature != 1.0:
+        raise SystemExit(
+            f"--temperature {args.temperature}: applies to SOURCE reference only (a run's "
+            "agent samples from its own policy)"
+        )
+    env_kwargs = parse_env_args(args.env_arg)
+    try:
+        if args.source == "reference":
+            from agents.zoo import play_text
+
+            seed = 0 if args.seed is None else args.seed
+            episodes = play_text(
+                None,
+                episodes=args.episodes,
+                seed=seed,
+                env_kwargs=env_kwargs,
+                temperature=args.temperature,
+            )
+        else:
+            from agents.run import play_run
+
+            episodes = play_run(args.source, args.episodes, args.seed, env_kwargs)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"textgym render: {err}") from err
+    pictures = [(e.prompt, e.tokens, e.step_rewards, e.rm_score) for e in episodes]
+    if out is None:
+        for i, picture in enumerate(pictures):
+            print(f"--- episode {i}")
+            print(render_ansi(*picture))
+        return
+    if out.suffix.lower() == ".png":
+        from PIL import Image
+
+        images = [render_rgb(*picture) for picture in pictures]
+        rule = np.full((2, images[0].shape[1], 3), 160, dtype=np.uint8)  # between episodes
+        stacked = np.concatenate([part for image in images for part in (image, rule)][:-1])
+        Image.fromarray(stacked).save(out)
+    else:
+        fragments = [render_html(*picture) for picture in pictures]
+        out.write_text(html_page(fragments, f"textgym render {args.source}"), encoding="utf-8")
+    print(f"wrote {len(pictures)} episodes to {out}")
+
+
+def train_rm(args: argparse.Namespace) -> None:
+    from textgym.rewards import load_pairs, train_reward_model
+
+    _check_positive(args, "epochs", "batch_size")
+    names = ("backbone", "epochs", "learning_rate", "batch_size", "center_coef", "heldout")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    try:
+        pairs = load_pairs(None if args.pairs == "bundled" else args.pairs)
+        summary = train_reward_model(
+            pairs, args.out, seed=args.seed, progress=not args.no_progress, **options
+        )
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        raise SystemExit(f"textgym train-rm: {err}") from err
+    counts, heldout = summary["pairs"], summary["heldout_accuracy"]
+    print(
+        f"reward model saved to {args.out} ({counts['train']} training pairs, "
+        f"{counts['heldout']} held out, {summary['args']['epochs']} epochs, "
+        f"{summary['seconds']:.0f} s)"
+    )
+    held = "no held-out pairs" if heldout is None else f"held-out {heldout:.3f}"
+    print(f"pairwise accuracy: train {summary['train_accuracy']:.3f}, {held} (chance 0.5)")
+    print(f"rewards: mean {summary['reward_mean']:+.3f}, std {summary['reward_std']:.3f}")
+    print(f'use it: gym.make("TextGen-v0", reward_model="{args.out}")')
 
 
 def main(argv: Sequence[str] | None = None) -> None:

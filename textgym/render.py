@@ -1,4 +1,4 @@
-"""Drawing an episode's tokens coloured by their step rewards (ANSI text or an RGB image).
+"""Drawing an episode's tokens coloured by their step rewards (ANSI text, an RGB image, HTML).
 
 The picture that explains KL shaping: every token carries the KL penalty it earned, and the
 last one also the reward model's score.
@@ -6,6 +6,7 @@ last one also the reward model's score.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,8 +22,22 @@ def _colour(reward: float, scale: float) -> tuple[int, int, int]:
     return (faded, vivid, faded) if reward >= 0 else (vivid, faded, faded)
 
 
+# The smallest reward that gets full colour: rewards that print as 0.000 (a policy at the
+# reference leaves float noise of ~1e-8) stay grey instead of being stretched to full colour.
+_MIN_SCALE = 1e-3
+
+
 def _scale(rewards: Sequence[float]) -> float:
-    return float(np.max(np.abs(rewards))) if len(rewards) else 1.0
+    return max(float(np.max(np.abs(rewards))), _MIN_SCALE) if len(rewards) else 1.0
+
+
+def _score_line(step_rewards: Sequence[float], rm_score: float | None) -> str:
+    """The totals under the tokens: the summed KL reward and, once the episode ended, the RM
+    score and the return."""
+    total = float(np.sum(step_rewards))
+    if rm_score is None:
+        return f"KL reward so far {total:+.3f}  ({len(step_rewards)} tokens)"
+    return f"RM score {rm_score:+.3f}   KL reward {total:+.3f}   return {rm_score + total:+.3f}"
 
 
 def render_ansi(
@@ -41,14 +56,11 @@ def render_ansi(
         for token, (r, g, b) in zip(tokens, (_colour(x, scale) for x in step_rewards))
     )
     table = " ".join(f"{token!r}:{reward:+.3f}" for token, reward in zip(tokens, step_rewards))
-    lines = [f"\x1b[2m{prompt}{_RESET}{coloured}", f"  step rewards  {table}"]
-    total = float(np.sum(step_rewards))
-    if rm_score is None:
-        lines.append(f"  KL reward so far {total:+.3f}  ({len(tokens)} tokens)")
-    else:
-        lines.append(
-            f"  RM score {rm_score:+.3f}   KL reward {total:+.3f}   return {rm_score + total:+.3f}"
-        )
+    lines = [
+        f"\x1b[2m{prompt}{_RESET}{coloured}",
+        f"  step rewards  {table}",
+        f"  {_score_line(step_rewards, rm_score)}",
+    ]
     return "\n".join(lines)
 
 
@@ -78,10 +90,7 @@ def render_rgb(
             x, y = margin, y + line_height
         placed.append((x, y, w, text, reward))
         x += w + (2 if reward is not None else 0)
-    if rm_score is not None:
-        footer = f"RM score {rm_score:+.3f}   KL reward {float(np.sum(step_rewards)):+.3f}"
-    else:
-        footer = f"KL reward so far {float(np.sum(step_rewards)):+.3f}"
+    footer = _score_line(step_rewards, rm_score)
     height = y + 2 * line_height + margin
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
@@ -94,3 +103,42 @@ def render_rgb(
             draw.text((x, y), text, fill=(0, 0, 0), font=font)
     draw.text((margin, y + line_height + 2), footer, fill=(0, 0, 0), font=font)
     return np.asarray(image, dtype=np.uint8).copy()
+
+
+def render_html(
+    prompt: str,
+    tokens: Sequence[str],
+    step_rewards: Sequence[float],
+    rm_score: float | None = None,
+) -> str:
+    """The same picture as `render_ansi` as a self-contained HTML ``<div>`` (inline styles).
+
+    The prompt is grey; each token is a ``<span>`` whose background is coloured by its step
+    reward and whose ``title`` (the tooltip) gives the exact reward; spaces and line breaks
+    inside tokens are kept (``white-space: pre-wrap``). `html_page` makes a document of
+    several.
+    """
+    scale = _scale(step_rewards)
+    spans = "".join(
+        f'<span style="background:rgb({r},{g},{b})" title="step reward {float(reward):+}">'
+        f"{html.escape(token)}</span>"
+        for token, reward, (r, g, b) in zip(
+            tokens, step_rewards, (_colour(x, scale) for x in step_rewards)
+        )
+    )
+    return (
+        '<div class="episode" style="font-family:monospace;margin:1em 0">'
+        f'<div style="white-space:pre-wrap"><span style="color:#6e6e6e">{html.escape(prompt)}'
+        f"</span>{spans}</div>"
+        f"<div>{html.escape(_score_line(step_rewards, rm_score))}</div></div>"
+    )
+
+
+def html_page(episodes: Sequence[str], title: str) -> str:
+    """A complete HTML document of `render_html` fragments under a heading."""
+    title = html.escape(title)
+    body = "\n".join(episodes)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8"><title>{title}</title>'
+        f"</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>\n</html>\n"
+    )

@@ -1,0 +1,367 @@
+"""The KL experiment (``textgym kl-experiment``): what the KL penalty buys against a learned RM.
+
+The GPT policy (the zoo's ``gpt``) is trained on the default prompts against a learned proxy
+reward model, once per KL setting (fixed ``kl_coef`` values, 0 among them, and adaptive ones
+with a KL target) and seed. Every checkpoint of every run is then measured on held-out prompts
+with the same sampling policy that trains:
+
+- ``proxy``: the proxy RM's score, normalised so the reference policy's samples have mean 0
+  and std 1 (``normalize_reward=True``; the same ``kl_coef`` then means the same for any RM);
+- ``gold``: the gold judge's score (VADER compound, which the policy never sees) and its share
+  of positive texts;
+- ``kl``: the KL to the reference per sequence (the env's estimate from the acting policy);
+- fluency: the reference model's perplexity of the samples and distinct-1/2 (unique word
+  n-grams over all n-grams of all samples).
+
+Gao et al. ("Scaling Laws for Reward Model Overoptimization", 2022) draw gold and proxy score
+against the distance from the initial policy; `plot` draws that picture from the checkpoints.
+Writes under ``out``: one run directory per (setting, seed) as ``textgym train`` makes them,
+plus ``points.csv`` (one row per measured checkpoint), ``kl_experiment.md`` (the table of the
+final policies, mean +- std over seeds, and samples) and ``kl_experiment.png``.
+
+Runs already measured (``measure.json`` in their directory) are reused, so several commands
+can share the work (e.g. one per seed) and a last one with every seed writes the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.gpt_policy import GPTActorCriticPolicy
+from agents.run import EVAL_SEED_OFFSET, train
+from agents.zoo import evaluate, evaluate_reference
+from textgym.rewards import VaderSentiment
+
+__all__ = ["KL_SETTINGS", "distinct_n", "measure", "parse_setting", "run_kl_experiment"]
+
+# No penalty (reward hacking has a free hand), two fixed strengths, and the adaptive
+# controller holding the KL per sequence near a target (with a horizon that lets beta move
+# within the default 40,000-step runs, about 1,800 episodes).
+KL_SETTINGS = ("0", "0.02", "0.1", "target=3,horizon=200")
+POINT_FIELDS = (
+    "setting",
+    "seed",
+    "step",
+    "proxy",
+    "gold",
+    "gold_positive_share",
+    "kl",
+    "perplexity",
+    "distinct_1",
+    "distinct_2",
+)
+
+
+def parse_setting(setting: str) -> dict[str, float]:
+    """A KL setting as env arguments: ``"0.05"`` -> ``{"kl_coef": 0.05}``; ``"target=4"`` ->
+    the adaptive controller ``{"kl_target": 4.0}`` (from the env's default starting
+    ``kl_coef``); ``"target=4,horizon=200"`` also sets its horizon in sequences (``kl_horizon``;
+    Ziegler et al.'s 10,000 barely moves beta within a run of a few thousand episodes)."""
+    parts = dict(part.partition("=")[::2] for part in setting.split(","))
+    try:
+        if set(parts) in ({"target"}, {"target", "horizon"}):
+            target = float(parts["target"])
+            horizon = float(parts.get("horizon", 1))
+            if target > 0 and horizon >= 1 and horizon == int(horizon):
+                parsed: dict[str, float] = {"kl_target": target}
+                if "horizon" in parts:
+                    parsed["kl_horizon"] = int(horizon)
+                return parsed
+        elif "," not in setting and "=" not in setting:
+            coef = float(setting)
+            if coef >= 0:
+                return {"kl_coef": coef}
+    except ValueError:
+        pass
+    raise ValueError(
+        f"KL setting {setting!r}: expected a kl_coef >= 0 (e.g. '0.05') or 'target=T' with a "
+        "KL target T > 0 nats per sequence (adaptive kl_coef), optionally ',horizon=H' with "
+        "an int H >= 1 sequences"
+    )
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Unique word n-grams over all word n-grams of ``texts`` (Li et al., 2016); 0 if none."""
+    grams = [
+        tuple(words[i : i + n])
+        for words in (text.lower().split() for text in texts)
+        for i in range(len(words) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def measure(
+    policy: GPTActorCriticPolicy | None,
+    env_kwargs: dict[str, Any],
+    *,
+    episodes: int,
+    seed: int,
+    samples: int = 3,
+) -> dict[str, Any]:
+    """Proxy and gold score, KL and fluency of ``policy``'s samples (`None`: the reference).
+
+    :param policy: the acting policy (the GPT policy of a ``gpt`` run or checkpoint).
+    :param env_kwargs: the run's env arguments (the proxy RM is the env's).
+    :param episodes: held-out episodes to sample.
+    :param seed: the evaluation env's seed (the prompts).
+    :param samples: how many of the samples to keep in the result.
+    """
+    if policy is None:
+        result = evaluate_reference(episodes, seed, env_kwargs, samples=episodes)
+    else:
+        result = evaluate(
+            policy,
+            "TextGen-v0",
+            episodes=episodes,
+            seed=seed,
+            env_kwargs=env_kwargs,
+            samples=episodes,
+        )
+    played = result["samples"]
+    texts = [sample["text"] for sample in played]
+    gold = VaderSentiment().score([sample["prompt"] for sample in played], texts)
+    return {
+        "proxy": result["mean_rm_score"],
+        "gold": float(gold.mean()),
+        "gold_positive_share": float(np.mean(gold > 0.05)),
+        "kl": result["mean_kl_per_sequence"],
+        "perplexity": result["reference_perplexity"],
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "samples": [
+            {**sample, "gold": float(score)} for sample, score in zip(played[:samples], gold)
+        ],
+    }
+
+
+def _run(
+    setting: str,
+    seed: int,
+    *,
+    reward_model: str,
+    steps: int,
+    out: Path,
+    episodes: int,
+    checkpoints: int,
+    progress: bool,
+    env_kwargs: dict[str, Any],
+    overrides: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Train one (setting, seed) run, measure the reference and every checkpoint, cache it."""
+    run_dir = out / f"kl_{setting.replace('=', '').replace(',', '_')}" / f"seed_{seed}"
+    kwargs = {
+        **env_kwargs,
+        "reward_model": reward_model,
+        "normalize_reward": True,
+        **parse_setting(setting),
+    }
+    cached = run_dir / "measure.json"
+    if cached.exists():
+        config = json.loads((run_dir / "config.json").read_text())
+        config["overrides"] = {"n_envs": config["n_envs"], **config["overrides"]}
+        asked = {
+            "env_kwargs": kwargs,
+            "steps": steps,
+            "overrides": {"n_envs": None, **overrides},
+        }
+        stale = [key for key, value in asked.items() if config[key] != value]
+        if stale:
+            raise ValueError(
+                f"{run_dir} was measured with other {', '.join(stale)} than asked "
+                f"({', '.join(f'{key}={config.get(key)!r}' for key in stale)}): pass another "
+                "out directory, or remove that run to train it again"
+            )
+        return json.loads(cached.read_text())
+    if progress:
+        print(f"== kl {setting} seed {seed} -> {run_dir}", flush=True)
+    train(
+        "TextGen-v0",
+        "gpt",
+        steps=steps,
+        seed=seed,
+        env_kwargs=kwargs,
+        out=run_dir,
+        progress=progress,
+        checkpoint_every=max(1, steps // checkpoints),
+        eval_episodes=min(episodes, 32),  # the experiment measures the checkpoints itself
+        **overrides,
+    )
+    config = json.loads((run_dir / "config.json").read_text())
+    assess = {"episodes": episodes, "seed": seed + EVAL_SEED_OFFSET}
+    # The reference's samples (step 0) do not depend on the setting: measured once per seed.
+    reference = out / f"reference_seed_{seed}.json"
+    if not reference.exists():
+        reference.write_text(json.dumps(measure(None, config["env_kwargs"], **assess)) + "\n")
+    points = [{"step": 0, **json.loads(reference.read_text())}]
+    for path in sorted((run_dir / "checkpoints").glob("step_*.zip"), key=_step):
+        policy = GPTActorCriticPolicy.load(str(path))
+        points.append({"step": _step(path), **measure(policy, config["env_kwargs"], **assess)})
+    points = [{"setting": setting, "seed": seed, **point} for point in points]
+    cached.write_text(json.dumps(points, indent=2) + "\n")
+    return points
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.stem.removeprefix("step_"))
+
+
+def run_kl_experiment(
+    reward_model: str | Path,
+    *,
+    settings: Sequence[str] = KL_SETTINGS,
+    seeds: Sequence[int] = (0, 1, 2),
+    steps: int = 40_000,
+    out: str | Path = "runs/kl_experiment",
+    episodes: int = 200,
+    checkpoints: int = 5,
+    env_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> str:
+    """`textgym kl-experiment`: train and measure every (setting, seed); return the table.
+
+    :param reward_model: the proxy RM, a directory written by ``textgym train-rm``.
+    :param settings: KL settings (`parse_setting`): ``kl_coef`` values or ``target=T``.
+    :param seeds: training seeds; each run is measured on held-out prompts.
+    :param steps: env steps of each run.
+    :param out: where the runs, ``points.csv``, ``kl_experiment.md`` and the plot go.
+    :param episodes: held-out episodes per measured checkpoint.
+    :param checkpoints: measured checkpoints per run (evenly spaced), besides the reference.
+    :param env_kwargs: further env arguments for every run.
+    :param overrides: `SequencePPO` settings replacing the zoo's (e.g. ``learning_rate``).
+    """
+    for setting in settings:
+        parse_setting(setting)  # every setting is checked before the first run starts
+    if not Path(reward_model).is_dir():
+        raise ValueError(
+            f"reward_model={str(reward_model)!r} is not a directory: expected a reward model "
+            "written by `textgym train-rm`"
+        )
+    for name, value in (("steps", steps), ("episodes", episodes), ("checkpoints", checkpoints)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an int >= 1")
+    out = Path(out)
+    points = [
+        point
+        for setting in settings
+        for seed in seeds
+        for point in _run(
+            setting,
+            seed,
+            reward_model=str(reward_model),
+            steps=steps,
+            out=out,
+            episodes=episodes,
+            checkpoints=checkpoints,
+            progress=progress,
+            env_kwargs=env_kwargs or {},
+            overrides=overrides,
+        )
+    ]
+    with open(out / "points.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=POINT_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(points)
+    table = _table(points, settings)
+    (out / "kl_experiment.md").write_text(table)
+    plot(points, out / "kl_experiment.png")
+    return table
+
+
+def _final(points: list[dict[str, Any]], setting: str) -> list[dict[str, Any]]:
+    """The last measured point of each seed's run of ``setting``."""
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for point in points:
+        if point["setting"] == setting:
+            runs.setdefault(point["seed"], []).append(point)
+    return [max(run, key=lambda point: point["step"]) for run in runs.values()]
+
+
+def _table(points: list[dict[str, Any]], settings: Sequence[str]) -> str:
+    """Markdown: the reference and each setting's final policies (mean +- std over seeds),
+    then a few samples of each setting's first seed."""
+    header = (
+        "| policy | seeds | proxy RM (ref. std) | gold VADER | gold positive | KL/seq (nats) "
+        "| ref. perplexity | distinct-1 | distinct-2 |"
+    )
+    lines = [header, "|---" * 9 + "|"]
+
+    def row(name: str, group: list[dict[str, Any]]) -> str:
+        cells = []
+        for key in POINT_FIELDS[3:]:
+            values = np.array([point[key] for point in group], dtype=float)
+            spread = f" ± {values.std():.2f}" if key in ("proxy", "gold", "kl") else ""
+            cells.append(f"{values.mean():.2f}{spread}")
+        return f"| {name} | {len(group)} | " + " | ".join(cells) + " |"
+
+    reference = [
+        point for point in points if point["step"] == 0 and point["setting"] == settings[0]
+    ]
+    lines.append(row("reference", reference))
+    for setting in settings:
+        lines.append(row(f"kl {setting}", _final(points, setting)))
+    lines.append("")
+    for setting in settings:
+        final = _final(points, setting)
+        if not final:
+            continue
+        first = min(final, key=lambda point: point["seed"])
+        lines.append(f"kl {setting}, seed {first['seed']}:")
+        for sample in first["samples"]:
+            lines.append(
+                f"- {sample['prompt']!r} -> {sample['text']!r} (proxy {sample['rm_score']:+.2f}, "
+                f"gold {sample['gold']:+.2f}, KL {sample.get('episode_kl') or 0.0:.1f})"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _by_checkpoint(points: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Group one setting's points by checkpoint index (the reference first): the seeds' runs
+    reach their n-th checkpoint at slightly different steps (whole episodes)."""
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for point in points:
+        runs.setdefault(point["seed"], []).append(point)
+    ordered = [sorted(run, key=lambda point: point["step"]) for run in runs.values()]
+    return [list(group) for group in zip(*ordered)]
+
+
+def plot(points: list[dict[str, Any]], path: Path) -> None:
+    """Proxy and gold score against KL per sequence, one line per setting (mean over seeds at
+    each checkpoint), from the reference at KL 0: the overoptimisation picture. A third panel
+    shows fluency (the reference's perplexity of the samples)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(point["setting"] for point in points))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [
+        ("proxy", "proxy RM score (ref. std units)"),
+        ("gold", "gold VADER score"),
+        ("perplexity", "reference perplexity of samples (log scale)"),
+    ]
+    for ax, (key, name) in zip(axes, panels):
+        for setting in settings:
+            at = _by_checkpoint([point for point in points if point["setting"] == setting])
+            kl = [np.mean([point["kl"] for point in group]) for group in at]
+            value = [np.mean([point[key] for point in group]) for group in at]
+            ax.plot(kl, value, marker="o", label=f"kl {setting}")
+        ax.set_xlabel("KL per sequence (nats)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        "GPT policy vs a learned proxy RM, from the reference (KL 0) to its last checkpoint"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
