@@ -58,9 +58,12 @@ def bench_single(args: Args) -> dict:
     """TextGen step (random actions, default task) / one raw KV-cached forward at batch 1."""
     import torch
 
+    from textgym.lm import cache_keyword, output_cache
+
     env = gym.make("TextGen-v0", device=args.device)
     env.unwrapped.attach_policy(None)
     model = env.unwrapped.reference_model
+    keyword = cache_keyword(model)
     tokens = env.unwrapped.core.max_new_tokens
     rng = np.random.default_rng(0)
     vocab = env.action_space.n
@@ -79,13 +82,13 @@ def bench_single(args: Args) -> dict:
     @torch.inference_mode()
     def raw_episode() -> float:
         out = model(input_ids=prompt, use_cache=True)
-        cache = out.past_key_values
+        cache = output_cache(out)
         ids = torch.as_tensor(rng.integers(0, vocab, size=(tokens, 1, 1)), device=model.device)
         start = time.perf_counter()
         # The env needs no forward after the last token, so the raw loop does tokens - 1.
         for t in range(tokens - 1):
-            out = model(input_ids=ids[t], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = model(input_ids=ids[t], **{keyword: cache}, use_cache=True)
+            cache = output_cache(out)
         _sync(model)
         return time.perf_counter() - start
 

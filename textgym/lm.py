@@ -10,10 +10,12 @@ no row attends to any more are dropped, so the cache stays bounded however long 
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -149,6 +151,19 @@ def load_causal_lm(
     return model
 
 
+def cache_keyword(model: PreTrainedModel) -> str:
+    """The forward keyword that takes a KV cache: transformers 5.24 renamed
+    ``past_key_values`` to ``cache`` (the old name warns, and is to go in 5.40); earlier
+    versions know only ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward returned, under either name (see `cache_keyword`)."""
+    cache = out.get("cache")
+    return cache if cache is not None else out.past_key_values
+
+
 class IncrementalLM:
     """A frozen causal LM that advances a batch of rows one token at a time with a KV cache.
 
@@ -162,6 +177,7 @@ class IncrementalLM:
         self.num_rows = num_rows
         self.pad_token_id = pad_token_id
         self.device = model.device
+        self._cache_keyword = cache_keyword(model)
         self._cache = None
         # (N, T) bool, which cache columns each row attends to; None while the cache is dense
         # (every row exactly T tokens long, no padding). Dense is the common case at batch 1,
@@ -187,11 +203,11 @@ class IncrementalLM:
         if self._cache is None or len(rows) == self.num_rows:
             if rows != list(range(self.num_rows)):
                 raise ValueError("the first start() must begin every row, in order")
-            self._cache = out.past_key_values
+            self._cache = output_cache(out)
             self._mask, self._lengths = mask.bool(), mask.sum(-1)
             self._length = mask.shape[1]
         else:
-            self._splice(torch.as_tensor(rows, device=self.device), out.past_key_values, mask)
+            self._splice(torch.as_tensor(rows, device=self.device), output_cache(out), mask)
         self._densify_if_possible()
         return out.logits[:, -1, :].float()
 
@@ -206,7 +222,7 @@ class IncrementalLM:
             raise RuntimeError("IncrementalLM.advance() called before start()")
         ids = tokens.view(-1, 1).to(self.device)
         if self._mask is None and live is None:
-            out = self.model(input_ids=ids, past_key_values=self._cache, use_cache=True)
+            out = self.model(input_ids=ids, **{self._cache_keyword: self._cache}, use_cache=True)
         else:
             self._materialize()
             column = (
@@ -219,11 +235,11 @@ class IncrementalLM:
                 input_ids=ids,
                 attention_mask=self._mask.long(),
                 position_ids=self._lengths.view(-1, 1),
-                past_key_values=self._cache,
+                **{self._cache_keyword: self._cache},
                 use_cache=True,
             )
             self._lengths = self._lengths + column.view(-1).long()
-        self._cache = out.past_key_values
+        self._cache = output_cache(out)
         self._length += 1
         if self._mask is not None:
             self._compact()
