@@ -16,11 +16,13 @@ print(evaluate(model, "GridWorld-v0", episodes=100, seed=1000))  # success_rate 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.utils import get_action_masks
@@ -352,7 +354,10 @@ def evaluate(
     :param model: a trained agent (e.g. from `make_agent`), or an SB3 policy.
     :param env_id: the env to play.
     :param episodes: number of episodes.
-    :param seed: seed of the evaluation env.
+    :param seed: seed of the evaluation env. The agent samples from torch's global
+        generator, which this leaves as it is (in `agents.run.train` it continues the
+        training's seeded stream); wrap the call in `torch_seeded` for a standalone
+        reproducible evaluation.
     :param env_kwargs: constructor arguments of the env (use the training ones, e.g.
         `agent_env_kwargs`).
     :param deterministic: act greedily rather than sample. Default: greedy on GridWorld; on
@@ -375,6 +380,16 @@ def evaluate(
     )
     act = _agent_policy(model, venv, deterministic)
     return _summarise(_play(venv, act, env_id, episodes), env_id, episodes, samples)
+
+
+@contextmanager
+def torch_seeded(seed: int) -> Iterator[None]:
+    """Seed torch's generators for the agent's sampling, so the same seed plays the same
+    episodes; the caller's random state is restored afterwards."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def _agent_policy(
@@ -441,9 +456,11 @@ class TextEpisode:
     """One TextGen episode token by token, as `textgym.render` draws it."""
 
     prompt: str
+    text: str  # the continuation as the env decoded and scored it
     tokens: list[str]  # the generated tokens, each decoded on its own
     step_rewards: list[float]  # the KL part of each token's reward
     rm_score: float
+    penalty: float = 0.0  # the missing-EOS penalty paid at the end (0 if none)
 
 
 def play_text(
@@ -478,13 +495,22 @@ def play_text(
         act = _reference_policy(venv, seed, temperature)
     else:
         act = _agent_policy(model, venv, deterministic=False)
+    missing_eos_penalty = float((env_kwargs or {}).get("missing_eos_penalty", 0.0))
     played = []
-    for info in _play(venv, act, "TextGen-v0", episodes):
+    with torch_seeded(seed):
+        infos = _play(venv, act, "TextGen-v0", episodes)
+    for info in infos:
         # The generated tokens are the last real ones of the final observation.
         final, steps = info["terminal_observation"], len(info["kl_rewards"])
         end = int(final["attention_mask"].sum())
-        tokens = [tokenizer.decode([token]) for token in final["input_ids"][end - steps : end]]
-        played.append(TextEpisode(info["prompt"], tokens, info["kl_rewards"], info["rm_score"]))
+        ids = final["input_ids"][end - steps : end]
+        penalty = 0.0 if ids[-1] == tokenizer.eos_token_id else missing_eos_penalty
+        tokens = [tokenizer.decode([token]) for token in ids]
+        played.append(
+            TextEpisode(
+                info["prompt"], info["text"], tokens, info["kl_rewards"], info["rm_score"], penalty
+            )
+        )
     return played
 
 

@@ -7,12 +7,13 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from agents.run import play_run, train
 from agents.zoo import play_text
 from textgym.cli import main
-from textgym.render import render_ansi, render_html
+from textgym.render import render_ansi, render_html, shared_scale
 
 PROMPTS = ["the movie was", "a quiet drama about a family"]
 TOKENS = [" <b>", " &amp;", ' "quoted"', "  two spaces", "plain"]
@@ -111,6 +112,28 @@ def test_render_html_colours_rewards_by_sign_and_size_like_the_ansi_renderer():
     assert ansi_colours == colours
 
 
+def test_one_scale_colours_episodes_alike_and_each_episode_alone_uses_its_range():
+    small, large = [-0.05, 0.01], [-1.0, 0.2]
+    # Alone, each episode's largest |reward| gets full colour: -0.05 looks like -1.0.
+    alone = [background(parse(render_html("p", ["a", "b"], r)).spans[0]) for r in (small, large)]
+    assert alone[0] == alone[1]
+    scale = shared_scale([small, large])
+    assert scale == 1.0
+    shared = [
+        background(parse(render_html("p", ["a", "b"], r, scale=scale)).spans[0])
+        for r in (small, large)
+    ]
+    assert shared[1] == alone[1] and shared[0][0] < shared[1][0]  # -0.05 is the paler red
+    with pytest.raises(ValueError, match="scale=0"):
+        render_html("p", ["a"], [0.1], scale=0)
+
+
+def test_the_score_line_counts_a_missing_eos_penalty_in_the_return():
+    line = render_ansi("p", ["a", "b"], [-0.25, -0.25], rm_score=1.0, penalty=0.5)
+    assert "missing-EOS penalty -0.500" in line and "return +0.000" in line
+    assert "missing-EOS" not in render_ansi("p", ["a"], [-0.25], rm_score=1.0)
+
+
 def test_float_noise_of_a_policy_at_the_reference_stays_grey():
     spans = parse(render_html("p", ["a", "b"], [1e-8, -2e-8])).spans
     for r, g, b in map(background, spans):
@@ -155,6 +178,20 @@ def test_render_to_html_has_one_span_per_token(tiny_gpt2, tmp_path):
     assert page.count("RM score") == 3
 
 
+def test_played_tokens_spell_the_episode_text_and_carry_its_penalty(tiny_gpt2):
+    import gymnasium as gym
+
+    kwargs = {**text_kwargs(tiny_gpt2), "missing_eos_penalty": 0.5}
+    episodes = play_text(None, episodes=6, seed=3, env_kwargs=kwargs)
+    # The env scores the decoded text; the drawn tokens must be that text, token by token.
+    eos = gym.make("TextGen-v0", **kwargs).unwrapped.tokenizer.eos_token
+    for episode in episodes:
+        ended = episode.tokens[-1] == eos
+        assert episode.penalty == (0.0 if ended else 0.5)
+        assert "".join(episode.tokens[:-1] if ended else episode.tokens) == episode.text
+    assert {e.penalty for e in episodes} <= {0.0, 0.5}
+
+
 def test_reference_kl_rewards_are_zero_only_at_temperature_one(tiny_gpt2):
     kwargs = {**text_kwargs(tiny_gpt2), "kl_coef": 0.1}
     plain = play_text(None, episodes=4, seed=0, env_kwargs=kwargs)
@@ -171,6 +208,10 @@ def test_render_a_gpt_run_directory_scores_with_the_agents_policy(gpt_run, capsy
     assert out.count("--- episode") == 2 and out.count("RM score") == 2
     episodes = play_run(gpt_run, episodes=3)
     assert len(episodes) == 3 and all(e.prompt in PROMPTS for e in episodes)
+    # The agent samples from torch's generator, seeded by the play: the same seed, the same
+    # episodes, whatever the caller's random state.
+    torch.manual_seed(123)
+    assert [e.tokens for e in play_run(gpt_run, episodes=3)] == [e.tokens for e in episodes]
     # The agent (still the reference) is the KL scorer, so every KL reward is ~0; without it
     # the env's reference-only reward, kl_coef * log pi_ref, would be about 0.1 * -5.8.
     assert np.abs([r for e in episodes for r in e.step_rewards]).max() < 1e-3
@@ -195,6 +236,8 @@ def test_render_an_sb3_ppo_run_directory_in_topk_mode(tiny_gpt2, tmp_path):
         (["render", "some_run", "--temperature", "2"], "--temperature 2.0: .*reference"),
         (["render", "no_such_run"], "no_such_run.*config.json"),
         (["render", "reference", "--episodes", "0"], "--episodes 0"),
+        (["render", "reference", "--out", "no/such/dir/x.png"], "no/such/dir does not exist"),
+        (["render", "reference", "--scale", "0"], "--scale 0.0: expected"),
     ],
 )
 def test_render_refuses_bad_arguments(argv, message):

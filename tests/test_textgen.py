@@ -405,6 +405,19 @@ def test_render_ansi_and_rgb_show_each_token_and_the_score(tiny_gpt2):
     assert (image != 255).any()
 
 
+def test_render_counts_the_missing_eos_penalty_only_when_eos_is_missing(tiny_gpt2):
+    env = make(tiny_gpt2, render_mode="ansi", max_new_tokens=2, missing_eos_penalty=0.5)
+    eos = env.core.eos_token_id
+    env.reset(seed=0)
+    reward = sum(env.step(a)[1] for a in (eos + 1, eos + 2))  # cut off at the length limit
+    text = env.render()
+    assert "missing-EOS penalty -0.500" in text
+    assert f"return {reward:+.3f}" in text  # the score line's return is the env's return
+    env.reset(seed=0)
+    env.step(eos)
+    assert "missing-EOS" not in env.render()
+
+
 # ---------------------------------------------------------------- any HF model, rewards, prompts
 
 

@@ -165,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     trm.add_argument("--backbone", default=None, help="causal LM name or path (default: bundled)")
     trm.add_argument("--epochs", type=int, default=None, help="passes over the training pairs")
     trm.add_argument(
-        "--lr", dest="learning_rate", type=float, default=None, metavar="LR", help="AdamW's"
+        "--lr",
+        dest="learning_rate",
+        type=float,
+        default=None,
+        metavar="LR",
+        help="AdamW learning rate",
     )
     trm.add_argument("--batch-size", type=int, default=None, help="pairs per step")
     trm.add_argument("--center-coef", type=float, default=None, help="reward centring weight")
@@ -199,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="the reference policy's temperature (SOURCE reference only)",
     )
+    rnd.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="the |step reward| drawn at full colour (default: the largest among the episodes "
+        "drawn); give two renders the same value to compare them",
+    )
     rnd.set_defaults(func=render)
 
     klx = commands.add_parser(
@@ -219,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     klx.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S")
     klx.add_argument("--steps", type=int, default=40_000, help="env steps of each run")
     klx.add_argument(
-        "--episodes", type=int, default=200, help="held-out episodes per measured checkpoint"
+        "--episodes",
+        type=int,
+        default=200,
+        help="episodes per measured checkpoint (on an env seed training never used)",
     )
     klx.add_argument("--checkpoints", type=int, default=5, help="measured checkpoints per run")
     _add_env_arg(klx)
@@ -315,12 +330,16 @@ def kl_experiment(args: argparse.Namespace) -> None:
 def render(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from textgym.render import html_page, render_ansi, render_html, render_rgb
+    from textgym.render import html_page, render_ansi, render_html, render_rgb, shared_scale
 
     _check_positive(args, "episodes")
     out = None if args.out is None else Path(args.out)
     if out is not None and out.suffix.lower() not in (".png", ".html"):
         raise SystemExit(f"--out {args.out}: expected a file name ending in .png or .html")
+    if out is not None and not out.parent.is_dir():
+        raise SystemExit(f"--out {args.out}: the directory {out.parent} does not exist")
+    if args.scale is not None and not (args.scale > 0 and np.isfinite(args.scale)):
+        raise SystemExit(f"--scale {args.scale}: expected a |step reward| > 0")
     if args.source != "reference" and args.temperature != 1.0:
         raise SystemExit(
             f"--temperature {args.temperature}: applies to SOURCE reference only (a run's "
@@ -345,21 +364,24 @@ def render(args: argparse.Namespace) -> None:
             episodes = play_run(args.source, args.episodes, args.seed, env_kwargs)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"textgym render: {err}") from err
+    # One colour scale for every episode drawn, so their colours compare.
+    scale = args.scale or shared_scale([e.step_rewards for e in episodes])
     pictures = [(e.prompt, e.tokens, e.step_rewards, e.rm_score) for e in episodes]
+    keywords = [{"scale": scale, "penalty": e.penalty} for e in episodes]
     if out is None:
-        for i, picture in enumerate(pictures):
+        for i, (picture, keyword) in enumerate(zip(pictures, keywords)):
             print(f"--- episode {i}")
-            print(render_ansi(*picture))
+            print(render_ansi(*picture, **keyword))
         return
     if out.suffix.lower() == ".png":
         from PIL import Image
 
-        images = [render_rgb(*picture) for picture in pictures]
+        images = [render_rgb(*pic, **kw) for pic, kw in zip(pictures, keywords)]
         rule = np.full((2, images[0].shape[1], 3), 160, dtype=np.uint8)  # between episodes
         stacked = np.concatenate([part for image in images for part in (image, rule)][:-1])
         Image.fromarray(stacked).save(out)
     else:
-        fragments = [render_html(*picture) for picture in pictures]
+        fragments = [render_html(*pic, **kw) for pic, kw in zip(pictures, keywords)]
         out.write_text(html_page(fragments, f"textgym render {args.source}"), encoding="utf-8")
     print(f"wrote {len(pictures)} episodes to {out}")
 

@@ -27,17 +27,31 @@ def _colour(reward: float, scale: float) -> tuple[int, int, int]:
 _MIN_SCALE = 1e-3
 
 
-def _scale(rewards: Sequence[float]) -> float:
+def shared_scale(step_rewards: Sequence[Sequence[float]]) -> float:
+    """The colour scale that draws several episodes alike: their largest |step reward|."""
+    return _scale([reward for rewards in step_rewards for reward in rewards])
+
+
+def _scale(rewards: Sequence[float], scale: float | None = None) -> float:
+    if scale is not None:
+        number = isinstance(scale, int | float) and not isinstance(scale, bool)
+        if not (number and scale > 0 and np.isfinite(scale)):
+            raise ValueError(f"scale={scale!r} must be a finite number > 0 (a |step reward|)")
+        return float(scale)
     return max(float(np.max(np.abs(rewards))), _MIN_SCALE) if len(rewards) else 1.0
 
 
-def _score_line(step_rewards: Sequence[float], rm_score: float | None) -> str:
+def _score_line(step_rewards: Sequence[float], rm_score: float | None, penalty: float) -> str:
     """The totals under the tokens: the summed KL reward and, once the episode ended, the RM
-    score and the return."""
+    score, the missing-EOS penalty if one was paid, and the return."""
     total = float(np.sum(step_rewards))
     if rm_score is None:
         return f"KL reward so far {total:+.3f}  ({len(step_rewards)} tokens)"
-    return f"RM score {rm_score:+.3f}   KL reward {total:+.3f}   return {rm_score + total:+.3f}"
+    paid = f"   missing-EOS penalty {-penalty:+.3f}" if penalty else ""
+    return (
+        f"RM score {rm_score:+.3f}   KL reward {total:+.3f}{paid}   "
+        f"return {rm_score + total - penalty:+.3f}"
+    )
 
 
 def render_ansi(
@@ -45,12 +59,20 @@ def render_ansi(
     tokens: Sequence[str],
     step_rewards: Sequence[float],
     rm_score: float | None = None,
+    *,
+    scale: float | None = None,
+    penalty: float = 0.0,
 ) -> str:
     """The prompt, then each token coloured by its KL step reward, then the score line.
 
     ``step_rewards`` are the KL parts only (the RM score is shown on its own line).
+
+    :param scale: the |step reward| drawn at full colour (default: the episode's largest, so
+        each episode uses the whole range; pass one value, e.g. `shared_scale`, to compare
+        episodes).
+    :param penalty: the missing-EOS penalty the episode paid at its end (0 if none).
     """
-    scale = _scale(step_rewards)
+    scale = _scale(step_rewards, scale)
     coloured = "".join(
         f"\x1b[38;2;{r};{g};{b}m{token}{_RESET}"
         for token, (r, g, b) in zip(tokens, (_colour(x, scale) for x in step_rewards))
@@ -59,7 +81,7 @@ def render_ansi(
     lines = [
         f"\x1b[2m{prompt}{_RESET}{coloured}",
         f"  step rewards  {table}",
-        f"  {_score_line(step_rewards, rm_score)}",
+        f"  {_score_line(step_rewards, rm_score, penalty)}",
     ]
     return "\n".join(lines)
 
@@ -70,8 +92,12 @@ def render_rgb(
     step_rewards: Sequence[float],
     rm_score: float | None = None,
     width: int = 640,
+    *,
+    scale: float | None = None,
+    penalty: float = 0.0,
 ) -> np.ndarray:
-    """The same picture as `render_ansi` as an ``(H, W, 3)`` uint8 array (Pillow's default font)."""
+    """The same picture as `render_ansi` (and its keywords) as an ``(H, W, 3)`` uint8 array,
+    ``width`` pixels wide (Pillow's default font)."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
@@ -90,11 +116,11 @@ def render_rgb(
             x, y = margin, y + line_height
         placed.append((x, y, w, text, reward))
         x += w + (2 if reward is not None else 0)
-    footer = _score_line(step_rewards, rm_score)
+    footer = _score_line(step_rewards, rm_score, penalty)
     height = y + 2 * line_height + margin
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    scale = _scale(step_rewards)
+    scale = _scale(step_rewards, scale)
     for x, y, w, text, reward in placed:
         if reward is None:
             draw.text((x, y), text, fill=(110, 110, 110), font=font)
@@ -110,6 +136,9 @@ def render_html(
     tokens: Sequence[str],
     step_rewards: Sequence[float],
     rm_score: float | None = None,
+    *,
+    scale: float | None = None,
+    penalty: float = 0.0,
 ) -> str:
     """The same picture as `render_ansi` as a self-contained HTML ``<div>`` (inline styles).
 
@@ -118,7 +147,7 @@ def render_html(
     inside tokens are kept (``white-space: pre-wrap``). `html_page` makes a document of
     several.
     """
-    scale = _scale(step_rewards)
+    scale = _scale(step_rewards, scale)
     spans = "".join(
         f'<span style="background:rgb({r},{g},{b})" title="step reward {float(reward):+}">'
         f"{html.escape(token)}</span>"
@@ -130,7 +159,7 @@ def render_html(
         '<div class="episode" style="font-family:monospace;margin:1em 0">'
         f'<div style="white-space:pre-wrap"><span style="color:#6e6e6e">{html.escape(prompt)}'
         f"</span>{spans}</div>"
-        f"<div>{html.escape(_score_line(step_rewards, rm_score))}</div></div>"
+        f"<div>{html.escape(_score_line(step_rewards, rm_score, penalty))}</div></div>"
     )
 
 

@@ -110,6 +110,7 @@ class TextGenEnv(gym.Env):
         self._episode_tokens: list[int] = []
         self._step_rewards: list[float] = []
         self._rm_score: float | None = None
+        self._penalty = 0.0  # the missing-EOS penalty the episode paid, for render()
 
     # Public handles on what the env loaded.
     @property
@@ -156,6 +157,7 @@ class TextGenEnv(gym.Env):
                 )
             self.core.start_rows([0], prompt_indices=[int(index)])
         self._episode_tokens, self._step_rewards, self._rm_score = [], [], None
+        self._penalty = 0.0
         info = {"prompt": self.core.row_prompt[0], "prompt_index": int(self.core.prompt_index[0])}
         return self._obs(), info
 
@@ -173,6 +175,8 @@ class TextGenEnv(gym.Env):
         self._step_rewards.append(float(result.kl_reward[0]))
         if result.terminated[0]:
             self._rm_score = info["rm_score"]
+            if self._episode_tokens[-1] != self.core.eos_token_id:
+                self._penalty = self.core.missing_eos_penalty
         return self._obs(), reward, bool(result.terminated[0]), False, info
 
     def reference_logprobs(self) -> np.ndarray:
@@ -190,9 +194,10 @@ class TextGenEnv(gym.Env):
             return None
         tokens = [self.core.tokenizer.decode([t]) for t in self._episode_tokens]
         prompt = self.core.row_prompt[0]
+        picture = (prompt, tokens, self._step_rewards, self._rm_score)
         if self.render_mode == "ansi":
-            return render_ansi(prompt, tokens, self._step_rewards, self._rm_score)
-        return render_rgb(prompt, tokens, self._step_rewards, self._rm_score)
+            return render_ansi(*picture, penalty=self._penalty)
+        return render_rgb(*picture, penalty=self._penalty)
 
     def _obs(self) -> dict[str, np.ndarray]:
         return self.core.observe(0)
