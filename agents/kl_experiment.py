@@ -2,8 +2,9 @@
 
 The GPT policy (the zoo's ``gpt``) is trained on the default prompts against a learned proxy
 reward model, once per KL setting (fixed ``kl_coef`` values, 0 among them, and adaptive ones
-with a KL target) and seed. Every checkpoint of every run is then measured on held-out prompts
-with the same sampling policy that trains:
+with a KL target) and seed. Every checkpoint of every run is then measured on fresh episodes
+(the env on a seed training never used; the prompts are the same default ones) with the same
+sampling policy that trains:
 
 - ``proxy``: the proxy RM's score, normalised so the reference policy's samples have mean 0
   and std 1 (``normalize_reward=True``; the same ``kl_coef`` then means the same for any RM);
@@ -35,7 +36,7 @@ import numpy as np
 
 from agents.gpt_policy import GPTActorCriticPolicy
 from agents.run import EVAL_SEED_OFFSET, train
-from agents.zoo import evaluate, evaluate_reference
+from agents.zoo import evaluate, evaluate_reference, torch_seeded
 from textgym.rewards import VaderSentiment
 
 __all__ = ["KL_SETTINGS", "distinct_n", "measure", "parse_setting", "run_kl_experiment"]
@@ -108,21 +109,22 @@ def measure(
 
     :param policy: the acting policy (the GPT policy of a ``gpt`` run or checkpoint).
     :param env_kwargs: the run's env arguments (the proxy RM is the env's).
-    :param episodes: held-out episodes to sample.
+    :param episodes: episodes to sample.
     :param seed: the evaluation env's seed (the prompts).
     :param samples: how many of the samples to keep in the result.
     """
     if policy is None:
         result = evaluate_reference(episodes, seed, env_kwargs, samples=episodes)
     else:
-        result = evaluate(
-            policy,
-            "TextGen-v0",
-            episodes=episodes,
-            seed=seed,
-            env_kwargs=env_kwargs,
-            samples=episodes,
-        )
+        with torch_seeded(seed):  # the same checkpoint and seed measure the same samples
+            result = evaluate(
+                policy,
+                "TextGen-v0",
+                episodes=episodes,
+                seed=seed,
+                env_kwargs=env_kwargs,
+                samples=episodes,
+            )
     played = result["samples"]
     texts = [sample["text"] for sample in played]
     gold = VaderSentiment().score([sample["prompt"] for sample in played], texts)
@@ -153,7 +155,12 @@ def _run(
     env_kwargs: dict[str, Any],
     overrides: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Train one (setting, seed) run, measure the reference and every checkpoint, cache it."""
+    """Train one (setting, seed) run, measure the reference and every checkpoint, cache it.
+
+    A run directory already there is reused only if it was made with the arguments asked for
+    (else a `ValueError` names the difference); a trained run that was not measured yet (the
+    command was interrupted while measuring) is measured without training it again.
+    """
     run_dir = out / f"kl_{setting.replace('=', '').replace(',', '_')}" / f"seed_{seed}"
     kwargs = {
         **env_kwargs,
@@ -161,50 +168,79 @@ def _run(
         "normalize_reward": True,
         **parse_setting(setting),
     }
+    measured = {"episodes": episodes, "checkpoints": checkpoints}
     cached = run_dir / "measure.json"
-    if cached.exists():
+    if (run_dir / "config.json").exists():
         config = json.loads((run_dir / "config.json").read_text())
-        config["overrides"] = {"n_envs": config["n_envs"], **config["overrides"]}
-        asked = {
-            "env_kwargs": kwargs,
-            "steps": steps,
-            "overrides": {"n_envs": None, **overrides},
-        }
-        stale = [key for key, value in asked.items() if config[key] != value]
-        if stale:
+        _check_same(
+            run_dir,
+            {
+                "env_kwargs": config["env_kwargs"],
+                "steps": config["steps"],
+                "overrides": {"n_envs": config["n_envs"], **config["overrides"]},
+            },
+            {"env_kwargs": kwargs, "steps": steps, "overrides": {"n_envs": None, **overrides}},
+        )
+        if cached.exists():
+            result = json.loads(cached.read_text())
+            _check_same(cached, result["measured"], measured)
+            return result["points"]
+        if not (run_dir / "model.zip").exists():
             raise ValueError(
-                f"{run_dir} was measured with other {', '.join(stale)} than asked "
-                f"({', '.join(f'{key}={config.get(key)!r}' for key in stale)}): pass another "
-                "out directory, or remove that run to train it again"
+                f"{run_dir} holds a run whose training did not finish (no model.zip): remove "
+                "it to train it again"
             )
-        return json.loads(cached.read_text())
-    if progress:
-        print(f"== kl {setting} seed {seed} -> {run_dir}", flush=True)
-    train(
-        "TextGen-v0",
-        "gpt",
-        steps=steps,
-        seed=seed,
-        env_kwargs=kwargs,
-        out=run_dir,
-        progress=progress,
-        checkpoint_every=max(1, steps // checkpoints),
-        eval_episodes=min(episodes, 32),  # the experiment measures the checkpoints itself
-        **overrides,
-    )
-    config = json.loads((run_dir / "config.json").read_text())
+    else:
+        if progress:
+            print(f"== kl {setting} seed {seed} -> {run_dir}", flush=True)
+        train(
+            "TextGen-v0",
+            "gpt",
+            steps=steps,
+            seed=seed,
+            env_kwargs=kwargs,
+            out=run_dir,
+            progress=progress,
+            checkpoint_every=max(1, steps // checkpoints),
+            eval_episodes=min(episodes, 32),  # the experiment measures the checkpoints itself
+            **overrides,
+        )
     assess = {"episodes": episodes, "seed": seed + EVAL_SEED_OFFSET}
-    # The reference's samples (step 0) do not depend on the setting: measured once per seed.
-    reference = out / f"reference_seed_{seed}.json"
-    if not reference.exists():
-        reference.write_text(json.dumps(measure(None, config["env_kwargs"], **assess)) + "\n")
-    points = [{"step": 0, **json.loads(reference.read_text())}]
+    points = [{"step": 0, **_reference_point(out, seed, kwargs, assess)}]
     for path in sorted((run_dir / "checkpoints").glob("step_*.zip"), key=_step):
         policy = GPTActorCriticPolicy.load(str(path))
-        points.append({"step": _step(path), **measure(policy, config["env_kwargs"], **assess)})
+        points.append({"step": _step(path), **measure(policy, kwargs, **assess)})
     points = [{"setting": setting, "seed": seed, **point} for point in points]
-    cached.write_text(json.dumps(points, indent=2) + "\n")
+    cached.write_text(json.dumps({"measured": measured, "points": points}, indent=2) + "\n")
     return points
+
+
+def _reference_point(
+    out: Path, seed: int, env_kwargs: dict[str, Any], assess: dict[str, int]
+) -> dict[str, Any]:
+    """The reference policy's measurement (step 0), which no KL setting changes: measured once
+    per seed and cached in ``out``."""
+    reference_kwargs = {k: v for k, v in env_kwargs.items() if not k.startswith("kl_")}
+    measured = {"env_kwargs": reference_kwargs, **assess}
+    path = out / f"reference_seed_{seed}.json"
+    if path.exists():
+        cached = json.loads(path.read_text())
+        _check_same(path, cached["measured"], measured)
+        return cached["point"]
+    point = measure(None, reference_kwargs, **assess)
+    path.write_text(json.dumps({"measured": measured, "point": point}) + "\n")
+    return point
+
+
+def _check_same(path: Path, found: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Refuse a cached run or measurement made with other arguments than asked."""
+    stale = [key for key, value in asked.items() if found.get(key) != value]
+    if stale:
+        raise ValueError(
+            f"{path} was made with other {', '.join(stale)} than asked "
+            f"({', '.join(f'{key}={found.get(key)!r}' for key in stale)}): pass another out "
+            "directory, or remove it to make it again"
+        )
 
 
 def _step(checkpoint: Path) -> int:
@@ -228,23 +264,30 @@ def run_kl_experiment(
 
     :param reward_model: the proxy RM, a directory written by ``textgym train-rm``.
     :param settings: KL settings (`parse_setting`): ``kl_coef`` values or ``target=T``.
-    :param seeds: training seeds; each run is measured on held-out prompts.
+    :param seeds: training seeds; each run is measured on an env seed it never trained on.
     :param steps: env steps of each run.
     :param out: where the runs, ``points.csv``, ``kl_experiment.md`` and the plot go.
-    :param episodes: held-out episodes per measured checkpoint.
+    :param episodes: measured episodes per checkpoint.
     :param checkpoints: measured checkpoints per run (evenly spaced), besides the reference.
     :param env_kwargs: further env arguments for every run.
     :param overrides: `SequencePPO` settings replacing the zoo's (e.g. ``learning_rate``).
     """
+    if not settings:
+        raise ValueError("settings=() is empty: expected at least one KL setting")
     for setting in settings:
         parse_setting(setting)  # every setting is checked before the first run starts
+    if len(set(settings)) != len(settings) or len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(
+            f"settings={list(settings)!r}, seeds={list(seeds)!r}: expected at least one seed "
+            "and no repeated setting or seed"
+        )
     if not Path(reward_model).is_dir():
         raise ValueError(
             f"reward_model={str(reward_model)!r} is not a directory: expected a reward model "
             "written by `textgym train-rm`"
         )
     for name, value in (("steps", steps), ("episodes", episodes), ("checkpoints", checkpoints)):
-        if not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be an int >= 1")
     out = Path(out)
     points = [

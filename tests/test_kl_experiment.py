@@ -47,7 +47,7 @@ def test_reference_measures_kl_zero_and_gold_is_vader(tiny_gpt2, tiny_reward_mod
 
 
 def test_experiment_writes_runs_points_table_and_plot_and_reuses_them(
-    tiny_gpt2, tiny_reward_model, tmp_path
+    tiny_gpt2, tiny_reward_model, tmp_path, monkeypatch
 ):
     kwargs = {
         "settings": ["0", "target=2"],
@@ -83,12 +83,31 @@ def test_experiment_writes_runs_points_table_and_plot_and_reuses_them(
     ]
     assert abs(float(points[0]["kl"])) < 1e-5 and abs(float(points[1]["kl"])) > 1e-3
 
+    model = (run / "model.zip").read_bytes()
     (run / "model.zip").unlink()  # a second call reuses the measured runs: nothing retrains
     assert run_kl_experiment(tiny_reward_model, **kwargs) == table
     # ... but not runs measured under other arguments than asked: they would mislabel the table.
-    with pytest.raises(ValueError, match="kl_0/seed_0 was measured with other steps"):
+    with pytest.raises(ValueError, match="kl_0/seed_0 was made with other steps"):
         run_kl_experiment(tiny_reward_model, **{**kwargs, "steps": 128})
+    with pytest.raises(ValueError, match="measure.json was made with other episodes"):
+        run_kl_experiment(tiny_reward_model, **{**kwargs, "episodes": 4})
+    with pytest.raises(ValueError, match="reference_seed_0.json was made with other env_kwargs"):
+        env_kwargs = {**kwargs["env_kwargs"], "max_new_tokens": 3}
+        run_kl_experiment(
+            tiny_reward_model, **{**kwargs, "settings": ["1"], "env_kwargs": env_kwargs}
+        )
     assert (tmp_path / "kl_experiment.md").read_text() == table
+
+    # Interrupted while measuring: the trained run is measured again, not retrained.
+    (run / "measure.json").unlink()
+    (run / "model.zip").write_bytes(model)
+    monkeypatch.setattr("agents.kl_experiment.train", lambda *a, **k: pytest.fail("retrained"))
+    assert run_kl_experiment(tiny_reward_model, **kwargs) == table
+    # Interrupted while training: named, not silently retrained over.
+    (run / "measure.json").unlink()
+    (run / "model.zip").unlink()
+    with pytest.raises(ValueError, match="kl_0/seed_0 holds a run whose training did not finish"):
+        run_kl_experiment(tiny_reward_model, **kwargs)
 
 
 def test_bad_arguments_are_refused_before_any_run(tiny_reward_model, tmp_path):
@@ -98,6 +117,12 @@ def test_bad_arguments_are_refused_before_any_run(tiny_reward_model, tmp_path):
         run_kl_experiment(tmp_path / "missing", out=tmp_path)
     with pytest.raises(ValueError, match="steps=0"):
         run_kl_experiment(tiny_reward_model, steps=0, out=tmp_path)
+    with pytest.raises(ValueError, match="checkpoints=True"):
+        run_kl_experiment(tiny_reward_model, checkpoints=True, out=tmp_path)
+    with pytest.raises(ValueError, match="settings=\\(\\) is empty"):
+        run_kl_experiment(tiny_reward_model, settings=(), out=tmp_path)
+    with pytest.raises(ValueError, match="no repeated setting or seed"):
+        run_kl_experiment(tiny_reward_model, seeds=[0, 0], out=tmp_path)
     assert not any(tmp_path.iterdir())
 
 
