@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -52,6 +53,30 @@ def trained_rm(tiny_gpt2, tmp_path_factory):
     out = tmp_path_factory.mktemp("rm") / "model"
     summary = train_reward_model(learnable_pairs(), out, backbone=tiny_gpt2, **FAST)
     return out, summary
+
+
+@pytest.fixture(scope="module")
+def offset_backbone(tiny_gpt2, tmp_path_factory):
+    """A one-output classifier on tiny_gpt2 whose rewards all start near +1."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("offset")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_gpt2, num_labels=1)
+    model.config.pad_token_id = tokenizer.eos_token_id
+    with torch.no_grad():  # every final hidden state gets a constant part the head reads as +1
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.score.weight.add_(1.0 / model.config.n_embd)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Staging directories train_reward_model left in ``parent``."""
+    return [p.name for p in parent.iterdir() if ".tmp-" in p.name]
 
 
 # ---------------------------------------------------------------- loading pairs
@@ -102,35 +127,49 @@ def test_training_lifts_heldout_accuracy_far_above_chance(trained_rm):
     assert len(losses) == FAST["epochs"] and losses[-1] < losses[0] < 0.8
 
 
-def test_reward_centring_pulls_an_offset_mean_reward_to_zero(tiny_gpt2, tmp_path):
+def test_reward_centring_pulls_an_offset_mean_reward_to_zero(offset_backbone, tmp_path):
     """Bradley-Terry sees only reward differences, so a backbone whose rewards start at +1
     keeps that offset; the centring penalty pulls the mean to 0 and keeps the accuracy."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_gpt2, num_labels=1)
-    model.config.pad_token_id = tokenizer.eos_token_id
-    with torch.no_grad():  # every final hidden state gets a constant part the head reads as +1
-        model.transformer.ln_f.bias.fill_(1.0)
-        model.score.weight.add_(1.0 / model.config.n_embd)
-    model.save_pretrained(tmp_path / "offset")
-    tokenizer.save_pretrained(tmp_path / "offset")
     pairs = learnable_pairs()
-    assert HFRewardModel(tmp_path / "offset").score(
+    assert HFRewardModel(offset_backbone).score(
         [p.prompt for p in pairs], [p.chosen for p in pairs]
     ).mean() == pytest.approx(1.0, abs=0.1)
 
     runs = {
         coef: train_reward_model(
-            pairs, tmp_path / f"rm{coef}", backbone=tmp_path / "offset", center_coef=coef, **FAST
+            pairs, tmp_path / f"rm{coef}", backbone=offset_backbone, center_coef=coef, **FAST
         )
         for coef in (0.0, 0.1)
     }
     assert runs[0.0]["reward_mean"] > 0.7
     assert abs(runs[0.1]["reward_mean"]) < 0.3 * runs[0.0]["reward_mean"]
     assert runs[0.1]["heldout_accuracy"] >= 0.9 and runs[0.1]["reward_std"] > 0.5
+
+
+def test_every_loss_is_bradley_terry_and_the_centring_penalty_is_apart(
+    offset_backbone, trained_rm, tmp_path
+):
+    """With a learning rate too small to move the model, the epoch's running train loss is the
+    final train loss (up to dropout), even where the centring penalty of rewards near +1 each,
+    (1 + 1) ** 2 = 4, is far larger than the Bradley-Terry loss; the penalty is recorded apart."""
+    summary = train_reward_model(
+        learnable_pairs(32),
+        tmp_path / "rm",
+        backbone=offset_backbone,
+        epochs=1,
+        batch_size=16,
+        learning_rate=1e-12,
+        center_coef=1.0,
+        heldout=0.25,
+        progress=False,
+    )
+    (point,) = summary["curve"]
+    assert point["train_center_penalty"] == pytest.approx(4.0, rel=0.25)
+    assert point["train_loss"] == pytest.approx(summary["train_loss"], abs=0.1)
+    assert summary["train_loss"] == pytest.approx(np.log(2), abs=0.1)  # rewards barely differ
+    assert point["heldout_loss"] == summary["heldout_loss"]
+    # Without centring the penalty is recorded as 0.
+    assert all(point["train_center_penalty"] == 0 for point in trained_rm[1]["curve"])
 
 
 def test_saved_model_scores_in_textgen_as_in_hf_reward_model(tiny_gpt2, trained_rm):
@@ -179,6 +218,91 @@ def test_training_refuses_a_non_empty_out_before_training(tiny_gpt2, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
+def test_without_heldout_pairs_every_heldout_figure_is_none(tiny_gpt2, tmp_path):
+    out = tmp_path / "rm"
+    summary = train_reward_model(
+        learnable_pairs(16),
+        out,
+        backbone=tiny_gpt2,
+        epochs=2,
+        batch_size=8,
+        heldout=0,
+        progress=False,
+    )
+    assert summary["pairs"]["train"] == 16 and summary["pairs"]["heldout"] == 0
+    assert summary["heldout_accuracy"] is None and summary["heldout_loss"] is None
+    assert 0 <= summary["train_accuracy"] <= 1 and summary["train_loss"] > 0
+    assert [sorted(point) for point in summary["curve"]] == [
+        ["epoch", "train_center_penalty", "train_loss", "train_running_accuracy"]
+    ] * 2
+    assert np.isfinite(summary["reward_mean"]) and summary["reward_std"] > 0  # training pairs
+    assert json.loads((out / "training.json").read_text()) == summary
+    assert [p.name for p in tmp_path.iterdir()] == ["rm"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-out", "empty-out"])
+@pytest.mark.parametrize("failing", ["model", "training.json"])
+def test_a_failed_save_leaves_out_as_it_was_and_can_be_repeated(
+    tiny_gpt2, tmp_path, monkeypatch, failing, existing
+):
+    """A save that fails half-way leaves neither a half-written out nor a staging directory
+    (nor the parent directory made for it), so the next attempt is not refused."""
+    from transformers import PreTrainedModel
+
+    out = tmp_path / "models" / "rm"
+    if existing:
+        out.mkdir(parents=True)
+
+    def half_written_model(self, directory, *args, **kwargs):
+        (Path(directory) / "model.safetensors").write_bytes(b"half a model")
+        raise OSError("No space left on device")
+
+    write_text = Path.write_text
+
+    def failing_summary(self, data, *args, **kwargs):
+        if self.name == "training.json":
+            write_text(self, data[:100], *args, **kwargs)
+            raise OSError("No space left on device")
+        return write_text(self, data, *args, **kwargs)
+
+    if failing == "model":
+        monkeypatch.setattr(PreTrainedModel, "save_pretrained", half_written_model)
+    else:
+        monkeypatch.setattr(Path, "write_text", failing_summary)
+    train = {"backbone": tiny_gpt2, "epochs": 1, "batch_size": 8, "heldout": 0}
+    with pytest.raises(OSError, match="No space left on device"):
+        train_reward_model(learnable_pairs(8), out, progress=False, **train)
+    if existing:
+        assert out.is_dir() and list(out.iterdir()) == []
+        assert leftovers(out.parent) == []
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.undo()
+    train_reward_model(learnable_pairs(8), out, progress=False, **train)
+    assert {"model.safetensors", "training.json"} <= {p.name for p in out.iterdir()}
+    assert leftovers(out.parent) == []
+
+
+def test_a_classifier_backbone_with_more_outputs_is_refused_by_name(tiny_gpt2, tmp_path):
+    """Its trained head does not fit one output: a clear error (also from train-rm), not a
+    size-mismatch RuntimeError, and nothing written."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    backbone = tmp_path / "two-labels"
+    config = GPT2Config.from_pretrained(tiny_gpt2, num_labels=2)
+    GPT2ForSequenceClassification(config).save_pretrained(backbone)
+    AutoTokenizer.from_pretrained(tiny_gpt2).save_pretrained(backbone)
+    out = tmp_path / "rm"
+    expected = r"backbone=.*GPT2ForSequenceClassification with 2 outputs: expected .*num_labels=1"
+    with pytest.raises(ValueError, match=expected):
+        train_reward_model(learnable_pairs(8), out, backbone=backbone, progress=False)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [vars(p) for p in learnable_pairs(8)])
+    with pytest.raises(SystemExit, match="train-rm: " + expected):
+        main(["train-rm", "--pairs", pairs, "--out", str(out), "--backbone", str(backbone)])
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -186,11 +310,19 @@ def test_training_refuses_a_non_empty_out_before_training(tiny_gpt2, tmp_path):
         ({"epochs": 0}, "epochs=0"),
         ({"learning_rate": -1.0}, "learning_rate=-1.0"),
         ({"center_coef": float("nan")}, "center_coef=nan"),
+        # Booleans are ints to Python, but never a meant number.
+        ({"learning_rate": True}, "learning_rate=True: expected a finite number > 0"),
+        ({"center_coef": True}, "center_coef=True: expected a finite number >= 0"),
+        ({"heldout": False}, r"heldout=False: expected a share in \[0, 1\)"),
+        ({"epochs": True}, "epochs=True: expected an integer >= 1"),
+        ({"batch_size": True}, "batch_size=True: expected an integer >= 1"),
+        ({"seed": False}, "seed=False: expected an integer >= 0"),
     ],
 )
 def test_bad_training_arguments_are_named(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_reward_model(learnable_pairs(8), tmp_path / "rm", progress=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_pairs_must_be_preference_pairs(tmp_path):

@@ -14,6 +14,8 @@ import hashlib
 import json
 import math
 import os
+import secrets
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -126,37 +128,58 @@ def train_reward_model(
     ``out`` receives the model and tokenizer (``save_pretrained``, safetensors) and
     ``training.json``: the arguments, the pairwise accuracy (share of pairs with
     ``r_chosen > r_rejected``) on the training and held-out pairs, the loss per epoch, the
-    mean and std of the held-out rewards, and the time taken.
+    mean and std of the held-out rewards, and the time taken. Every ``*_loss`` is the plain
+    Bradley-Terry loss, so they compare with each other whatever ``center_coef`` is; the
+    centring penalty the optimiser also minimised, ``center_coef * (r_chosen + r_rejected)
+    ** 2`` averaged over the epoch's batches, is recorded beside each epoch's
+    ``train_loss`` as ``train_center_penalty`` (0 without centring).
+
+    Nothing is written to ``out`` until everything is: the model, tokenizer and
+    ``training.json`` are written into a new temporary directory beside ``out`` (named
+    ``<out>.tmp-<random>``, created before training so that an unwritable location fails
+    fast), which then replaces ``out``. When training or saving fails, the temporary
+    directory (and any parent directory created for it) is removed and ``out`` is left as
+    it was, so the call can simply be repeated. (Should ``out`` be filled by something else
+    during training, the trained model stays in the temporary directory and the error
+    names it.)
 
     :param pairs: the preference pairs (see `load_pairs`).
     :param out: a new or empty directory; a non-empty one is refused.
     :param backbone: a causal LM or sequence-classification model (name or directory) with
         its tokenizer; ``None`` is the bundled tiny model. A causal LM gets a new
-        one-output head.
+        one-output head. A sequence-classification model must have one output
+        (``num_labels=1``), whose head is trained further; one with more outputs is refused
+        rather than silently given a new head, since its trained head would be thrown away
+        (re-save it with ``from_pretrained(..., num_labels=1,
+        ignore_mismatched_sizes=True)`` to start from its trunk on purpose).
     :param epochs: passes over the training pairs.
     :param batch_size: pairs per optimiser step.
     :param learning_rate: AdamW's initial learning rate.
     :param center_coef: weight of the reward-centring penalty (0: none). Keep it small
         (Eisenstein et al. use 0.01): a large one, against rewards that start far from 0,
         dominates the clipped gradient and can shrink every reward to the same value.
-    :param heldout: share of the pairs held out for evaluation, in ``[0, 1)``.
+    :param heldout: share of the pairs held out for evaluation, in ``[0, 1)``. With 0 (or
+        too few pairs to hold any out) every held-out figure in ``training.json`` is
+        ``None``, the curve has no held-out entries, and the reward mean and std are over
+        the training pairs.
     :param seed: initialisation and batch-order seed.
     :param device: where to train (default: CUDA if available, else CPU).
     :param progress: show a tqdm progress bar.
     :return: what ``training.json`` holds.
+    :raises ValueError: naming the argument, for a bad argument or a backbone that cannot
+        be loaded as a one-output sequence-classification model.
+    :raises FileExistsError: when ``out`` is not a new or empty directory.
     """
-    from tqdm.auto import tqdm
-
     from textgym.lm import resolve_device
 
     _check_int("epochs", epochs, 1)
     _check_int("batch_size", batch_size, 1)
     _check_int("seed", seed, 0)
-    if not (isinstance(learning_rate, int | float) and 0 < learning_rate < math.inf):
+    if not (_is_number(learning_rate) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate={learning_rate!r}: expected a finite number > 0")
-    if not (isinstance(center_coef, int | float) and 0 <= center_coef < math.inf):
+    if not (_is_number(center_coef) and 0 <= center_coef < math.inf):
         raise ValueError(f"center_coef={center_coef!r}: expected a finite number >= 0")
-    if not (isinstance(heldout, int | float) and 0 <= heldout < 1):
+    if not (_is_number(heldout) and 0 <= heldout < 1):
         raise ValueError(f"heldout={heldout!r}: expected a share in [0, 1)")
     pairs = list(pairs)
     for i, pair in enumerate(pairs):
@@ -178,7 +201,79 @@ def train_reward_model(
     start = time.perf_counter()
     torch.manual_seed(seed)  # the new score head's initial weights
     tokenizer, model, source = _load_backbone(backbone)
-    model.to(resolve_device(device))
+    with _staged_directory(out) as staging:
+        model.to(resolve_device(device))
+        curve = _fit(
+            model,
+            tokenizer,
+            train_pairs,
+            held_pairs,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            center_coef=center_coef,
+            seed=seed,
+            progress=progress,
+        )
+        final_train = _evaluate(model, tokenizer, train_pairs, batch_size)
+        final_held = _evaluate(model, tokenizer, held_pairs, batch_size) if held_pairs else None
+        rewards = (final_held or final_train)["rewards"]
+        summary = {
+            "args": {
+                "backbone": source,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "learning_rate": learning_rate,
+                "center_coef": center_coef,
+                "heldout": heldout,
+                "seed": seed,
+            },
+            "pairs": {
+                "total": len(pairs),
+                "train": len(train_pairs),
+                "heldout": len(held_pairs),
+                "sha256": _fingerprint(pairs),
+            },
+            "train_accuracy": final_train["accuracy"],
+            "heldout_accuracy": final_held["accuracy"] if final_held else None,
+            "train_loss": final_train["loss"],
+            "heldout_loss": final_held["loss"] if final_held else None,
+            "curve": curve,
+            # Over the chosen and rejected texts of the held-out pairs (training pairs without).
+            "reward_mean": round(float(np.mean(rewards)), 4),
+            "reward_std": round(float(np.std(rewards)), 4),
+            "seconds": round(time.perf_counter() - start, 1),
+            "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+        }
+        with _quiet_transformers():
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        text = json.dumps(summary, indent=2) + "\n"
+        (staging / "training.json").write_text(text, encoding="utf-8")
+    return summary
+
+
+def _fit(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    train_pairs: list[PreferencePair],
+    held_pairs: list[PreferencePair],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    center_coef: float,
+    seed: int,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place; return the curve, one point per epoch.
+
+    A point's ``train_loss`` is the plain Bradley-Terry loss, like every other ``*_loss``;
+    ``train_center_penalty`` is the centring term that was added to it for the gradient.
+    Both are running means over the epoch's batches, taken in training mode.
+    """
+    from tqdm.auto import tqdm
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     steps_per_epoch = math.ceil(len(train_pairs) / batch_size)
     total = epochs * steps_per_epoch
@@ -189,24 +284,27 @@ def train_reward_model(
     bar = tqdm(total=total, desc="train-rm", unit="batch", disable=not progress)
     for epoch in range(1, epochs + 1):
         model.train()
-        losses, correct = [], 0
+        losses, penalties, correct = [], [], 0
         order = rng.permutation(len(train_pairs))
         for first in range(0, len(order), batch_size):
             batch = [train_pairs[i] for i in order[first : first + batch_size]]
             chosen, rejected = _pair_rewards(model, tokenizer, batch)  # (B,), (B,)
-            loss = _bt_loss(chosen, rejected) + center_coef * ((chosen + rejected) ** 2).mean()
+            bt_loss = _bt_loss(chosen, rejected)
+            penalty = center_coef * ((chosen + rejected) ** 2).mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (bt_loss + penalty).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
+            losses.append(bt_loss.item())
+            penalties.append(penalty.item())
             correct += int((chosen > rejected).sum())
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}")
         point = {
             "epoch": epoch,
-            "train_loss": round(float(np.mean(losses)), 4),  # with the centring penalty
+            "train_loss": round(float(np.mean(losses)), 4),
+            "train_center_penalty": round(float(np.mean(penalties)), 4),
             "train_running_accuracy": round(correct / len(train_pairs), 4),
         }
         if held_pairs:
@@ -215,43 +313,45 @@ def train_reward_model(
             bar.set_postfix(epoch=epoch, heldout_accuracy=f"{held['accuracy']:.3f}")
         curve.append(point)
     bar.close()
+    return curve
 
-    final_train = _evaluate(model, tokenizer, train_pairs, batch_size)
-    final_held = _evaluate(model, tokenizer, held_pairs, batch_size) if held_pairs else None
-    rewards = (final_held or final_train)["rewards"]
-    summary = {
-        "args": {
-            "backbone": source,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "center_coef": center_coef,
-            "heldout": heldout,
-            "seed": seed,
-        },
-        "pairs": {
-            "total": len(pairs),
-            "train": len(train_pairs),
-            "heldout": len(held_pairs),
-            "sha256": _fingerprint(pairs),
-        },
-        "train_accuracy": final_train["accuracy"],
-        "heldout_accuracy": final_held["accuracy"] if final_held else None,
-        "train_loss": final_train["loss"],
-        "heldout_loss": final_held["loss"] if final_held else None,
-        "curve": curve,
-        # Over the chosen and rejected texts of the held-out pairs (training pairs without).
-        "reward_mean": round(float(np.mean(rewards)), 4),
-        "reward_std": round(float(np.std(rewards)), 4),
-        "seconds": round(time.perf_counter() - start, 1),
-        "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    with _quiet_transformers():
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+
+@contextmanager
+def _staged_directory(out: Path) -> Iterator[Path]:
+    """A new empty directory beside ``out`` to write into, which replaces ``out`` at the end.
+
+    ``out`` must be absent or an empty directory (``os.replace`` replaces an empty directory
+    on POSIX). When the body raises, the staging directory, and any parent directory created
+    for it, is removed and ``out`` is left as it was. When ``out`` cannot be replaced (it
+    was filled meanwhile), the complete staging directory is kept and the error names it.
+    """
+    target = out.resolve()  # a symlink to an empty directory: replace the directory
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Made with mkdir rather than tempfile.mkdtemp, so it gets the usual permissions (mkdtemp's
+    # are owner-only) and the saved model is as readable as any other directory.
+    staging = target.with_name(f"{target.name}.tmp-{secrets.token_hex(8)}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in created:  # deepest first
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        raise
+    try:
+        if target.is_dir():
+            shutil.copymode(target, staging)  # an empty out made by the user keeps its mode
+        os.replace(staging, target)
+    except OSError as err:
+        kind = FileExistsError if os.path.lexists(target) else OSError
+        raise kind(
+            f"out={str(out)!r} could not be replaced by the trained model ({err}): expected a "
+            f"new or empty directory; the trained model is kept in {str(staging)!r}"
+        ) from err
 
 
 def _split(pairs: list[PreferencePair], heldout: float) -> tuple[list[int], list[int]]:
@@ -278,23 +378,55 @@ def _fingerprint(pairs: list[PreferencePair]) -> str:
 
 
 def _load_backbone(backbone: str | os.PathLike | None) -> tuple[Any, torch.nn.Module, str]:
-    """Tokenizer (with a pad token) and a one-output sequence-classification model."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """Tokenizer (with a pad token) and a one-output sequence-classification model.
+
+    A sequence-classification backbone with more than one output is refused: loading it with
+    ``num_labels=1`` would fail on the head's shape, or, with ``ignore_mismatched_sizes``,
+    silently throw its trained head away.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from textgym.lm import _model_source
 
     source = _model_source(backbone, "backbone")
+    expected = (
+        "expected a causal LM or a sequence-classification model with one output "
+        "(num_labels=1), saved with save_pretrained (safetensors) or a Hub name"
+    )
+    rehead = (
+        "to train from its trunk with a new head, re-save it with its tokenizer after "
+        "AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1, "
+        "ignore_mismatched_sizes=True)"
+    )
     try:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source)
+            config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"backbone={source!r}: could not load a tokenizer and a model config ({err}); "
+            f"{expected}"
+        ) from err
+    classifiers = [
+        name
+        for name in getattr(config, "architectures", None) or []
+        if name.endswith("ForSequenceClassification")
+    ]
+    if classifiers and config.num_labels != 1:
+        raise ValueError(
+            f"backbone={source!r} is a {classifiers[0]} with {config.num_labels} outputs: "
+            f"{expected}; {rehead}"
+        )
+    try:
+        with _quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
                 source, num_labels=1, use_safetensors=True
             )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
+        # RuntimeError: a head of another shape in a checkpoint whose config does not say so.
         raise ValueError(
-            f"backbone={source!r}: could not load a tokenizer and a sequence-classification "
-            f"model ({err}); expected a causal LM directory saved with save_pretrained "
-            "(safetensors) or a Hub name"
+            f"backbone={source!r}: could not load a one-output sequence-classification model "
+            f"({err}); {expected} (for a classifier with more outputs, {rehead})"
         ) from err
     ensure_pad_token(tokenizer, f"backbone={source!r}")
     # Sequence-classification heads pool the last token that is not padding.
@@ -356,6 +488,11 @@ def _transformers_version() -> str:
     import transformers
 
     return transformers.__version__
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float that is not a bool (``True`` is an int to Python, not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
