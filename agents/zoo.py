@@ -495,7 +495,6 @@ def play_text(
         act = _reference_policy(venv, seed, temperature)
     else:
         act = _agent_policy(model, venv, deterministic=False)
-    missing_eos_penalty = float((env_kwargs or {}).get("missing_eos_penalty", 0.0))
     played = []
     with torch_seeded(seed):
         infos = _play(venv, act, "TextGen-v0", episodes)
@@ -503,12 +502,15 @@ def play_text(
         # The generated tokens are the last real ones of the final observation.
         final, steps = info["terminal_observation"], len(info["kl_rewards"])
         end = int(final["attention_mask"].sum())
-        ids = final["input_ids"][end - steps : end]
-        penalty = 0.0 if ids[-1] == tokenizer.eos_token_id else missing_eos_penalty
-        tokens = [tokenizer.decode([token]) for token in ids]
+        tokens = [tokenizer.decode([token]) for token in final["input_ids"][end - steps : end]]
         played.append(
             TextEpisode(
-                info["prompt"], info["text"], tokens, info["kl_rewards"], info["rm_score"], penalty
+                info["prompt"],
+                info["text"],
+                tokens,
+                info["kl_rewards"],
+                info["rm_score"],
+                info["eos_penalty"],
             )
         )
     return played

@@ -349,15 +349,17 @@ def test_env_adapts_beta_from_episode_kl(tiny_gpt2):
 
 
 def test_info_fields_each_step_and_at_the_end(tiny_gpt2):
-    env = make(tiny_gpt2, max_new_tokens=3)
+    env = make(tiny_gpt2, max_new_tokens=3, missing_eos_penalty=0.5)
     env.attach_policy(lambda ids, mask: env.reference_logprobs()[None])
     steps, _ = run_episode(env, seed=0)
     for *_, info in steps:
         assert {"ref_logprob", "policy_logprob", "kl", "kl_coef", "kl_reward"} <= set(info)
         assert info["kl_reward"] == pytest.approx(-info["kl_coef"] * info["kl"], abs=1e-6)
-    assert {"rm_score", "prompt", "text", "episode_kl"} <= set(steps[-1][3])
-    *_, (_, reward, _, last) = steps
-    assert reward == pytest.approx(last["kl_reward"] + last["rm_score"], abs=1e-5)
+    assert {"rm_score", "eos_penalty", "prompt", "text", "episode_kl"} <= set(steps[-1][3])
+    *_, (last_token, reward, _, last) = steps  # vocab mode: the action is the token
+    assert last["eos_penalty"] == (0.0 if last_token == env.core.eos_token_id else 0.5)
+    expected = last["kl_reward"] + last["rm_score"] - last["eos_penalty"]
+    assert reward == pytest.approx(expected, abs=1e-5)
 
 
 def test_text_is_decoded_once_per_episode_and_each_step_is_one_incremental_forward(tiny_gpt2):

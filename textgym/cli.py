@@ -366,24 +366,28 @@ def render(args: argparse.Namespace) -> None:
         raise SystemExit(f"textgym render: {err}") from err
     # One colour scale for every episode drawn, so their colours compare.
     scale = args.scale or shared_scale([e.step_rewards for e in episodes])
-    pictures = [(e.prompt, e.tokens, e.step_rewards, e.rm_score) for e in episodes]
-    keywords = [{"scale": scale, "penalty": e.penalty} for e in episodes]
+
+    def draw(renderer, e):
+        return renderer(
+            e.prompt, e.tokens, e.step_rewards, e.rm_score, scale=scale, penalty=e.penalty
+        )
+
     if out is None:
-        for i, (picture, keyword) in enumerate(zip(pictures, keywords)):
+        for i, episode in enumerate(episodes):
             print(f"--- episode {i}")
-            print(render_ansi(*picture, **keyword))
+            print(draw(render_ansi, episode))
         return
     if out.suffix.lower() == ".png":
         from PIL import Image
 
-        images = [render_rgb(*pic, **kw) for pic, kw in zip(pictures, keywords)]
+        images = [draw(render_rgb, episode) for episode in episodes]
         rule = np.full((2, images[0].shape[1], 3), 160, dtype=np.uint8)  # between episodes
         stacked = np.concatenate([part for image in images for part in (image, rule)][:-1])
         Image.fromarray(stacked).save(out)
     else:
-        fragments = [render_html(*pic, **kw) for pic, kw in zip(pictures, keywords)]
+        fragments = [draw(render_html, episode) for episode in episodes]
         out.write_text(html_page(fragments, f"textgym render {args.source}"), encoding="utf-8")
-    print(f"wrote {len(pictures)} episodes to {out}")
+    print(f"wrote {len(episodes)} episodes to {out}")
 
 
 def train_rm(args: argparse.Namespace) -> None:

@@ -66,6 +66,7 @@ class TextGenEnv(gym.Env):
 
     Every step: ``ref_logprob``, ``kl_coef``, ``kl_reward`` (the KL part of the reward) and,
     with a scorer, ``policy_logprob`` and ``kl``. The last step adds ``rm_score``,
+    ``eos_penalty`` (the ``missing_eos_penalty`` paid, 0.0 if the text ended with EOS),
     ``prompt``, ``text`` (decoded once per episode) and, with a scorer, ``episode_kl`` (the
     summed KL estimate of the episode).
 
@@ -175,8 +176,7 @@ class TextGenEnv(gym.Env):
         self._step_rewards.append(float(result.kl_reward[0]))
         if result.terminated[0]:
             self._rm_score = info["rm_score"]
-            if self._episode_tokens[-1] != self.core.eos_token_id:
-                self._penalty = self.core.missing_eos_penalty
+            self._penalty = info["eos_penalty"]
         return self._obs(), reward, bool(result.terminated[0]), False, info
 
     def reference_logprobs(self) -> np.ndarray:

@@ -505,13 +505,18 @@ class TextGenCore:
         prompts = [self.row_prompt[row] for row in rows]
         raw = checked_score(self.reward_model, prompts, texts)
         scores = self.reward_gain * raw + self.reward_bias
-        bonus = scores - self.missing_eos_penalty * (~hit_eos)
+        penalties = self.missing_eos_penalty * (~hit_eos)
         for i, row in enumerate(rows):
-            info = {"rm_score": float(scores[i]), "prompt": prompts[i], "text": texts[i]}
+            info = {
+                "rm_score": float(scores[i]),
+                "eos_penalty": float(penalties[i]),
+                "prompt": prompts[i],
+                "text": texts[i],
+            }
             if kl is not None:
                 info["episode_kl"] = float(self.kl_sum[row] + kl[done][i])
             result.finished[int(row)] = info
-        return bonus
+        return scores - penalties
 
     def _check_actions(self, actions: Any, idx: np.ndarray, argument: str) -> np.ndarray:
         if type(actions) is int and self.num_rows == 1 and 0 <= actions < self.num_actions:
