@@ -317,13 +317,18 @@ def run_kl_experiment(
     return table
 
 
-def _final(points: list[dict[str, Any]], setting: str) -> list[dict[str, Any]]:
-    """The last measured point of each seed's run of ``setting``."""
+def _runs(points: list[dict[str, Any]], setting: str) -> list[list[dict[str, Any]]]:
+    """Each seed's run of ``setting``: its points from the reference (step 0) on."""
     runs: dict[int, list[dict[str, Any]]] = {}
     for point in points:
         if point["setting"] == setting:
             runs.setdefault(point["seed"], []).append(point)
-    return [max(run, key=lambda point: point["step"]) for run in runs.values()]
+    return [sorted(run, key=lambda point: point["step"]) for run in runs.values()]
+
+
+def _final(points: list[dict[str, Any]], setting: str) -> list[dict[str, Any]]:
+    """The last measured point of each seed's run of ``setting``."""
+    return [run[-1] for run in _runs(points, setting)]
 
 
 def _table(points: list[dict[str, Any]], settings: Sequence[str]) -> str:
@@ -365,16 +370,6 @@ def _table(points: list[dict[str, Any]], settings: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _by_checkpoint(points: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Group one setting's points by checkpoint index (the reference first): the seeds' runs
-    reach their n-th checkpoint at slightly different steps (whole episodes)."""
-    runs: dict[int, list[dict[str, Any]]] = {}
-    for point in points:
-        runs.setdefault(point["seed"], []).append(point)
-    ordered = [sorted(run, key=lambda point: point["step"]) for run in runs.values()]
-    return [list(group) for group in zip(*ordered)]
-
-
 def plot(points: list[dict[str, Any]], path: Path) -> None:
     """Proxy and gold score against KL per sequence, one line per setting (mean over seeds at
     each checkpoint), from the reference at KL 0: the overoptimisation picture. A third panel
@@ -393,7 +388,9 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     ]
     for ax, (key, name) in zip(axes, panels):
         for setting in settings:
-            at = _by_checkpoint([point for point in points if point["setting"] == setting])
+            # By checkpoint index: the seeds reach their n-th checkpoint at slightly
+            # different steps (whole episodes).
+            at = list(zip(*_runs(points, setting)))
             kl = [np.mean([point["kl"] for point in group]) for group in at]
             value = [np.mean([point[key] for point in group]) for group in at]
             ax.plot(kl, value, marker="o", label=f"kl {setting}")
