@@ -583,7 +583,9 @@ def test_bad_constructor_arguments_name_the_argument(tiny_gpt2):
         ({"action_mode": "words"}, "action_mode"),
         ({"kl_estimator": "k4"}, "kl_estimator"),
         ({"kl_coef": -1.0}, "kl_coef"),
+        ({"kl_coef": True}, "kl_coef=True"),  # a bool is not a coefficient
         ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 4.0}, "max_new_tokens=4.0: expected an integer >= 1"),
         ({"top_p": 0.0}, "top_p"),
         ({"kl_target": -3.0}, "kl_target"),
         ({"reward_model": "no-such-rm"}, "reward_model"),

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from textgym._checks import is_number
+
 _RESET = "\x1b[0m"
 
 
@@ -34,8 +36,7 @@ def shared_scale(step_rewards: Sequence[Sequence[float]]) -> float:
 
 def _scale(rewards: Sequence[float], scale: float | None = None) -> float:
     if scale is not None:
-        number = isinstance(scale, int | float) and not isinstance(scale, bool)
-        if not (number and scale > 0 and np.isfinite(scale)):
+        if not (is_number(scale) and scale > 0 and np.isfinite(scale)):
             raise ValueError(f"scale={scale!r} must be a finite number > 0 (a |step reward|)")
         return float(scale)
     return max(float(np.max(np.abs(rewards))), _MIN_SCALE) if len(rewards) else 1.0

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from textgym._checks import check_int, is_number
 from textgym.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl_estimate
 from textgym.lm import IncrementalLM, load_causal_lm, load_tokenizer
 from textgym.prompts import load_prompts
@@ -102,9 +103,9 @@ class TextGenCore:
         dtype: str | torch.dtype | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        _check_int("num_rows", num_rows, low=1)
-        _check_int("max_new_tokens", max_new_tokens, low=1)
-        _check_int("max_prompt_tokens", max_prompt_tokens, low=1)
+        check_int("num_rows", num_rows, low=1)
+        check_int("max_new_tokens", max_new_tokens, low=1)
+        check_int("max_prompt_tokens", max_prompt_tokens, low=1)
         if action_mode not in ACTION_MODES:
             raise ValueError(
                 f"action_mode={action_mode!r} is not known: expected one of {ACTION_MODES}"
@@ -113,17 +114,17 @@ class TextGenCore:
             raise ValueError(
                 f"kl_estimator={kl_estimator!r} is not known: expected one of {KL_ESTIMATORS}"
             )
-        if not (isinstance(kl_coef, int | float) and kl_coef >= 0 and np.isfinite(kl_coef)):
+        if not (is_number(kl_coef) and kl_coef >= 0 and np.isfinite(kl_coef)):
             raise ValueError(f"kl_coef={kl_coef!r} must be a finite number >= 0")
         if top_k is not None:
-            _check_int("top_k", top_k, low=1)
+            check_int("top_k", top_k, low=1)
         elif action_mode == "topk":
             raise ValueError(
                 "top_k=None is not allowed with action_mode='topk': expected an int >= 1"
             )
-        if not (isinstance(top_p, int | float) and 0 < top_p <= 1):
+        if not (is_number(top_p) and 0 < top_p <= 1):
             raise ValueError(f"top_p={top_p!r} must be a number in (0, 1]")
-        if not (isinstance(missing_eos_penalty, int | float) and np.isfinite(missing_eos_penalty)):
+        if not (is_number(missing_eos_penalty) and np.isfinite(missing_eos_penalty)):
             raise ValueError(f"missing_eos_penalty={missing_eos_penalty!r} must be a finite number")
         if not isinstance(normalize_reward, bool | np.bool_):
             raise ValueError(f"normalize_reward={normalize_reward!r} must be True or False")
@@ -637,8 +638,3 @@ def _nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest prefix of descending ``sorted_probs`` whose mass reaches ``top_p``."""
     before = sorted_probs.cumsum(-1) - sorted_probs
     return before < top_p
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from textgym._checks import check_int, is_number
 from textgym.rewards.hf import ensure_pad_token, tokenize_for_reward
 
 _BUNDLED_PREFERENCES = Path(__file__).resolve().parent.parent / "assets" / "preferences.jsonl"
@@ -172,14 +173,14 @@ def train_reward_model(
     """
     from textgym.lm import resolve_device
 
-    _check_int("epochs", epochs, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("seed", seed, 0)
-    if not (_is_number(learning_rate) and 0 < learning_rate < math.inf):
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("seed", seed, 0)
+    if not (is_number(learning_rate) and 0 < learning_rate < math.inf):
         raise ValueError(f"learning_rate={learning_rate!r}: expected a finite number > 0")
-    if not (_is_number(center_coef) and 0 <= center_coef < math.inf):
+    if not (is_number(center_coef) and 0 <= center_coef < math.inf):
         raise ValueError(f"center_coef={center_coef!r}: expected a finite number >= 0")
-    if not (_is_number(heldout) and 0 <= heldout < 1):
+    if not (is_number(heldout) and 0 <= heldout < 1):
         raise ValueError(f"heldout={heldout!r}: expected a share in [0, 1)")
     pairs = list(pairs)
     for i, pair in enumerate(pairs):
@@ -488,13 +489,3 @@ def _transformers_version() -> str:
     import transformers
 
     return transformers.__version__
-
-
-def _is_number(value: Any) -> bool:
-    """An int or float that is not a bool (``True`` is an int to Python, not a number here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
