@@ -58,6 +58,41 @@ def _solvable(grid: np.ndarray) -> bool:
     return False
 
 
+def _distance(grid: np.ndarray) -> float:
+    """Moves from the robot to the nearest diamond without entering fire (BFS on a "grid"
+    observation, independent of the env's own search); inf if there is no such path."""
+    rows, cols = grid.shape
+    start = tuple(np.argwhere(grid == ROBOT)[0])
+    seen, queue = {start: 0}, deque([start])
+    while queue:
+        r, c = queue.popleft()
+        if grid[r, c] == DIAMOND:
+            return seen[(r, c)]
+        if (r, c) != start and grid[r, c] != FLOOR:
+            continue
+        for dr, dc in ((0, -1), (1, 0), (0, 1), (-1, 0)):
+            nxt = (r + dr, c + dc)
+            inside = 0 <= nxt[0] < rows and 0 <= nxt[1] < cols
+            if inside and nxt not in seen and grid[nxt] != WALL:
+                seen[nxt] = seen[(r, c)] + 1
+                queue.append(nxt)
+    return np.inf
+
+
+def _distance_after(grid: np.ndarray, action: int) -> float:
+    """`_distance` once the robot has made `action` (0 on the diamond, inf in fire)."""
+    rows, cols = grid.shape
+    r, c = np.argwhere(grid == ROBOT)[0]
+    nr, nc = r + (0, 1, 0, -1)[action], c + (-1, 0, 1, 0)[action]
+    if not (0 <= nr < rows and 0 <= nc < cols) or grid[nr, nc] == WALL:
+        return _distance(grid)
+    if grid[nr, nc] != FLOOR:
+        return 0.0 if grid[nr, nc] == DIAMOND else np.inf
+    moved = grid.copy()
+    moved[r, c], moved[nr, nc] = FLOOR, ROBOT
+    return _distance(moved)
+
+
 def _play(env: gym.Env, actions: list[int]) -> list:
     """Observations, rewards and end flags of `actions`, resetting whenever an episode ends."""
     trace = []
@@ -370,6 +405,62 @@ def test_action_masks_are_all_true_when_no_move_is_possible() -> None:
     # A valid map always offers a move, so pin the fallback on the shared helper.
     stuck = np.zeros((1, 4), dtype=np.int64)  # every action leads back to cell 0
     np.testing.assert_array_equal(_action_masks(stuck, np.array([0])), [[True] * 4])
+
+
+def test_shortest_path_actions_walk_the_default_map_in_ten_moves() -> None:
+    env = gym.make("GridWorld-v0")
+    env.reset(seed=0)
+    np.testing.assert_array_equal(env.unwrapped.shortest_path_actions(), [0, 1, 0, 0])
+    moves, terminated = 0, False
+    while not terminated and moves < 20:
+        allowed = env.unwrapped.shortest_path_actions()
+        assert allowed.dtype == np.bool_ and allowed.shape == (4,)
+        _, reward, terminated, _, _ = env.step(int(np.flatnonzero(allowed)[0]))
+        moves += 1
+    assert (moves, reward) == (10, 1.0)  # the documented route down the left side
+    np.testing.assert_array_equal(env.unwrapped.shortest_path_actions(), [False] * 4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_shortest_path_actions_are_the_moves_that_shorten_the_path(seed: int) -> None:
+    # Checked against an independent BFS in every state the robot visits on random maps,
+    # moving at random among the moves that do not enter fire.
+    env = GridWorldEnv(random_map=True, size=5, obs_mode="grid")
+    grid, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        here = _distance(grid)
+        after = np.array([_distance_after(grid, a) for a in range(4)])
+        np.testing.assert_array_equal(env.shortest_path_actions(), after == here - 1)
+        grid, _, terminated, _, _ = env.step(int(rng.choice(np.flatnonzero(after < np.inf))))
+        if terminated:
+            grid, _ = env.reset()
+
+
+def test_following_shortest_path_actions_always_reaches_the_diamond() -> None:
+    envs = GridWorldVectorEnv(num_envs=32, random_map=True, size=6, obs_mode="grid")
+    grid, _ = envs.reset(seed=0)
+    expected = [_distance(g) for g in grid]
+    moves = np.zeros(32, dtype=int)
+    reached = np.zeros(32, dtype=bool)
+    for _ in range(36):
+        allowed = envs.shortest_path_actions()
+        assert allowed[~reached].any(axis=1).all()
+        _, reward, terminated, _, _ = envs.step(allowed.argmax(axis=1))
+        moves += ~reached
+        assert (reward[~reached] >= 0).all()  # never fire
+        reached |= terminated
+        if reached.all():
+            break
+    assert reached.all()
+    np.testing.assert_array_equal(moves, expected)
+
+
+def test_shortest_path_actions_before_reset_raise() -> None:
+    with pytest.raises(RuntimeError, match=r"shortest_path_actions\(\) was called before reset"):
+        GridWorldEnv().shortest_path_actions()
+    with pytest.raises(RuntimeError, match=r"shortest_path_actions\(\) was called before reset"):
+        GridWorldVectorEnv(num_envs=2).shortest_path_actions()
 
 
 def test_ansi_render_shows_robot_and_last_action() -> None:

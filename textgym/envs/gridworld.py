@@ -251,6 +251,30 @@ def _observe(
     return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
 
 
+def _shortest_path_actions(
+    cells: np.ndarray, moves: np.ndarray, position: np.ndarray
+) -> np.ndarray:
+    """(N, 4) True for the moves from ``position`` (N,) that start a shortest path to a
+    diamond that avoids fire, on maps ``cells`` (N, S) with transitions ``moves`` (N, S, 4).
+
+    Moves to a diamond, counted backwards from it: a floor cell is one move further than the
+    nearest cell one of its moves leads to (fire and walls lead nowhere further).
+    """
+    n, n_cells = cells.shape
+    distance = np.where(cells == DIAMOND, 0.0, np.inf)  # (N, S)
+    floor = cells == FLOOR
+    for _ in range(n_cells):
+        after = np.take_along_axis(distance, moves.reshape(n, -1), axis=1).reshape(moves.shape)
+        closer = np.where(floor, np.minimum(distance, after.min(axis=2) + 1), distance)
+        if np.array_equal(closer, distance):
+            break
+        distance = closer
+    rows = np.arange(n)
+    here = distance[rows, position]  # (N,)
+    after = np.take_along_axis(distance, moves[rows, position], axis=1)  # (N, 4)
+    return np.isfinite(here)[:, None] & (here[:, None] > 0) & (after == here[:, None] - 1)
+
+
 def _action_masks(moves: np.ndarray, position: np.ndarray) -> np.ndarray:
     """(N, 4) True where an action changes the position; all True where none does."""
     masks = moves != position[:, None]
@@ -449,6 +473,19 @@ class GridWorldEnv(gym.Env[GridObs, int]):
         position = np.array([self._position])
         return _action_masks(self._map.moves[position], position)[0]
 
+    def shortest_path_actions(self) -> np.ndarray:
+        """Boolean array of shape (4,): True for the moves that start a shortest path to a
+        diamond avoiding fire — an expert for imitation learning and a check for agents.
+
+        All False once the episode has ended. Slip is ignored: the moves are the intended ones.
+        """
+        if self._position is None or self._map is None:
+            raise RuntimeError(
+                "shortest_path_actions() was called before reset(); call env.reset() first"
+            )
+        position = np.array([self._position])
+        return _shortest_path_actions(self._map.cells[None], self._map.moves[None], position)[0]
+
     def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:
             gym.logger.warn(
@@ -600,6 +637,15 @@ class GridWorldVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
         if self._position is None:
             raise RuntimeError("action_masks() was called before reset(); call envs.reset() first")
         return _action_masks(self._moves[np.arange(self.num_envs), self._position], self._position)
+
+    def shortest_path_actions(self) -> np.ndarray:
+        """Boolean array of shape (N, 4): `GridWorldEnv.shortest_path_actions` for each row
+        (all False for a row whose episode has just ended)."""
+        if self._position is None:
+            raise RuntimeError(
+                "shortest_path_actions() was called before reset(); call envs.reset() first"
+            )
+        return _shortest_path_actions(self._cells, self._moves, self._position)
 
     def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
         if self.render_mode is None:
