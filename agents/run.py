@@ -33,9 +33,11 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from tqdm.auto import tqdm
 
 from agents.gpt_policy import GPTActorCriticPolicy
+from agents.imitation import clone_expert
 from agents.sequence_ppo import SequencePPO, UpdateStats
 from agents.zoo import (
     AGENTS,
@@ -44,12 +46,14 @@ from agents.zoo import (
     TextEpisode,
     agent_env_kwargs,
     default_budget,
+    default_imitation,
     evaluate,
     evaluate_reference,
     is_sequence_agent,
     make_agent,
     play_text,
 )
+from textgym._checks import check_int
 
 __all__ = [
     "THRESHOLDS",
@@ -220,6 +224,7 @@ def train(
     checkpoint_every: int | None = None,
     eval_episodes: int = 100,
     n_envs: int | None = None,
+    imitate: int | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train ``agent`` on ``env_id`` into a run directory and return (and save) its summary.
@@ -238,11 +243,16 @@ def train(
     :param checkpoint_every: save the agent every this many steps (default: 5 times a run).
     :param eval_episodes: episodes of each evaluation.
     :param n_envs: parallel envs (default: the zoo's).
+    :param imitate: env steps of expert demonstrations to clone before RL (default: the zoo's,
+        `default_imitation`; 0: none; `agents.imitation.clone_expert`: GridWorld's shortest
+        paths, SB3 actor-critic agents).
+        The summary's ``imitation`` holds the cloning's figures and an evaluation after it.
     :param overrides: algorithm keywords replacing the zoo's.
     """
     if agent not in AGENTS:
         raise ValueError(f"agent={agent!r} is unknown: expected one of {AGENTS}")
-    steps = default_budget(agent, env_id) if steps is None else steps
+    env_kwargs = agent_env_kwargs(agent, env_id, env_kwargs)
+    steps = default_budget(agent, env_id, env_kwargs) if steps is None else steps
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps!r} must be an int >= 1")
     out = Path(out) if out is not None else _default_out(env_id, agent, seed)
@@ -251,7 +261,8 @@ def train(
             f"out={str(out)!r} already holds a run (config.json): expected a new or empty "
             "directory, so no earlier run is overwritten"
         )
-    env_kwargs = agent_env_kwargs(agent, env_id, env_kwargs)
+    imitate = default_imitation(agent, env_id, env_kwargs) if imitate is None else imitate
+    check_int("imitate", imitate, 0)
     config = {
         "env_id": env_id,
         "agent": agent,
@@ -259,10 +270,16 @@ def train(
         "steps": steps,
         "env_kwargs": env_kwargs,
         "n_envs": n_envs,
+        "imitate": imitate,
         "overrides": {k: v for k, v in overrides.items() if _jsonable(v)},
     }
     # Bad env arguments or overrides fail here, before the run directory is claimed.
     model = make_agent(agent, env_id, seed=seed, n_envs=n_envs, env_kwargs=env_kwargs, **overrides)
+    if imitate and not isinstance(model, OnPolicyAlgorithm):
+        raise ValueError(
+            f"imitate={imitate} needs an SB3 actor-critic agent (ppo, a2c, maskable_ppo, or "
+            f"gpt on GridWorld-v0): agent={agent!r} on {env_id} is not one"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     # The same held-out seed before and after: the same prompts (or maps) both times.
@@ -275,6 +292,10 @@ def train(
         samples=SAMPLES,
     )
     before = assess(model)
+    imitation = None
+    if imitate:
+        imitation = clone_expert(model, imitate, seed=seed)
+        imitation["evaluation"] = assess(model)
     every = checkpoint_every if checkpoint_every is not None else max(1, steps // 5)
     recorder = _Recorder(out, steps, every, progress)
     start = time.perf_counter()
@@ -291,6 +312,8 @@ def train(
     recorder.log.write_csv(out / "episodes.csv")
     after = assess(model)
     summary = _summary(config, after, before=before)
+    if imitation is not None:
+        summary["imitation"] = imitation
     summary["training"] = {
         "steps": int(model.num_timesteps),
         "episodes": len(recorder.log.rows),
@@ -365,11 +388,16 @@ def load_agent(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
 
 
 def evaluate_run(
-    run_dir: str | Path, episodes: int = 100, seed: int | None = None
+    run_dir: str | Path,
+    episodes: int = 100,
+    seed: int | None = None,
+    deterministic: bool | None = None,
 ) -> dict[str, Any]:
     """`textgym eval`: the summary of a saved agent, evaluated afresh.
 
     :param seed: evaluation seed (default: the run's held-out evaluation seed).
+    :param deterministic: act greedily or sample (default: `evaluate`'s: greedy on GridWorld,
+        sampled on TextGen).
     """
     model, config = load_agent(run_dir)
     seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
@@ -379,6 +407,7 @@ def evaluate_run(
         episodes=episodes,
         seed=seed,
         env_kwargs=config["env_kwargs"],
+        deterministic=deterministic,
         samples=SAMPLES,
     )
     return _summary(config, after)
@@ -593,6 +622,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{t['wall_seconds']:.0f} s, {t['steps_per_second']:.0f} steps/s"
         )
     stages = [("before", summary["before"])] if "before" in summary else []
+    if "imitation" in summary:
+        stages.append(("cloned", summary["imitation"]["evaluation"]))
     stages.append(("after" if "before" in summary else "eval", summary["after"]))
     for name, result in stages:
         parts = [f"mean return {result['mean_return']:+.3f} ± {result['std_return']:.3f}"]
@@ -603,7 +634,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             parts.append(f"positive {result['positive_share']:.0%}")
         if "mean_kl_per_sequence" in result:
             parts.append(f"KL/sequence {result['mean_kl_per_sequence']:.2f} nats")
-        lines.append(f"{name:>6} ({result['episodes']} episodes): " + ", ".join(parts))
+        acting = "greedy" if result.get("deterministic") else "sampled"
+        lines.append(f"{name:>6} ({result['episodes']} episodes, {acting}): " + ", ".join(parts))
         for sample in result.get("samples", []):
             kl = sample.get("episode_kl")
             kl_text = f", KL {kl:.2f}" if kl is not None else ""

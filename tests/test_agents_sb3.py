@@ -229,6 +229,7 @@ def test_evaluate_counts_only_the_diamond_as_success():
     model = make_agent("a2c", "GridWorld-v0", env_kwargs={"map": ["S.D"]})
     model.predict = lambda obs, **kwargs: (np.full(len(obs), 2), None)
     assert evaluate(model, "GridWorld-v0", episodes=3, seed=0, env_kwargs={"map": ["S.D"]}) == {
+        "deterministic": True,  # GridWorld's default
         "episodes": 3,
         "mean_return": 1.0,
         "std_return": 0.0,

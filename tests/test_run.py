@@ -190,7 +190,9 @@ def test_cli_train_eval_and_compare(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "dqn on GridWorld-v0 (seed 0)" in printed and "success" in printed
     main(["eval", str(run), "--episodes", "2"])
-    assert "eval (2 episodes)" in capsys.readouterr().out
+    assert "eval (2 episodes, greedy)" in capsys.readouterr().out
+    main(["eval", str(run), "--episodes", "2", "--sample"])
+    assert "eval (2 episodes, sampled)" in capsys.readouterr().out
 
     out = tmp_path / "cmp"
     main(

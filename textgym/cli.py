@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="save the agent every N steps (default: 5 times a run)",
     )
+    trn.add_argument(
+        "--imitate",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="before RL, clone the env's expert (GridWorld's shortest paths) from STEPS env "
+        "steps of demonstrations (SB3 actor-critic agents; default: the zoo's, 0 for most)",
+    )
     trn.set_defaults(func=train)
 
     evl = commands.add_parser("eval", help="summarise a trained run directory afresh")
@@ -140,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--episodes", type=int, default=100)
     evl.add_argument(
         "--seed", type=int, default=None, help="evaluation seed (default: the run's held-out one)"
+    )
+    evl.add_argument(
+        "--sample",
+        action="store_true",
+        help="sample the agent's actions (GridWorld's default is its most likely action; "
+        "TextGen always samples)",
     )
     evl.set_defaults(func=evaluate)
 
@@ -268,6 +282,8 @@ def train(args: argparse.Namespace) -> None:
     from agents.run import train as train_run
 
     _check_positive(args, "steps", "eval_episodes", "checkpoint_every")
+    if args.imitate is not None and args.imitate < 0:
+        raise SystemExit(f"--imitate {args.imitate}: expected a number of steps >= 0")
     summary = train_run(
         args.env,
         args.agent,
@@ -278,6 +294,7 @@ def train(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         checkpoint_every=args.checkpoint_every,
         eval_episodes=args.eval_episodes,
+        imitate=args.imitate,
     )
     print(format_summary(summary))
 
@@ -286,7 +303,11 @@ def evaluate(args: argparse.Namespace) -> None:
     from agents.run import evaluate_run, format_summary
 
     _check_positive(args, "episodes")
-    print(format_summary(evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)))
+    deterministic = False if args.sample else None
+    summary = evaluate_run(
+        args.run_dir, episodes=args.episodes, seed=args.seed, deterministic=deterministic
+    )
+    print(format_summary(summary))
 
 
 def compare(args: argparse.Namespace) -> None:
