@@ -6,6 +6,8 @@ Measured (2-core CPU, torch 2 threads, nothing else running; `textgym train` pri
   sequence, in 6.4 minutes (one thread, machine shared): README "The main job".
 - ``ppo`` (SB3, topk mode, `ReferencePriorPolicy`), 100,000 steps: mean return 0.34 against
   the reference's 0.20 (200 evaluation episodes each).
+- ``a2c`` (the same policy, Adam at 1e-3, normalised advantages), 150,000 steps: mean return
+  0.255 against the reference's 0.152 (seed 0; seeds 1 and 2: 0.319, 0.280; 300 episodes).
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ def test_gpt_policy_makes_90_percent_positive_within_6_nats_and_20_minutes():
     assert minutes <= 20, minutes
 
 
-def test_ppo_beats_the_reference_return():
-    # Of SB3's standard agents only PPO does within its budget (README "Learning results":
-    # A2C stays at the reference, MaskablePPO starts 38 nats away from it and DQN's greedy
-    # policy pays the reference's entropy in KL at every token).
-    env_kwargs = agent_env_kwargs("ppo", ENV)
-    model = make_agent("ppo", ENV, seed=0)
-    model.learn(default_budget("ppo", ENV))
+@pytest.mark.parametrize("agent", ["ppo", "a2c"])
+def test_actor_critic_agents_beat_the_reference_return(agent: str):
+    # PPO and A2C start as the reference (ReferencePriorPolicy); MaskablePPO and DQN do not
+    # beat it within their budgets (README "Learning results").
+    env_kwargs = agent_env_kwargs(agent, ENV)
+    model = make_agent(agent, ENV, seed=0)
+    model.learn(default_budget(agent, ENV))
     result = evaluate(model, ENV, episodes=500, seed=10_000, env_kwargs=env_kwargs)
     reference = evaluate_reference(500, seed=10_000, env_kwargs=env_kwargs)
     assert result["mean_return"] > reference["mean_return"] + 0.05, (result, reference)
