@@ -233,7 +233,7 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
 # demonstrations by the env's shortest-path expert, `agents.imitation.clone_expert`), and PPO
 # fine-tunes it. Measured: README "Learning results".
 _RANDOM_MAP_GPT: dict[str, Any] = {
-    "imitate": 100_000,
+    "imitate": 200_000,
     "n_timesteps": 150_000,
     "n_envs": 32,
     "n_steps": 64,  # 2,048 steps a rollout
@@ -309,6 +309,11 @@ def make_agent(
 
     On TextGen the model's policy is attached as the env's policy scorer (`attach_sb3_policy`),
     so the KL step reward uses the acting policy's log-probs.
+
+    Env arguments can select another entry (`VARIANT_HYPERPARAMS`: the GPT policy on random
+    grid maps). Its behaviour-cloning stage is not run here but by `agents.run.train`; from
+    Python, call ``clone_expert(model, default_imitation(name, env_id, env_kwargs))`` before
+    ``learn``.
 
     :param name: one of `AGENTS`.
     :param env_id: ``"GridWorld-v0"`` or ``"TextGen-v0"``.
