@@ -34,7 +34,7 @@ def clone_expert(
     *,
     expert: str = "shortest_path_actions",
     noise: float = 0.25,
-    epochs: int = 6,
+    epochs: int = 8,
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     seed: int = 0,

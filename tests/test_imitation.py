@@ -101,7 +101,7 @@ def test_train_refuses_imitation_it_cannot_do_before_claiming_the_run(
 
 def test_zoo_starts_the_gpt_policy_on_random_maps_from_cloning() -> None:
     random_maps = {"random_map": True, "size": 6}
-    assert default_imitation("gpt", "GridWorld-v0", random_maps) == 100_000
+    assert default_imitation("gpt", "GridWorld-v0", random_maps) == 200_000
     assert default_budget("gpt", "GridWorld-v0", random_maps) == 150_000
     # The default map and the other agents keep their own entries.
     assert default_imitation("gpt", "GridWorld-v0") == 0
