@@ -634,8 +634,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             parts.append(f"positive {result['positive_share']:.0%}")
         if "mean_kl_per_sequence" in result:
             parts.append(f"KL/sequence {result['mean_kl_per_sequence']:.2f} nats")
-        acting = "greedy" if result.get("deterministic") else "sampled"
-        lines.append(f"{name:>6} ({result['episodes']} episodes, {acting}): " + ", ".join(parts))
+        acting = {True: ", greedy", False: ", sampled"}.get(result.get("deterministic"), "")
+        lines.append(f"{name:>6} ({result['episodes']} episodes{acting}): " + ", ".join(parts))
         for sample in result.get("samples", []):
             kl = sample.get("episode_kl")
             kl_text = f", KL {kl:.2f}" if kl is not None else ""

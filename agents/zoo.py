@@ -228,10 +228,10 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 # GridWorld-v0 with ``random_map=True`` (a new map at every reset): PPO alone does not teach
-# the GPT policy to generalise within hours here (5% of held-out maps after 300,000 steps), so
-# it starts, as RLHF's policy does, from behaviour cloning (``imitate``: env steps of
-# demonstrations by the env's shortest-path expert, `agents.imitation.clone_expert`), and PPO
-# fine-tunes it. Measured: README "Learning results".
+# the GPT policy to generalise within hours here (4-8% of held-out maps after up to 300,000
+# steps), so it starts, as RLHF's policy does, from behaviour cloning (``imitate``: env steps
+# of demonstrations by the env's shortest-path expert, `agents.imitation.clone_expert`), and
+# PPO fine-tunes it. Measured: README "Learning results".
 _RANDOM_MAP_GPT: dict[str, Any] = {
     "imitate": 200_000,
     "n_timesteps": 150_000,

@@ -337,7 +337,8 @@ class GridWorldEnv(gym.Env[GridObs, int]):
 
     `action_masks()` returns a boolean array of shape `(4,)` that is True for the moves
     that change the robot's position (all True if none does), for sb3-contrib's
-    `MaskablePPO`.
+    `MaskablePPO`. `shortest_path_actions()` returns the same shape, True for the moves that
+    start a shortest path to a diamond avoiding fire: an expert for imitation learning.
 
     ## Observation Space
     Selected by `obs_mode`:
