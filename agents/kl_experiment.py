@@ -37,6 +37,7 @@ import numpy as np
 from agents.gpt_policy import GPTActorCriticPolicy
 from agents.run import EVAL_SEED_OFFSET, train
 from agents.zoo import evaluate, evaluate_reference, torch_seeded
+from textgym._checks import check_int
 from textgym.rewards import VaderSentiment
 
 __all__ = ["KL_SETTINGS", "distinct_n", "measure", "parse_setting", "run_kl_experiment"]
@@ -287,8 +288,7 @@ def run_kl_experiment(
             "written by `textgym train-rm`"
         )
     for name, value in (("steps", steps), ("episodes", episodes), ("checkpoints", checkpoints)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be an int >= 1")
+        check_int(name, value, 1)
     out = Path(out)
     points = [
         point

@@ -253,8 +253,7 @@ def train(
         raise ValueError(f"agent={agent!r} is unknown: expected one of {AGENTS}")
     env_kwargs = agent_env_kwargs(agent, env_id, env_kwargs)
     steps = default_budget(agent, env_id, env_kwargs) if steps is None else steps
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be an int >= 1")
+    check_int("steps", steps, 1)
     out = Path(out) if out is not None else _default_out(env_id, agent, seed)
     if (out / "config.json").exists():
         raise FileExistsError(

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym._checks import check_int
 from textgym.envs.textgen_vector import TextGenVectorEnv
 from textgym.lm import IncrementalLM
 
@@ -133,8 +134,7 @@ class SequencePPO:
             ("n_epochs", n_epochs),
             ("minibatch_episodes", minibatch_episodes),
         ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an int >= 1")
+            check_int(name, value, 1)
         if not clip_range > 0:
             raise ValueError(f"clip_range={clip_range!r} must be > 0")
         if not 0 <= gae_lambda <= 1:
@@ -422,8 +422,7 @@ class SequencePPO:
         :param callback: called after every update with the trainer and its `UpdateStats`;
             returning ``False`` stops training.
         """
-        if not isinstance(total_timesteps, int) or total_timesteps < 1:
-            raise ValueError(f"total_timesteps={total_timesteps!r} must be an int >= 1")
+        check_int("total_timesteps", total_timesteps, 1)
         self._total = self.num_timesteps + total_timesteps
         while self.num_timesteps < self._total:
             start = time.perf_counter()

@@ -35,6 +35,7 @@ from agents.extractors import ReferencePriorPolicy, TokenExtractor
 from agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
 from agents.scorer import attach_sb3_policy
 from agents.sequence_ppo import SequencePPO
+from textgym._checks import check_int
 
 __all__ = [
     "AGENTS",
@@ -564,8 +565,7 @@ def play_text(
 
 
 def _rows(episodes: int, n_envs: int) -> int:
-    if not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes={episodes!r} must be an int >= 1")
+    check_int("episodes", episodes, 1)
     return min(n_envs, episodes)
 
 

@@ -324,6 +324,7 @@ def test_map_that_is_not_a_list_of_strings_raises_type_error(bad_map: object) ->
         ({"slip": float("nan")}, "slip"),
         ({"size": 5}, "size"),
         ({"size": 1, "random_map": True}, "size"),
+        ({"size": True, "random_map": True}, "size"),  # a bool is not a size
         ({"map": ["SD"], "random_map": True}, "map"),
     ],
 )

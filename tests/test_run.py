@@ -142,6 +142,7 @@ def test_train_refuses_to_overwrite_a_run(tmp_path):
     [
         ({"agent": "sac"}, "agent='sac'"),
         ({"steps": 0}, "steps=0"),
+        ({"steps": True}, "steps=True: expected an integer >= 1"),  # a bool is not a count
         ({"env_kwargs": {"slip": 2.0}}, "slip"),
     ],
 )

@@ -16,6 +16,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from textgym._checks import check_int
+
 __all__ = [
     "DEFAULT_MAP",
     "DIAMOND",
@@ -193,8 +195,7 @@ def _check_args(
     if map is not None:
         raise ValueError(f"map cannot be combined with random_map=True, got map={map!r}")
     size = len(DEFAULT_MAP) if size is None else size
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
-        raise ValueError(f"size must be an integer >= 2, got size={size!r}")
+    check_int("size", size, 2)
     return None, int(size), int(size)
 
 
@@ -562,8 +563,7 @@ class GridWorldVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
         max_episode_steps: int = 100,
     ) -> None:
         for name, value in (("num_envs", num_envs), ("max_episode_steps", max_episode_steps)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+            check_int(name, value, 1)
         self._fixed_map, self._rows, self._cols = _check_args(
             render_mode, map, size, random_map, slip, obs_mode
         )
