@@ -39,23 +39,7 @@ OPEN_3X3 = ["...", ".S.", "..D"]
 
 
 def _solvable(grid: np.ndarray) -> bool:
-    """Breadth-first search on a "grid" observation, independent of the env's own check."""
-    rows, cols = grid.shape
-    start = tuple(np.argwhere(grid == ROBOT)[0])
-    seen, queue = {start}, deque([start])
-    while queue:
-        r, c = queue.popleft()
-        if grid[r, c] == DIAMOND:
-            return True
-        if (r, c) != start and grid[r, c] != FLOOR:
-            continue
-        for dr, dc in ((0, -1), (1, 0), (0, 1), (-1, 0)):
-            nxt = (r + dr, c + dc)
-            inside = 0 <= nxt[0] < rows and 0 <= nxt[1] < cols
-            if inside and nxt not in seen and grid[nxt] != WALL:
-                seen.add(nxt)
-                queue.append(nxt)
-    return False
+    return bool(np.isfinite(_distance(grid)))
 
 
 def _distance(grid: np.ndarray) -> float:

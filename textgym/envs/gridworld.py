@@ -106,15 +106,7 @@ def _compile(cells: np.ndarray, start: int) -> _Map:
 
 def _solvable(m: _Map) -> bool:
     """Whether a diamond is reachable from the start without entering fire (walls block)."""
-    reached = np.zeros(len(m.cells), dtype=bool)
-    reached[m.start] = True
-    while True:
-        expand = reached & (m.cells == FLOOR)  # fire and diamond end the episode
-        grown = reached.copy()
-        grown[m.moves[expand].ravel()] = True
-        if (grown == reached).all():
-            return bool(reached[m.cells == DIAMOND].any())
-        reached = grown
+    return bool(np.isfinite(_distances(m.cells[None], m.moves[None])[0, m.start]))
 
 
 def _parse_map(rows: Sequence[str]) -> _Map:
@@ -252,25 +244,32 @@ def _observe(
     return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
 
 
+def _distances(cells: np.ndarray, moves: np.ndarray) -> np.ndarray:
+    """(N, S) moves from each cell to the nearest diamond avoiding fire (inf: none), on maps
+    ``cells`` (N, S) with transitions ``moves`` (N, S, 4).
+
+    Counted backwards from the diamonds: a floor cell is one move further than the nearest
+    cell one of its moves leads to (fire and diamonds end the episode, walls are never entered).
+    """
+    n, n_cells = cells.shape
+    rows = np.arange(n)[:, None, None]
+    distance = np.where(cells == DIAMOND, 0.0, np.inf)
+    floor = cells == FLOOR
+    for _ in range(n_cells):
+        closer = np.where(floor, distance[rows, moves].min(axis=2) + 1, distance)
+        if (closer == distance).all():
+            break
+        distance = closer
+    return distance
+
+
 def _shortest_path_actions(
     cells: np.ndarray, moves: np.ndarray, position: np.ndarray
 ) -> np.ndarray:
     """(N, 4) True for the moves from ``position`` (N,) that start a shortest path to a
-    diamond that avoids fire, on maps ``cells`` (N, S) with transitions ``moves`` (N, S, 4).
-
-    Moves to a diamond, counted backwards from it: a floor cell is one move further than the
-    nearest cell one of its moves leads to (fire and walls lead nowhere further).
-    """
-    n, n_cells = cells.shape
-    distance = np.where(cells == DIAMOND, 0.0, np.inf)  # (N, S)
-    floor = cells == FLOOR
-    for _ in range(n_cells):
-        after = np.take_along_axis(distance, moves.reshape(n, -1), axis=1).reshape(moves.shape)
-        closer = np.where(floor, np.minimum(distance, after.min(axis=2) + 1), distance)
-        if np.array_equal(closer, distance):
-            break
-        distance = closer
-    rows = np.arange(n)
+    diamond that avoids fire (see `_distances` for the arguments)."""
+    distance = _distances(cells, moves)
+    rows = np.arange(len(position))
     here = distance[rows, position]  # (N,)
     after = np.take_along_axis(distance, moves[rows, position], axis=1)  # (N, 4)
     return np.isfinite(here)[:, None] & (here[:, None] > 0) & (after == here[:, None] - 1)
