@@ -249,6 +249,7 @@ def test_compare_on_textgen_adds_the_reference_policy_per_action_mode(tiny_gpt2,
     ("argv", "message"),
     [
         (["train", "GridWorld-v0", "--agent", "ppo", "--steps", "0"], "--steps 0"),
+        (["train", "GridWorld-v0", "--agent", "ppo", "--imitate", "-1"], "--imitate -1"),
         (["eval", "x", "--episodes", "0"], "--episodes 0"),
         (["compare", "--envs", "GridWorld-v0", "--agents", "sac"], "'sac'"),
     ],

@@ -1,0 +1,58 @@
+"""The analysis scripts in scripts/ that back README figures."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+
+import textgym  # noqa: F401  (registers TextGen-v0)
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _complete_continuations(core, prompt: list[int], length: int):
+    """Every continuation among the top-k candidates that ends with EOS or at ``length``,
+    with the reference's negative log-likelihood (renormalised over the candidates)."""
+    with torch.no_grad():
+        logits = core.reference_model(torch.tensor([prompt])).logits[0, -1].float()
+    top = torch.log_softmax(logits, -1).topk(core.top_k)
+    renormalised = top.values - torch.logsumexp(top.values, -1)
+    for value, token in zip(renormalised.tolist(), top.indices.tolist()):
+        if token == core.eos_token_id or length == 1:
+            yield -value, [token]
+        else:
+            for cost, rest in _complete_continuations(core, prompt + [token], length - 1):
+                yield cost - value, [token, *rest]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_deterministic_kl_bound_finds_the_least_likely_cost_exactly_when_the_beam_holds_all(
+    tiny_gpt2, seed: int
+) -> None:
+    bound = _load("deterministic_kl_bound")
+    env = gym.make(
+        "TextGen-v0",
+        model=str(tiny_gpt2),
+        prompts=["the movie was", "i think this film", "a story"],
+        action_mode="topk",
+        top_k=3,
+        max_new_tokens=3,
+    )
+    core = env.unwrapped.core
+    obs, _ = env.reset(seed=seed)
+    prompt = obs["input_ids"][: int(obs["attention_mask"].sum())].tolist()
+    cost, length = bound.least_nll(core, prompt, beam=27)  # 3**3: every continuation kept
+    best_cost, best = min(_complete_continuations(core, prompt, 3), key=lambda item: item[0])
+    assert cost == pytest.approx(best_cost, abs=1e-5)
+    assert length == len(best)
