@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import snapshot_download
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
@@ -55,7 +60,8 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def _model_source(name_or_path: str | os.PathLike | None, argument: str) -> str:
-    """Return a loadable name, or raise a clear error for a path that does not exist."""
+    """Return a loadable name or directory; raise a clear error for a path that does not
+    exist, or fast for a Hub name that is not cached while the Hub is off or out of reach."""
     if name_or_path is None:
         return str(BUNDLED_MODEL)
     if not isinstance(name_or_path, str | os.PathLike):
@@ -77,7 +83,50 @@ def _model_source(name_or_path: str | os.PathLike | None, argument: str) -> str:
             f"{argument}={source!r} does not exist: expected a Hugging Face model name or a "
             "local directory saved with save_pretrained"
         )
-    return source
+    offline = _hub_offline()
+    if not offline and _hub_reachable():
+        return source  # a normal load, which also looks for a newer revision on the Hub
+    # Without the Hub, transformers would retry for a minute before failing: load the cached
+    # snapshot, or fail now.
+    try:
+        return snapshot_download(source, local_files_only=True)
+    except (OSError, ValueError):
+        reason = (
+            "offline mode is on (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)"
+            if offline
+            else f"the Hub at {_hub_endpoint()} cannot be reached"
+        )
+        raise ValueError(
+            f"{argument}={source!r} is neither a local directory nor in the Hugging Face "
+            f"cache, and {reason}, so nothing is downloaded: expected a local directory "
+            "saved with save_pretrained or a Hub name that is cached or reachable"
+        ) from None
+
+
+def _hub_offline() -> bool:
+    """Offline mode, read from the environment now (huggingface_hub reads it at import)."""
+    flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return hf_constants.HF_HUB_OFFLINE or any(
+        flag.upper() in ("1", "ON", "YES", "TRUE") for flag in flags
+    )
+
+
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT") or hf_constants.ENDPOINT
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub (or to the proxy in front of it) opens in time."""
+    url = urlsplit(_hub_endpoint())
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urlsplit(proxy)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 @contextmanager
@@ -181,7 +230,7 @@ class IncrementalLM:
         self._cache = None
         # (N, T) bool, which cache columns each row attends to; None while the cache is dense
         # (every row exactly T tokens long, no padding). Dense is the common case at batch 1,
-        # and then a step is exactly the raw incremental forward: no mask, HF's own positions.
+        # and then a step is the raw incremental forward: an all-ones mask, HF's own positions.
         self._mask: torch.Tensor | None = None
         self._lengths: torch.Tensor | None = None  # (N,) real tokens per row; None while dense
         self._length = 0  # T
@@ -222,7 +271,15 @@ class IncrementalLM:
             raise RuntimeError("IncrementalLM.advance() called before start()")
         ids = tokens.view(-1, 1).to(self.device)
         if self._mask is None and live is None:
-            out = self.model(input_ids=ids, **{self._cache_keyword: self._cache}, use_cache=True)
+            # The mask is all ones, yet passing it says that a fed pad token is an ordinary
+            # token, not padding (transformers warns about pad tokens fed without a mask).
+            ones = torch.ones(self.num_rows, self._length + 1, dtype=torch.long, device=self.device)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=ones,
+                **{self._cache_keyword: self._cache},
+                use_cache=True,
+            )
         else:
             self._materialize()
             column = (

@@ -32,6 +32,12 @@ class TextGenEnv(gym.Env):
     ``action_mode="topk"``: ``Discrete(top_k)``, action ``i`` is the reference model's
     ``i``-th most likely next token (the candidates are part of the observation).
 
+    In vocab mode every id is a legal action, special tokens included. EOS ends the
+    episode; any other special token (pad, bos, ...) is appended as an ordinary token:
+    attended to (``attention_mask`` 1) by the models, left out of the decoded ``text``.
+    A trained reference gives such tokens near-zero probability, so the KL penalty prices
+    them, and `action_masks` never offers them (nor ids beyond the tokenizer).
+
     ## Observation Space
 
     ``Dict(input_ids=Box(0, V-1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))``: the
@@ -185,7 +191,8 @@ class TextGenEnv(gym.Env):
         return self.core.reference_logprobs([0])[0]
 
     def action_masks(self) -> np.ndarray:
-        """``(A,)`` bool: True for the reference's top-k / top-p tokens (plus EOS in vocab mode)."""
+        """``(A,)`` bool: True for the reference's top-k / top-p tokens; in vocab mode EOS is
+        always True and the other special tokens always False."""
         return self.core.action_masks([0])[0]
 
     def render(self) -> str | np.ndarray | None:

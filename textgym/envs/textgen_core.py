@@ -208,6 +208,11 @@ class TextGenCore:
         self._next_logprobs = torch.zeros(n, self.vocab_size, device=self._lm.device)  # (N, V)
         self._cand_ids = torch.zeros(n, top_k or 1, dtype=torch.long, device=self._lm.device)
         self._cand_logprobs = torch.zeros(n, top_k or 1, device=self._lm.device)  # (N, k)
+        # Ids that are not text: special tokens but EOS (pad, bos, ...) and ids beyond the
+        # tokenizer. They stay legal actions; action_masks() never offers them.
+        not_text = set(self.tokenizer.all_special_ids) - {self.eos_token_id, None}
+        not_text.update(range(len(self.tokenizer), self.vocab_size))
+        self._not_text = torch.tensor(sorted(not_text), dtype=torch.long, device=self._lm.device)
         self._make_host_views()
         if normalize_reward:
             self.reward_gain, self.reward_bias = self._reference_reward_stats()
@@ -383,7 +388,8 @@ class TextGenCore:
         return _fresh(source[index])
 
     def action_masks(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """``(rows, A)`` bool: the reference's top-k / top-p tokens (plus EOS in vocab mode)."""
+        """``(rows, A)`` bool: the reference's top-k / top-p tokens (plus EOS in vocab mode,
+        minus the special tokens that are not EOS and the ids beyond the tokenizer)."""
         index = slice(None) if rows is None else torch.as_tensor(np.asarray(rows))
         if self.action_mode == "topk":
             probs = self._cand_logprobs[index].exp()  # sorted, renormalised over the k candidates
@@ -394,6 +400,7 @@ class TextGenCore:
         keep = _nucleus(top.values.exp(), self.top_p)
         mask = torch.zeros_like(logprobs, dtype=torch.bool)
         mask.scatter_(1, top.indices, keep)
+        mask[:, self._not_text] = False
         mask[:, self.eos_token_id] = True
         return mask.cpu().numpy()
 
@@ -636,5 +643,7 @@ def _fresh(tensor: torch.Tensor) -> np.ndarray:
 
 def _nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest prefix of descending ``sorted_probs`` whose mass reaches ``top_p``."""
+    if top_p >= 1.0:  # everything, though a float32 cumsum can reach 1 before the tail
+        return torch.ones_like(sorted_probs, dtype=torch.bool)
     before = sorted_probs.cumsum(-1) - sorted_probs
     return before < top_p
