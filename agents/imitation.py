@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
+from tqdm.auto import tqdm, trange
 
 from textgym._checks import check_int, is_number
 
@@ -38,6 +39,7 @@ def clone_expert(
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Fit ``model``'s policy and value head to an expert playing ``model``'s own env.
 
@@ -52,6 +54,7 @@ def clone_expert(
     :param learning_rate: Adam's learning rate (a fresh optimiser: the agent's own is left
         untouched for the RL stage).
     :param seed: seeds the random moves and the minibatch order.
+    :param progress: show progress bars (demonstration steps, then gradient steps).
     :return: ``samples``; ``demonstration_return`` (the mean return of the demonstrated
         episodes, random moves included);
         ``agreement``, the share of demonstrations where the fitted policy's most likely move
@@ -74,15 +77,19 @@ def clone_expert(
         )
     rng = np.random.default_rng(seed)
     observations, targets, returns, episode_returns = _demonstrations(
-        venv, steps, expert, noise, float(model.gamma), rng
+        venv, steps, expert, noise, float(model.gamma), rng, progress
     )
     policy = model.policy
     policy.set_training_mode(True)
     optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     n = len(targets)
+    bar = tqdm(
+        total=epochs * -(-n // batch_size), desc="cloning", unit="batch", disable=not progress
+    )
     for _ in range(epochs):
         for batch in torch.randperm(n, generator=generator).split(batch_size):
+            bar.update()
             obs = _tensors(observations, batch, policy.device)
             # One of the expert's moves per sample, drawn afresh each time: in expectation the
             # cross-entropy with the uniform distribution over them, in one forward pass.
@@ -97,6 +104,7 @@ def clone_expert(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), model.max_grad_norm)
             optimizer.step()
+    bar.close()
     policy.set_training_mode(False)
     agreed = 0
     with torch.no_grad():
@@ -112,7 +120,13 @@ def clone_expert(
 
 
 def _demonstrations(
-    venv, steps: int, expert: str, noise: float, gamma: float, rng: np.random.Generator
+    venv,
+    steps: int,
+    expert: str,
+    noise: float,
+    gamma: float,
+    rng: np.random.Generator,
+    progress: bool,
 ) -> tuple[dict[str, np.ndarray], torch.Tensor, torch.Tensor, list[float]]:
     """Play ``venv`` with the noisy expert: observations, expert targets (uniform over the
     allowed moves), discounted returns to go, and the return of every finished episode.
@@ -124,7 +138,7 @@ def _demonstrations(
     kept_returns: list[float] = []
     episode_returns: list[float] = []
     running: list[list[tuple[Any, np.ndarray, float]]] = [[] for _ in range(n_envs)]
-    for _ in range(-(-steps // n_envs)):
+    for _ in trange(-(-steps // n_envs), desc="demonstrations", disable=not progress):
         allowed = np.asarray(venv.env_method(expert), dtype=bool)  # (N, A)
         if allowed.shape != (n_envs, n_actions):
             raise ValueError(

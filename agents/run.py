@@ -52,8 +52,10 @@ from agents.zoo import (
     is_sequence_agent,
     make_agent,
     play_text,
+    torch_seeded,
 )
 from textgym._checks import check_int
+from textgym.threads import torch_threads
 
 __all__ = [
     "THRESHOLDS",
@@ -206,6 +208,7 @@ def _sequence_callback(recorder: _Recorder):
         logger.record("train/clip_fraction", stats.clip_fraction)
         logger.record("time/collect_tokens_per_second", stats.tokens / stats.collect_seconds)
         logger.record("time/update_tokens_per_second", stats.tokens / stats.update_seconds)
+        logger.record("time/total_timesteps", stats.timesteps)  # SB3's name for the step
         logger.dump(stats.timesteps)
         recorder.advance(stats.timesteps, trainer.save)
 
@@ -225,12 +228,16 @@ def train(
     eval_episodes: int = 100,
     n_envs: int | None = None,
     imitate: int | None = None,
+    threads: int | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train ``agent`` on ``env_id`` into a run directory and return (and save) its summary.
 
     The agent is evaluated before and after training on the same held-out seed
-    (``seed + 10000``), so the samples before and after start from the same prompts.
+    (``seed + 10000``), so the samples before and after start from the same prompts. The
+    evaluation after training also seeds the agent's sampling with that seed, so
+    `evaluate_run` reproduces it exactly. On TextGen the summary's ``reference`` holds the
+    reference policy's evaluation on the same seed: the baseline to beat.
 
     :param env_id: ``"GridWorld-v0"`` or ``"TextGen-v0"``.
     :param agent: a name from `agents.zoo.AGENTS`.
@@ -247,86 +254,103 @@ def train(
         `default_imitation`; 0: none; `agents.imitation.clone_expert`: GridWorld's shortest
         paths, SB3 actor-critic agents).
         The summary's ``imitation`` holds the cloning's figures and an evaluation after it.
+    :param threads: torch threads for the run (default: as they are); recorded in
+        ``config.json`` either way, since results differ in the last bits between counts.
     :param overrides: algorithm keywords replacing the zoo's.
     """
-    if agent not in AGENTS:
-        raise ValueError(f"agent={agent!r} is unknown: expected one of {AGENTS}")
-    env_kwargs = agent_env_kwargs(agent, env_id, env_kwargs)
-    steps = default_budget(agent, env_id, env_kwargs) if steps is None else steps
-    check_int("steps", steps, 1)
-    out = Path(out) if out is not None else _default_out(env_id, agent, seed)
-    if (out / "config.json").exists():
-        raise FileExistsError(
-            f"out={str(out)!r} already holds a run (config.json): expected a new or empty "
-            "directory, so no earlier run is overwritten"
+    with torch_threads(threads) as threads:
+        if agent not in AGENTS:
+            raise ValueError(f"agent={agent!r} is unknown: expected one of {AGENTS}")
+        env_kwargs = agent_env_kwargs(agent, env_id, env_kwargs)
+        steps = default_budget(agent, env_id, env_kwargs) if steps is None else steps
+        check_int("steps", steps, 1)
+        out = Path(out) if out is not None else _default_out(env_id, agent, seed)
+        if (out / "config.json").exists():
+            raise FileExistsError(
+                f"out={str(out)!r} already holds a run (config.json): expected a new or empty "
+                "directory, so no earlier run is overwritten"
+            )
+        imitate = default_imitation(agent, env_id, env_kwargs) if imitate is None else imitate
+        check_int("imitate", imitate, 0)
+        config = {
+            "env_id": env_id,
+            "agent": agent,
+            "seed": seed,
+            "steps": steps,
+            "env_kwargs": env_kwargs,
+            "n_envs": n_envs,
+            "imitate": imitate,
+            "eval_episodes": eval_episodes,
+            "threads": threads,
+            "overrides": {k: v for k, v in overrides.items() if _jsonable(v)},
+        }
+        # Bad env arguments or overrides fail here, before the run directory is claimed.
+        model = make_agent(
+            agent, env_id, seed=seed, n_envs=n_envs, env_kwargs=env_kwargs, **overrides
         )
-    imitate = default_imitation(agent, env_id, env_kwargs) if imitate is None else imitate
-    check_int("imitate", imitate, 0)
-    config = {
-        "env_id": env_id,
-        "agent": agent,
-        "seed": seed,
-        "steps": steps,
-        "env_kwargs": env_kwargs,
-        "n_envs": n_envs,
-        "imitate": imitate,
-        "overrides": {k: v for k, v in overrides.items() if _jsonable(v)},
-    }
-    # Bad env arguments or overrides fail here, before the run directory is claimed.
-    model = make_agent(agent, env_id, seed=seed, n_envs=n_envs, env_kwargs=env_kwargs, **overrides)
-    if imitate and not isinstance(model, OnPolicyAlgorithm):
-        raise ValueError(
-            f"imitate={imitate} needs an SB3 actor-critic agent (ppo, a2c, maskable_ppo, or "
-            f"gpt on GridWorld-v0): agent={agent!r} on {env_id} is not one"
+        if imitate and not isinstance(model, OnPolicyAlgorithm):
+            raise ValueError(
+                f"imitate={imitate} needs an SB3 actor-critic agent (ppo, a2c, maskable_ppo, or "
+                f"gpt on GridWorld-v0): agent={agent!r} on {env_id} is not one"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        # The same held-out seed before and after: the same prompts (or maps) both times.
+        eval_seed = seed + EVAL_SEED_OFFSET
+        assess = functools.partial(
+            evaluate,
+            env_id=env_id,
+            episodes=eval_episodes,
+            seed=eval_seed,
+            env_kwargs=env_kwargs,
+            samples=SAMPLES,
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    # The same held-out seed before and after: the same prompts (or maps) both times.
-    assess = functools.partial(
-        evaluate,
-        env_id=env_id,
-        episodes=eval_episodes,
-        seed=seed + EVAL_SEED_OFFSET,
-        env_kwargs=env_kwargs,
-        samples=SAMPLES,
-    )
-    before = assess(model)
-    imitation = None
-    if imitate:
-        imitation = clone_expert(model, imitate, seed=seed)
-        imitation["evaluation"] = assess(model)
-    every = checkpoint_every if checkpoint_every is not None else max(1, steps // 5)
-    recorder = _Recorder(out, steps, every, progress)
-    start = time.perf_counter()
-    try:
-        if isinstance(model, SequencePPO):
-            model.learn(steps, callback=_sequence_callback(recorder))
-        else:
-            model.set_logger(recorder.logger)
-            model.learn(steps, callback=_SB3Callback(recorder))
-    finally:
-        recorder.close()
-    seconds = time.perf_counter() - start
-    model.save(out / "model.zip")
-    recorder.log.write_csv(out / "episodes.csv")
-    after = assess(model)
-    summary = _summary(config, after, before=before)
-    if imitation is not None:
-        summary["imitation"] = imitation
-    summary["training"] = {
-        "steps": int(model.num_timesteps),
-        "episodes": len(recorder.log.rows),
-        "wall_seconds": round(seconds, 1),
-        "steps_per_second": round(model.num_timesteps / seconds, 1),
-        f"final_return_mean_last_{WINDOW}": _last_mean(recorder.log.rows, "return"),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_curves(
-        {f"{agent} seed {seed}": read_episodes(out / "episodes.csv")},
-        out / "curve.png",
-        title=f"{agent} on {env_id}",
-    )
-    return summary
+        before = assess(model)
+        imitation = None
+        if imitate:
+            imitation = clone_expert(model, imitate, seed=seed, progress=progress)
+            imitation["evaluation"] = assess(model)
+        every = checkpoint_every if checkpoint_every is not None else max(1, steps // 5)
+        recorder = _Recorder(out, steps, every, progress)
+        start = time.perf_counter()
+        try:
+            if isinstance(model, SequencePPO):
+                model.learn(steps, callback=_sequence_callback(recorder))
+            else:
+                model.set_logger(recorder.logger)
+                model.learn(steps, callback=_SB3Callback(recorder))
+        finally:
+            recorder.close()
+        seconds = time.perf_counter() - start
+        model.save(out / "model.zip")
+        recorder.log.write_csv(out / "episodes.csv")
+        with torch_seeded(eval_seed):  # what `evaluate_run` repeats
+            after = assess(model)
+        summary = _summary(config, after, before=before)
+        baselines = None
+        if env_id.startswith("TextGen"):
+            reference = evaluate_reference(eval_episodes, eval_seed, env_kwargs)
+            summary["reference"] = reference
+            baselines = {
+                "reference": _baseline(reference["mean_return"], reference["mean_rm_score"])
+            }
+        if imitation is not None:
+            summary["imitation"] = imitation
+        summary["training"] = {
+            "steps": int(model.num_timesteps),
+            "episodes": len(recorder.log.rows),
+            "wall_seconds": round(seconds, 1),
+            "steps_per_second": round(model.num_timesteps / seconds, 1),
+            f"final_return_mean_last_{WINDOW}": _last_mean(recorder.log.rows, "return"),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        plot_curves(
+            {f"{agent} seed {seed}": read_episodes(out / "episodes.csv")},
+            out / "curve.png",
+            title=f"{agent} on {env_id}",
+            baselines=baselines,
+        )
+        return summary
 
 
 def _default_out(env_id: str, agent: str, seed: int) -> Path:
@@ -388,27 +412,34 @@ def load_agent(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
 
 def evaluate_run(
     run_dir: str | Path,
-    episodes: int = 100,
+    episodes: int | None = None,
     seed: int | None = None,
     deterministic: bool | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """`textgym eval`: the summary of a saved agent, evaluated afresh.
+    """`textgym eval`: the summary of a saved agent, evaluated afresh. With the defaults it
+    repeats the run's evaluation after training exactly (its ``summary.json``'s ``after``).
 
-    :param seed: evaluation seed (default: the run's held-out evaluation seed).
+    :param episodes: episodes to play (default: as many as the run's evaluations).
+    :param seed: seeds the env and the agent's sampling (default: the run's held-out
+        evaluation seed).
     :param deterministic: act greedily or sample (default: `evaluate`'s: greedy on GridWorld,
         sampled on TextGen).
+    :param threads: torch threads (default: the run's, from ``config.json``).
     """
     model, config = load_agent(run_dir)
     seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
-    after = evaluate(
-        model,
-        config["env_id"],
-        episodes=episodes,
-        seed=seed,
-        env_kwargs=config["env_kwargs"],
-        deterministic=deterministic,
-        samples=SAMPLES,
-    )
+    episodes = config.get("eval_episodes", 100) if episodes is None else episodes
+    with torch_threads(config.get("threads") if threads is None else threads), torch_seeded(seed):
+        after = evaluate(
+            model,
+            config["env_id"],
+            episodes=episodes,
+            seed=seed,
+            env_kwargs=config["env_kwargs"],
+            deterministic=deterministic,
+            samples=SAMPLES,
+        )
     return _summary(config, after)
 
 
@@ -417,12 +448,14 @@ def play_run(
     episodes: int = 3,
     seed: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> list[TextEpisode]:
     """`textgym render`: episodes of a saved TextGen agent token by token, played as in
     evaluation (sampled, with the agent's policy as the KL scorer).
 
     :param seed: env seed (default: the run's held-out evaluation seed).
     :param env_kwargs: env arguments on top of the run's (e.g. other prompts).
+    :param threads: torch threads (default: the run's, from ``config.json``).
     """
     model, config = load_agent(run_dir)
     if not config["env_id"].startswith("TextGen"):
@@ -431,22 +464,30 @@ def play_run(
             "run (only text episodes can be rendered token by token)"
         )
     seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
-    return play_text(
-        model,
-        episodes=episodes,
-        seed=seed,
-        env_kwargs={**config["env_kwargs"], **(env_kwargs or {})},
-    )
+    with torch_threads(config.get("threads") if threads is None else threads):
+        return play_text(
+            model,
+            episodes=episodes,
+            seed=seed,
+            env_kwargs={**config["env_kwargs"], **(env_kwargs or {})},
+        )
+
+
+def _baseline(mean_return: float, mean_rm_score: float) -> dict[str, float]:
+    """The reference policy's values per `plot_curves` panel (its KL is 0 by definition)."""
+    return {"return": float(mean_return), "rm_score": float(mean_rm_score), "kl_per_sequence": 0.0}
 
 
 def plot_curves(
     curves: dict[str, dict[str, np.ndarray] | list[dict[str, np.ndarray]]],
     path: Path,
     title: str = "",
+    baselines: dict[str, dict[str, float]] | None = None,
 ) -> None:
     """Learning curves to a PNG: the rolling mean training return per label, and for TextGen
     the RM score and the KL per sequence. A label with several runs (seeds) is drawn as their
-    mean on a shared step grid, with the min-max band."""
+    mean on a shared step grid, with the min-max band. ``baselines`` (label -> value per
+    panel key, e.g. the reference policy's) are drawn as dashed horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -469,12 +510,15 @@ def plot_curves(
             (line,) = ax.plot(grid, ys.mean(0), label=label)
             if len(runs) > 1:
                 ax.fill_between(grid, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+        for (label, values), style in zip((baselines or {}).items(), ("--", ":", "-.")):
+            ax.axhline(values[key], color="0.3", linestyle=style, linewidth=1, label=label)
         ax.set_xlabel("env steps")
-        ax.set_ylabel(f"{name} (mean of last {WINDOW} episodes)")
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8)
+    note = f"rolling mean of the last {WINDOW} training episodes"
+    fig.suptitle(f"{title}: {note}" if title else note)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -490,6 +534,7 @@ def compare(
     env_kwargs: dict[str, Any] | None = None,
     eval_episodes: int = 100,
     progress: bool = True,
+    threads: int | None = None,
 ) -> str:
     """`textgym compare`: every agent on every env with every seed, then a table.
 
@@ -500,6 +545,7 @@ def compare(
 
     :param steps: budget of every run (default: each agent's zoo budget on each env).
     :param env_kwargs: env arguments for every run, on top of each agent's.
+    :param threads: torch threads of every run (default: as they are).
     """
     for agent in agents:
         if agent not in AGENTS:
@@ -522,6 +568,7 @@ def compare(
                     out=run_dir,
                     progress=progress,
                     eval_episodes=eval_episodes,
+                    threads=threads,
                 )
                 episodes = read_episodes(run_dir / "episodes.csv")
                 curves.setdefault(agent, []).append(episodes)
@@ -539,9 +586,18 @@ def compare(
                         "success_rate": summary.get("success_rate"),
                     }
                 )
+        baselines = {}
         if env_id.startswith("TextGen"):
-            rows += _reference_rows(agents, seeds, env_kwargs, eval_episodes)
-        plot_curves(curves, out / f"curves_{env_id}.png", title=env_id)
+            with torch_threads(threads):
+                references = _reference_rows(agents, seeds, env_kwargs, eval_episodes)
+            rows += references
+            for row in references:  # the mean over seeds, per action mode
+                group = [other for other in references if other["agent"] == row["agent"]]
+                baselines[row["agent"]] = _baseline(
+                    np.mean([other["final_return"] for other in group]),
+                    np.mean([other["mean_rm_score"] for other in group]),
+                )
+        plot_curves(curves, out / f"curves_{env_id}.png", title=env_id, baselines=baselines)
     with open(out / "compare.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -620,7 +676,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"trained {t['steps']:,} steps ({t['episodes']:,} episodes) in "
             f"{t['wall_seconds']:.0f} s, {t['steps_per_second']:.0f} steps/s"
         )
-    stages = [("before", summary["before"])] if "before" in summary else []
+    stages = [("reference", summary["reference"])] if "reference" in summary else []
+    if "before" in summary:
+        stages.append(("before", summary["before"]))
     if "imitation" in summary:
         stages.append(("cloned", summary["imitation"]["evaluation"]))
     stages.append(("after" if "before" in summary else "eval", summary["after"]))
@@ -634,7 +692,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         if "mean_kl_per_sequence" in result:
             parts.append(f"KL/sequence {result['mean_kl_per_sequence']:.2f} nats")
         acting = {True: ", greedy", False: ", sampled"}.get(result.get("deterministic"), "")
-        lines.append(f"{name:>6} ({result['episodes']} episodes{acting}): " + ", ".join(parts))
+        lines.append(f"{name:>9} ({result['episodes']} episodes{acting}): " + ", ".join(parts))
         for sample in result.get("samples", []):
             kl = sample.get("episode_kl")
             kl_text = f", KL {kl:.2f}" if kl is not None else ""

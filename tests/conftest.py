@@ -125,3 +125,21 @@ def tiny_reward_model(tiny_gpt2, tmp_path_factory) -> Path:
     ).save_pretrained(out)
     AutoTokenizer.from_pretrained(str(tiny_gpt2)).save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(argv)``: run ``textgym argv``, which must refuse with exit status 2, and
+    return the one line it printed on stderr."""
+    from textgym.cli import main
+
+    def run(argv: list[str]) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"textgym {argv[0]}: ")
+        return line
+
+    return run

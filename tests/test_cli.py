@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from textgym.cli import main, parse_env_args
@@ -19,7 +23,7 @@ def test_env_args_parse_python_literals_and_strings():
         "action_mode": "topk",
         "prompts": ["a", "b"],
     }
-    with pytest.raises(SystemExit, match="key=value"):
+    with pytest.raises(ValueError, match="key=value"):
         parse_env_args(["oops"])
 
 
@@ -44,9 +48,10 @@ def test_reference_policy_rollout_has_zero_kl_reward(capsys, tiny_gpt2):
     assert "KL reward +0.000" in capsys.readouterr().out
 
 
-def test_bad_temperature_is_refused():
-    with pytest.raises(SystemExit, match="--temperature"):
+def test_bad_temperature_is_refused(capsys):
+    with pytest.raises(SystemExit):
         main(["rollout", "GridWorld-v0", "--temperature", "0"])
+    assert "--temperature 0.0: expected a number > 0" in capsys.readouterr().err
 
 
 def test_hot_temperature_on_the_bundled_model_earns_a_kl_penalty(capsys):
@@ -64,3 +69,80 @@ def test_hot_temperature_on_the_bundled_model_earns_a_kl_penalty(capsys):
     )
     kl_reward = float(capsys.readouterr().out.split("KL reward")[1].split()[0])
     assert kl_reward < -0.01
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["train", "TextGen-v0", "--agent", "sac"], ["agent='sac'", "'gpt'"]),
+        (["train", "TextGen-v1", "--agent", "gpt"], ["'TextGen-v1'", "'TextGen-v0'"]),
+        (["eval", "runs/nope"], ["run_dir='runs/nope'", "config.json"]),
+        (["render", "runs/nope"], ["run_dir='runs/nope'", "config.json"]),
+        (["rollout", "TextGen-v0", "--env-arg", "kl_estimator=k9"], ["kl_estimator='k9'", "k1"]),
+        (["rollout", "TextGen-v1"], ["'TextGen-v1'", "v0"]),
+        (["rollout", "GridWorld-v0", "--threads", "0"], ["--threads", "'auto'"]),
+        (["rollout", "GridWorld-v0", "--color", "pink"], ["--color", "'never'"]),
+        (["rollout", "GridWorld-v0", "--env-arg", "oops"], ["--env-arg 'oops'", "key=value"]),
+    ],
+)
+def test_errors_print_one_line_naming_the_argument_and_exit_2(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"textgym {argv[0]}: ")
+    for word in words:
+        assert word in line
+
+
+def test_debug_shows_the_error_itself():
+    with pytest.raises(ValueError, match="kl_estimator='k9'"):
+        main(["rollout", "TextGen-v0", "--env-arg", "kl_estimator=k9", "--debug"])
+
+
+def test_the_console_command_prints_no_traceback():
+    done = subprocess.run(
+        [sys.executable, "-m", "textgym.cli", "eval", "runs/nope"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "textgym eval: run_dir='runs/nope' has no config.json: expected a directory made by "
+        "`textgym train` that finished training"
+    ]
+
+
+@pytest.mark.parametrize(("color", "escapes"), [([], False), (["--color", "always"], True)])
+def test_colours_only_on_a_terminal_unless_forced(capsys, tiny_gpt2, color, escapes):
+    main(["rollout", "TextGen-v0", "--episodes", "1", *color] + tiny_textgen_args(tiny_gpt2))
+    main(["render", "reference", "--episodes", "1", *color] + tiny_textgen_args(tiny_gpt2))
+    out = capsys.readouterr().out
+    assert ("\x1b[" in out) == escapes
+    assert out.count("RM score") == 2
+
+
+def test_auto_threads_is_one_for_small_local_models_and_torch_default_otherwise(tiny_gpt2):
+    import torch
+
+    from textgym.threads import default_threads, model_bytes, torch_threads
+
+    assert 0 < model_bytes(None) < 20_000_000  # the bundled model
+    assert default_threads([None, tiny_gpt2]) == 1
+    assert model_bytes("some-org/some-hub-model") is None  # size unknown before download
+    assert default_threads([None, "some-org/some-hub-model"]) == torch.get_num_threads()
+    before = torch.get_num_threads()
+    with torch_threads(1) as threads:
+        assert threads == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads=0"), torch_threads(0):
+        pass
+
+
+def test_train_records_the_threads_it_used(tmp_path, capsys):
+    for threads, name in [([], "auto"), (["--threads", "2"], "two")]:
+        run = tmp_path / name
+        main(
+            ["train", "GridWorld-v0", "--agent", "a2c", "--steps", "16", "--eval-episodes", "1"]
+            + ["--no-progress", "--out", str(run), *threads]
+        )
+        config = json.loads((run / "config.json").read_text())
+        assert config["threads"] == (1 if name == "auto" else 2)

@@ -126,11 +126,7 @@ def test_bad_arguments_are_refused_before_any_run(tiny_reward_model, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_cli_names_a_bad_setting(tiny_reward_model, tmp_path, capsys):
-    from textgym.cli import main
-
+def test_cli_names_a_bad_setting(tiny_reward_model, tmp_path, cli_error):
     argv = ["kl-experiment", "--reward-model", str(tiny_reward_model), "--out", str(tmp_path)]
-    with pytest.raises(SystemExit, match="KL setting 'huge'"):
-        main([*argv, "--kl", "0", "huge"])
-    with pytest.raises(SystemExit, match="--steps 0"):
-        main([*argv, "--steps", "0"])
+    assert "KL setting 'huge'" in cli_error([*argv, "--kl", "0", "huge"])
+    assert "--steps 0" in cli_error([*argv, "--steps", "0"])

@@ -144,7 +144,7 @@ def test_float_noise_of_a_policy_at_the_reference_stays_grey():
 
 
 def test_render_reference_prints_ansi_with_the_score_line(capsys, tiny_gpt2):
-    main(["render", "reference", "--episodes", "2", *env_args(tiny_gpt2)])
+    main(["render", "reference", "--episodes", "2", "--color", "always", *env_args(tiny_gpt2)])
     out = capsys.readouterr().out
     assert out.count("--- episode") == 2 and out.count("RM score") == 2
     assert "\x1b[38;2;" in out and "KL reward +0.000" in out  # the reference: KL 0
@@ -240,13 +240,11 @@ def test_render_an_sb3_ppo_run_directory_in_topk_mode(tiny_gpt2, tmp_path):
         (["render", "reference", "--scale", "0"], "--scale 0.0: expected"),
     ],
 )
-def test_render_refuses_bad_arguments(argv, message):
-    with pytest.raises(SystemExit, match=message):
-        main(argv)
+def test_render_refuses_bad_arguments(argv, message, cli_error):
+    assert re.search(message, cli_error(argv))
 
 
-def test_render_refuses_a_gridworld_run(tmp_path):
+def test_render_refuses_a_gridworld_run(tmp_path, cli_error):
     out = tmp_path / "grid"
     train("GridWorld-v0", "a2c", steps=16, out=out, progress=False, eval_episodes=1)
-    with pytest.raises(SystemExit, match="GridWorld-v0 run: expected a TextGen-v0 run"):
-        main(["render", str(out)])
+    assert "GridWorld-v0 run: expected a TextGen-v0 run" in cli_error(["render", str(out)])

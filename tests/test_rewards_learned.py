@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import warnings
 from pathlib import Path
 
@@ -284,7 +285,7 @@ def test_a_failed_save_leaves_out_as_it_was_and_can_be_repeated(
     assert leftovers(out.parent) == []
 
 
-def test_a_classifier_backbone_with_more_outputs_is_refused_by_name(tiny_gpt2, tmp_path):
+def test_a_classifier_backbone_with_more_outputs_is_refused_by_name(tiny_gpt2, tmp_path, cli_error):
     """Its trained head does not fit one output: a clear error (also from train-rm), not a
     size-mismatch RuntimeError, and nothing written."""
     from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
@@ -298,8 +299,8 @@ def test_a_classifier_backbone_with_more_outputs_is_refused_by_name(tiny_gpt2, t
     with pytest.raises(ValueError, match=expected):
         train_reward_model(learnable_pairs(8), out, backbone=backbone, progress=False)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [vars(p) for p in learnable_pairs(8)])
-    with pytest.raises(SystemExit, match="train-rm: " + expected):
-        main(["train-rm", "--pairs", pairs, "--out", str(out), "--backbone", str(backbone)])
+    argv = ["train-rm", "--pairs", pairs, "--out", str(out), "--backbone", str(backbone)]
+    assert re.search("train-rm: " + expected, cli_error(argv))
     assert not out.exists() and leftovers(tmp_path) == []
 
 
@@ -331,7 +332,9 @@ def test_pairs_must_be_preference_pairs(tmp_path):
 
 
 # ---------------------------------------------------------------- command line
-def test_train_rm_command_trains_saves_and_prints_heldout_accuracy(tiny_gpt2, tmp_path, capsys):
+def test_train_rm_command_trains_saves_and_prints_heldout_accuracy(
+    tiny_gpt2, tmp_path, capsys, cli_error
+):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [vars(p) for p in learnable_pairs(24)])
     out = tmp_path / "rm"
     argv = ["train-rm", "--pairs", pairs, "--out", str(out), "--backbone", str(tiny_gpt2)]
@@ -340,14 +343,13 @@ def test_train_rm_command_trains_saves_and_prints_heldout_accuracy(tiny_gpt2, tm
     assert "held-out" in printed and str(out) in printed
     summary = json.loads((out / "training.json").read_text())
     assert summary["args"]["learning_rate"] == 1e-3 and summary["pairs"]["heldout"] == 2
-    with pytest.raises(SystemExit, match="train-rm: out=.*not an empty directory"):
-        main(argv)
+    assert re.search("train-rm: out=.*not an empty directory", cli_error(argv))
 
 
-def test_train_rm_command_names_a_malformed_pairs_file(tmp_path):
+def test_train_rm_command_names_a_malformed_pairs_file(tmp_path, cli_error):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "c"}])
-    with pytest.raises(SystemExit, match="pairs.jsonl' line 1 has no 'rejected' key"):
-        main(["train-rm", "--pairs", pairs, "--out", str(tmp_path / "rm")])
+    line = cli_error(["train-rm", "--pairs", pairs, "--out", str(tmp_path / "rm")])
+    assert "pairs.jsonl' line 1 has no 'rejected' key" in line
 
 
 # ---------------------------------------------------------------- the bundled set

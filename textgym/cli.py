@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
+import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -26,6 +29,24 @@ import gymnasium as gym
 import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
+from textgym.threads import ONE_THREAD_BELOW_BYTES, default_threads, torch_threads
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot be used; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line, like the commands' own."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+# What a user's input can cause: printed as one line (``--debug`` for the traceback).
+_USER_ERRORS = (ValueError, TypeError, OSError, gym.error.Error)
 
 
 def parse_env_args(pairs: Sequence[str]) -> dict[str, Any]:
@@ -34,7 +55,7 @@ def parse_env_args(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--env-arg {pair!r}: expected key=value")
+            raise UsageError(f"--env-arg {pair!r}: expected key=value")
         try:
             kwargs[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -63,8 +84,52 @@ def _text_policy(env: gym.Env, policy: str, temperature: float, rng: np.random.G
     return lambda obs: int(rng.choice(unwrapped.action_space.n, p=np.exp(logprobs())))
 
 
+def _color(args: argparse.Namespace) -> bool:
+    """``--color``: ANSI colours on a terminal only, unless forced either way."""
+    return args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+
+
+def _show(text: str, color: bool) -> None:
+    print(text if color else _ANSI.sub("", text))
+
+
+def _threads(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> int:
+    """``--threads``: a number, or ``auto``: one thread for small models (below
+    `textgym.threads.ONE_THREAD_BELOW_BYTES`), torch's default for larger or unknown ones."""
+    if args.threads != "auto":
+        return args.threads
+    sources = [env_kwargs.get("model"), env_kwargs.get("reference_model")]
+    reward_model = env_kwargs.get("reward_model")
+    if isinstance(reward_model, str) and os.path.isdir(reward_model):
+        sources.append(reward_model)
+    return default_threads(sources)
+
+
+def _parse_threads(raw: str) -> int | str:
+    if raw == "auto":
+        return raw
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected 'auto' or an integer >= 1")
+    return value
+
+
 def rollout(args: argparse.Namespace) -> None:
+
     kwargs = parse_env_args(args.env_arg)
+    try:
+        gym.spec(args.env)
+    except gym.error.Error as err:
+        raise UsageError(f"env {args.env!r}: {err}") from err
+    with torch_threads(_threads(args, kwargs)):
+        _rollout(args, kwargs)
+
+
+def _rollout(args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
+    show = functools.partial(_show, color=_color(args))
     env = gym.make(args.env, render_mode="ansi", **kwargs)
     rng = np.random.default_rng(args.seed)
     is_text = hasattr(env.unwrapped, "attach_policy")
@@ -81,7 +146,7 @@ def rollout(args: argparse.Namespace) -> None:
         obs, _ = env.reset(seed=args.seed + episode)
         rewards, done = [], False
         if not is_text:
-            print(env.render())
+            show(env.render())
         while not done:
             obs, reward, terminated, truncated, info = env.step(act(obs))
             rewards.append(reward)
@@ -89,17 +154,32 @@ def rollout(args: argparse.Namespace) -> None:
         returns.append(sum(rewards))
         print(f"--- episode {episode}: {len(rewards)} steps, return {sum(rewards):+.3f}")
         if is_text:
-            print(env.render())
+            show(env.render())
         else:
             print("rewards per step:", " ".join(f"{r:+g}" for r in rewards))
-            print(env.render())
+            show(env.render())
     print(f"mean return over {args.episodes} episodes: {np.mean(returns):+.3f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textgym", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="textgym", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    roll = commands.add_parser("rollout", help="play and render a few episodes")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not one line"
+    )
+    color = argparse.ArgumentParser(add_help=False)
+    color.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="ANSI colours: on a terminal only (auto, the default), always, or never",
+    )
+
+    def add_command(name: str, help: str, *parents: argparse.ArgumentParser):
+        return commands.add_parser(name, help=help, parents=[common, *parents])
+
+    roll = add_command("rollout", "play and render a few episodes", color)
     roll.add_argument("env", help="a registered env id, e.g. TextGen-v0 or GridWorld-v0")
     roll.add_argument("--episodes", type=int, default=3)
     roll.add_argument("--seed", type=int, default=0)
@@ -116,9 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="TextGen reference policy temperature (1.0 = the reference itself, KL 0)",
     )
+    _add_threads(roll)
     roll.set_defaults(func=rollout)
 
-    trn = commands.add_parser("train", help="train an agent from the zoo into a run directory")
+    trn = add_command("train", "train an agent from the zoo into a run directory")
     trn.add_argument("env", help="TextGen-v0 or GridWorld-v0")
     trn.add_argument("--agent", required=True, help="ppo, a2c, dqn, maskable_ppo, gpt, gpt-sb3")
     _add_run_arguments(trn)
@@ -141,11 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="before RL, clone the env's expert (GridWorld's shortest paths) from STEPS env "
         "steps of demonstrations (SB3 actor-critic agents; default: the zoo's, 0 for most)",
     )
+    _add_threads(trn)
     trn.set_defaults(func=train)
 
-    evl = commands.add_parser("eval", help="summarise a trained run directory afresh")
+    evl = add_command("eval", "summarise a trained run directory afresh")
     evl.add_argument("run_dir", help="a directory written by `textgym train`")
-    evl.add_argument("--episodes", type=int, default=100)
+    evl.add_argument(
+        "--episodes", type=int, default=None, help="default: as many as the run's evaluations"
+    )
     evl.add_argument(
         "--seed", type=int, default=None, help="evaluation seed (default: the run's held-out one)"
     )
@@ -155,20 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample the agent's actions (GridWorld's default is its most likely action; "
         "TextGen always samples)",
     )
+    _add_threads(evl, run=True)
     evl.set_defaults(func=evaluate)
 
-    cmp = commands.add_parser("compare", help="several agents on several envs and seeds")
+    cmp = add_command("compare", "several agents on several envs and seeds")
     cmp.add_argument("--envs", nargs="+", required=True, metavar="ENV")
     cmp.add_argument("--agents", nargs="+", required=True, metavar="NAME")
     cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S")
     _add_run_arguments(cmp)
     cmp.add_argument("--out", default="runs/compare", help="where the runs and tables go")
+    _add_threads(cmp)
     cmp.set_defaults(func=compare)
 
     # Unset options are left to train_reward_model's defaults, which live in one place.
-    trm = commands.add_parser(
-        "train-rm", help="train a Bradley-Terry reward model from preference pairs"
-    )
+    trm = add_command("train-rm", "train a Bradley-Terry reward model from preference pairs")
     trm.add_argument(
         "--pairs",
         default="bundled",
@@ -191,10 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     trm.add_argument("--heldout", type=float, default=None, help="share of pairs held out")
     trm.add_argument("--seed", type=int, default=0)
     trm.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(trm)
     trm.set_defaults(func=train_rm)
 
-    rnd = commands.add_parser(
-        "render", help="draw TextGen episodes token by token, coloured by each step's reward"
+    rnd = add_command(
+        "render", "draw TextGen episodes token by token, coloured by each step's reward", color
     )
     rnd.add_argument(
         "source",
@@ -225,11 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the |step reward| drawn at full colour (default: the largest among the episodes "
         "drawn); give two renders the same value to compare them",
     )
+    _add_threads(rnd, run=True)
     rnd.set_defaults(func=render)
 
-    klx = commands.add_parser(
+    klx = add_command(
         "kl-experiment",
-        help="the GPT policy against a learned RM, per KL setting and seed: proxy vs gold score",
+        "the GPT policy against a learned RM, per KL setting and seed: proxy vs gold score",
     )
     klx.add_argument(
         "--reward-model", required=True, help="the proxy RM: a directory from `textgym train-rm`"
@@ -254,8 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_env_arg(klx)
     klx.add_argument("--out", default="runs/kl_experiment", help="where the runs and table go")
     klx.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads(klx)
     klx.set_defaults(func=kl_experiment)
     return parser
+
+
+def _add_threads(parser: argparse.ArgumentParser, run: bool = False) -> None:
+    default = "the run's, as recorded in its config.json, so its figures reproduce"
+    parser.add_argument(
+        "--threads",
+        type=_parse_threads,
+        default="auto",
+        metavar="N",
+        help="torch threads: a number, or auto (the default: 1 for models under "
+        f"{ONE_THREAD_BELOW_BYTES // 1_000_000} MB, else one per core)"
+        + (f"; for a run directory, default {default}" if run else ""),
+    )
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -274,7 +374,7 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             flag = "--" + name.replace("_", "-")
-            raise SystemExit(f"{flag} {value}: expected an integer >= 1")
+            raise UsageError(f"{flag} {value}: expected an integer >= 1")
 
 
 def train(args: argparse.Namespace) -> None:
@@ -283,13 +383,15 @@ def train(args: argparse.Namespace) -> None:
 
     _check_positive(args, "steps", "eval_episodes", "checkpoint_every")
     if args.imitate is not None and args.imitate < 0:
-        raise SystemExit(f"--imitate {args.imitate}: expected a number of steps >= 0")
+        raise UsageError(f"--imitate {args.imitate}: expected a number of steps >= 0")
+    env_kwargs = parse_env_args(args.env_arg)
     summary = train_run(
         args.env,
         args.agent,
         steps=args.steps,
         seed=args.seed,
-        env_kwargs=parse_env_args(args.env_arg),
+        env_kwargs=env_kwargs,
+        threads=_threads(args, env_kwargs),
         out=args.out,
         progress=not args.no_progress,
         checkpoint_every=args.checkpoint_every,
@@ -305,7 +407,11 @@ def evaluate(args: argparse.Namespace) -> None:
     _check_positive(args, "episodes")
     deterministic = False if args.sample else None
     summary = evaluate_run(
-        args.run_dir, episodes=args.episodes, seed=args.seed, deterministic=deterministic
+        args.run_dir,
+        episodes=args.episodes,
+        seed=args.seed,
+        deterministic=deterministic,
+        threads=None if args.threads == "auto" else args.threads,
     )
     print(format_summary(summary))
 
@@ -314,13 +420,15 @@ def compare(args: argparse.Namespace) -> None:
     from agents.run import compare as compare_runs
 
     _check_positive(args, "steps", "eval_episodes")
+    env_kwargs = parse_env_args(args.env_arg)
     table = compare_runs(
         args.envs,
         args.agents,
         args.seeds,
         out=args.out,
         steps=args.steps,
-        env_kwargs=parse_env_args(args.env_arg),
+        env_kwargs=env_kwargs,
+        threads=_threads(args, env_kwargs),
         eval_episodes=args.eval_episodes,
         progress=not args.no_progress,
     )
@@ -331,7 +439,8 @@ def kl_experiment(args: argparse.Namespace) -> None:
     from agents.kl_experiment import KL_SETTINGS, run_kl_experiment
 
     _check_positive(args, "steps", "episodes", "checkpoints")
-    try:
+    env_kwargs = parse_env_args(args.env_arg)
+    with torch_threads(_threads(args, {**env_kwargs, "reward_model": args.reward_model})):
         table = run_kl_experiment(
             args.reward_model,
             settings=args.kl or KL_SETTINGS,
@@ -340,11 +449,9 @@ def kl_experiment(args: argparse.Namespace) -> None:
             out=args.out,
             episodes=args.episodes,
             checkpoints=args.checkpoints,
-            env_kwargs=parse_env_args(args.env_arg),
+            env_kwargs=env_kwargs,
             progress=not args.no_progress,
         )
-    except ValueError as err:
-        raise SystemExit(f"textgym kl-experiment: {err}") from err
     print(table)
 
 
@@ -356,35 +463,33 @@ def render(args: argparse.Namespace) -> None:
     _check_positive(args, "episodes")
     out = None if args.out is None else Path(args.out)
     if out is not None and out.suffix.lower() not in (".png", ".html"):
-        raise SystemExit(f"--out {args.out}: expected a file name ending in .png or .html")
+        raise UsageError(f"--out {args.out}: expected a file name ending in .png or .html")
     if out is not None and not out.parent.is_dir():
-        raise SystemExit(f"--out {args.out}: the directory {out.parent} does not exist")
+        raise UsageError(f"--out {args.out}: the directory {out.parent} does not exist")
     if args.scale is not None and not (args.scale > 0 and np.isfinite(args.scale)):
-        raise SystemExit(f"--scale {args.scale}: expected a |step reward| > 0")
+        raise UsageError(f"--scale {args.scale}: expected a |step reward| > 0")
     if args.source != "reference" and args.temperature != 1.0:
-        raise SystemExit(
+        raise UsageError(
             f"--temperature {args.temperature}: applies to SOURCE reference only (a run's "
             "agent samples from its own policy)"
         )
     env_kwargs = parse_env_args(args.env_arg)
-    try:
-        if args.source == "reference":
-            from agents.zoo import play_text
+    if args.source == "reference":
+        from agents.zoo import play_text
 
-            seed = 0 if args.seed is None else args.seed
+        with torch_threads(_threads(args, env_kwargs)):
             episodes = play_text(
                 None,
                 episodes=args.episodes,
-                seed=seed,
+                seed=0 if args.seed is None else args.seed,
                 env_kwargs=env_kwargs,
                 temperature=args.temperature,
             )
-        else:
-            from agents.run import play_run
+    else:
+        from agents.run import play_run
 
-            episodes = play_run(args.source, args.episodes, args.seed, env_kwargs)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"textgym render: {err}") from err
+        threads = None if args.threads == "auto" else args.threads
+        episodes = play_run(args.source, args.episodes, args.seed, env_kwargs, threads=threads)
     # One colour scale for every episode drawn, so their colours compare.
     scale = args.scale or shared_scale([e.step_rewards for e in episodes])
 
@@ -396,7 +501,7 @@ def render(args: argparse.Namespace) -> None:
     if out is None:
         for i, episode in enumerate(episodes):
             print(f"--- episode {i}")
-            print(draw(render_ansi, episode))
+            _show(draw(render_ansi, episode), _color(args))
         return
     if out.suffix.lower() == ".png":
         from PIL import Image
@@ -417,13 +522,11 @@ def train_rm(args: argparse.Namespace) -> None:
     _check_positive(args, "epochs", "batch_size")
     names = ("backbone", "epochs", "learning_rate", "batch_size", "center_coef", "heldout")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    try:
-        pairs = load_pairs(None if args.pairs == "bundled" else args.pairs)
+    pairs = load_pairs(None if args.pairs == "bundled" else args.pairs)
+    with torch_threads(_threads(args, {"model": options.get("backbone")})):
         summary = train_reward_model(
             pairs, args.out, seed=args.seed, progress=not args.no_progress, **options
         )
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        raise SystemExit(f"textgym train-rm: {err}") from err
     counts, heldout = summary["pairs"], summary["heldout_accuracy"]
     print(
         f"reward model saved to {args.out} ({counts['train']} training pairs, "
@@ -437,13 +540,22 @@ def train_rm(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run a ``textgym`` command. An error the user's input caused prints as one line on
+    stderr (``textgym COMMAND: message``) with exit status 2; ``--debug`` shows the traceback."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "temperature", 1.0) <= 0:
-        raise SystemExit(f"--temperature {args.temperature}: expected a number > 0")
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        args.func(args)
+    try:
+        if getattr(args, "temperature", 1.0) <= 0:
+            raise UsageError(f"--temperature {args.temperature}: expected a number > 0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            args.func(args)
+    except _USER_ERRORS as err:
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"textgym {args.command}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
