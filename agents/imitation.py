@@ -69,7 +69,9 @@ def clone_expert(
         raise ValueError(f"learning_rate={learning_rate!r}: expected a finite number > 0")
     venv = model.get_env()
     if venv is None:
-        raise ValueError("model has no env: build it with an env (e.g. agents.zoo.make_agent)")
+        raise ValueError(
+            "model has no env: build it with an env (e.g. textgym_agents.zoo.make_agent)"
+        )
     if not venv.has_attr(expert):
         raise ValueError(
             f"expert={expert!r} is not a method of the env: expected an env that offers it "

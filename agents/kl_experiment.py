@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.gpt_policy import GPTActorCriticPolicy
-from agents.run import EVAL_SEED_OFFSET, train
-from agents.zoo import evaluate, evaluate_reference, torch_seeded
 from textgym._checks import check_int
 from textgym.rewards import VaderSentiment
+from textgym_agents.gpt_policy import GPTActorCriticPolicy
+from textgym_agents.run import EVAL_SEED_OFFSET, train
+from textgym_agents.zoo import evaluate, evaluate_reference, torch_seeded
 
 __all__ = ["KL_SETTINGS", "distinct_n", "measure", "parse_setting", "run_kl_experiment"]
 

@@ -13,7 +13,7 @@ A run directory holds everything a run made, so scripts can read it back::
                    text/kl_per_sequence, text/kl_coef, train/..., time/...
 
 ```python
-from agents.run import train
+from textgym_agents.run import train
 
 summary = train("GridWorld-v0", "ppo", seed=0, out="runs/grid-ppo")
 print(summary["after"]["success_rate"])
@@ -36,10 +36,12 @@ from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from tqdm.auto import tqdm
 
-from agents.gpt_policy import GPTActorCriticPolicy
-from agents.imitation import clone_expert
-from agents.sequence_ppo import SequencePPO, UpdateStats
-from agents.zoo import (
+from textgym._checks import check_int
+from textgym.threads import torch_threads
+from textgym_agents.gpt_policy import GPTActorCriticPolicy
+from textgym_agents.imitation import clone_expert
+from textgym_agents.sequence_ppo import SequencePPO, UpdateStats
+from textgym_agents.zoo import (
     AGENTS,
     ALGORITHMS,
     POSITIVE_THRESHOLD,
@@ -54,8 +56,6 @@ from agents.zoo import (
     play_text,
     torch_seeded,
 )
-from textgym._checks import check_int
-from textgym.threads import torch_threads
 
 __all__ = [
     "THRESHOLDS",
@@ -240,7 +240,7 @@ def train(
     reference policy's evaluation on the same seed: the baseline to beat.
 
     :param env_id: ``"GridWorld-v0"`` or ``"TextGen-v0"``.
-    :param agent: a name from `agents.zoo.AGENTS`.
+    :param agent: a name from `textgym_agents.zoo.AGENTS`.
     :param steps: env steps to train (default: the zoo's budget, `default_budget`).
     :param seed: seeds the agent and the training env.
     :param env_kwargs: env arguments on top of the agent's (`agent_env_kwargs`).
@@ -251,7 +251,7 @@ def train(
     :param eval_episodes: episodes of each evaluation.
     :param n_envs: parallel envs (default: the zoo's).
     :param imitate: env steps of expert demonstrations to clone before RL (default: the zoo's,
-        `default_imitation`; 0: none; `agents.imitation.clone_expert`: GridWorld's shortest
+        `default_imitation`; 0: none; `textgym_agents.imitation.clone_expert`: GridWorld's shortest
         paths, SB3 actor-critic agents).
         The summary's ``imitation`` holds the cloning's figures and an evaluation after it.
     :param threads: torch threads for the run (default: as they are); recorded in

@@ -17,7 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
-from textgym.envs.textgen_vector import TextGenSB3VecEnv
+from textgym_agents.sb3_env import TextGenSB3VecEnv
 
 
 class SB3PolicyScorer:

@@ -19,7 +19,7 @@ in flight when an update happens is finished by the new policy, its earlier toke
 behaviour log-probs they were sampled with).
 
 ```python
-from agents.sequence_ppo import SequencePPO
+from textgym_agents.sequence_ppo import SequencePPO
 
 agent = SequencePPO(env_kwargs={"max_new_tokens": 24}, seed=0)
 agent.learn(total_timesteps=50_000)
@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
 from textgym._checks import check_int
 from textgym.envs.textgen_vector import TextGenVectorEnv
 from textgym.lm import IncrementalLM
+from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
 
 __all__ = ["Episode", "SequencePPO", "UpdateStats"]
 
@@ -445,7 +445,7 @@ class SequencePPO:
         return self
 
     def predict(self, observation, deterministic: bool = False):
-        """SB3's ``predict`` of the policy (for `agents.zoo.evaluate` and plain Gym loops)."""
+        """SB3's ``predict`` of the policy (for `textgym_agents.zoo.evaluate`, Gym loops)."""
         return self.policy.predict(observation, deterministic=deterministic)
 
     def save(self, path: str) -> None:

@@ -6,7 +6,7 @@ documented budget, see `default_budget`) and ``n_envs`` are the zoo's own keys; 
 key is a keyword of the algorithm.
 
 ```python
-from agents.zoo import default_budget, evaluate, make_agent
+from textgym_agents.zoo import default_budget, evaluate, make_agent
 
 model = make_agent("ppo", "GridWorld-v0", seed=0)
 model.learn(default_budget("ppo", "GridWorld-v0"))
@@ -30,12 +30,13 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 
-import textgym
-from agents.extractors import ReferencePriorPolicy, TokenExtractor
-from agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
-from agents.scorer import attach_sb3_policy
-from agents.sequence_ppo import SequencePPO
+import textgym  # noqa: F401  (registers the envs)
 from textgym._checks import check_int
+from textgym_agents.extractors import ReferencePriorPolicy, TokenExtractor
+from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.sb3_env import make_sb3_vec_env
+from textgym_agents.scorer import attach_sb3_policy
+from textgym_agents.sequence_ppo import SequencePPO
 
 __all__ = [
     "AGENTS",
@@ -231,7 +232,7 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
 # GridWorld-v0 with ``random_map=True`` (a new map at every reset): PPO alone does not teach
 # the GPT policy to generalise within hours here (4-8% of held-out maps after up to 300,000
 # steps), so it starts, as RLHF's policy does, from behaviour cloning (``imitate``: env steps
-# of demonstrations by the env's shortest-path expert, `agents.imitation.clone_expert`), and
+# of demonstrations by the env's shortest-path expert, `textgym_agents.imitation.clone_expert`), and
 # PPO fine-tunes it. Measured: README "Learning results".
 _RANDOM_MAP_GPT: dict[str, Any] = {
     "imitate": 200_000,
@@ -312,7 +313,7 @@ def make_agent(
     so the KL step reward uses the acting policy's log-probs.
 
     Env arguments can select another entry (`VARIANT_HYPERPARAMS`: the GPT policy on random
-    grid maps). Its behaviour-cloning stage is not run here but by `agents.run.train`; from
+    grid maps). Its behaviour-cloning stage is not run here but by `textgym_agents.run.train`; from
     Python, call ``clone_expert(model, default_imitation(name, env_id, env_kwargs))`` before
     ``learn``.
 
@@ -321,7 +322,7 @@ def make_agent(
     :param seed: seeds the algorithm and the env.
     :param n_envs: parallel envs (default: the zoo's value for the agent and env, else 1).
     :param env_kwargs: constructor arguments of the env, e.g. ``{"obs_mode": "tokens"}``.
-    :param tensorboard_log: TensorBoard log folder, or None (SB3 agents; `agents.run` logs
+    :param tensorboard_log: TensorBoard log folder, or None (SB3 agents; `textgym_agents.run` logs
         every agent).
     :param verbose: SB3 verbosity (0 silent, 1 info).
     :param overrides: algorithm keywords that replace the zoo's (``n_steps=64``, ...).
@@ -338,7 +339,7 @@ def make_agent(
     policy_kwargs = {**kwargs.pop("policy_kwargs", {}), **overrides.pop("policy_kwargs", {})}
     kwargs.update(overrides)
 
-    venv = textgym.make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, **env_kwargs)
+    venv = make_sb3_vec_env(env_id, n_envs=n_envs, seed=seed, **env_kwargs)
     if name in _GPT_AGENTS:
         policy = GPTActorCriticPolicy
         policy_kwargs = {**gpt_policy_kwargs(venv), **policy_kwargs}
@@ -401,7 +402,7 @@ def evaluate(
     :param env_id: the env to play.
     :param episodes: number of episodes.
     :param seed: seed of the evaluation env. The agent samples from torch's global
-        generator, which this leaves as it is (in `agents.run.train` it continues the
+        generator, which this leaves as it is (in `textgym_agents.run.train` it continues the
         training's seeded stream); wrap the call in `torch_seeded` for a standalone
         reproducible evaluation.
     :param env_kwargs: constructor arguments of the env (use the training ones, e.g.
@@ -422,9 +423,7 @@ def evaluate(
     """
     is_text = env_id.startswith("TextGen")
     deterministic = not is_text if deterministic is None else deterministic
-    venv = textgym.make_sb3_vec_env(
-        env_id, n_envs=_rows(episodes, n_envs), seed=seed, **(env_kwargs or {})
-    )
+    venv = make_sb3_vec_env(env_id, n_envs=_rows(episodes, n_envs), seed=seed, **(env_kwargs or {}))
     act = _agent_policy(model, venv, deterministic)
     result = _summarise(_play(venv, act, env_id, episodes), env_id, episodes, samples)
     return {"deterministic": deterministic, **result}
@@ -473,7 +472,7 @@ def evaluate_reference(
     distribution (renormalised over the candidates in ``"topk"`` mode), attached as its own
     scorer, so the KL is 0 and the return is the mean RM score. The baseline every TextGen
     agent is measured against."""
-    venv = textgym.make_sb3_vec_env(
+    venv = make_sb3_vec_env(
         "TextGen-v0", n_envs=_rows(episodes, n_envs), seed=seed, **(env_kwargs or {})
     )
     act = _reference_policy(venv, seed)
@@ -535,7 +534,7 @@ def play_text(
             f"temperature={temperature!r} applies to the reference policy (model=None) only: "
             "an agent samples from its own policy"
         )
-    venv = textgym.make_sb3_vec_env(
+    venv = make_sb3_vec_env(
         "TextGen-v0", n_envs=_rows(episodes, n_envs), seed=seed, **(env_kwargs or {})
     )
     tokenizer = venv.get_attr("tokenizer")[0]

@@ -75,7 +75,7 @@ class Args:
 def make_textgym(args: Args):
     """The zoo's ``gpt`` agent (SequencePPO through the batched TextGen env), one row per
     episode of an update."""
-    from agents.zoo import make_agent
+    from textgym_agents.zoo import make_agent
 
     return make_agent(
         "gpt",

@@ -14,8 +14,8 @@ import argparse
 
 import numpy as np
 
-from agents.sequence_ppo import SequencePPO, UpdateStats
-from agents.zoo import agent_env_kwargs, evaluate, make_agent
+from textgym_agents.sequence_ppo import SequencePPO, UpdateStats
+from textgym_agents.zoo import agent_env_kwargs, evaluate, make_agent
 
 
 def brevity(prompts: list[str], texts: list[str]) -> list[float]:

@@ -12,7 +12,7 @@ texts before and after training.
 
 import argparse
 
-from agents.zoo import agent_env_kwargs, default_budget, evaluate, make_agent
+from textgym_agents.zoo import agent_env_kwargs, default_budget, evaluate, make_agent
 
 ENV_ID = "TextGen-v0"
 

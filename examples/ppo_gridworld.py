@@ -13,7 +13,7 @@ import argparse
 import gymnasium as gym
 
 import textgym  # noqa: F401  (registers GridWorld-v0)
-from agents.zoo import default_budget, evaluate, make_agent
+from textgym_agents.zoo import default_budget, evaluate, make_agent
 
 ENV_ID = "GridWorld-v0"
 

@@ -131,7 +131,7 @@ def tiny_reward_model(tiny_gpt2, tmp_path_factory) -> Path:
 def cli_error(capsys):
     """``cli_error(argv)``: run ``textgym argv``, which must refuse with exit status 2, and
     return the one line it printed on stderr."""
-    from textgym.cli import main
+    from textgym_agents.cli import main
 
     def run(argv: list[str]) -> str:
         capsys.readouterr()

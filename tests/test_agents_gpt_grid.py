@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.zoo import agent_env_kwargs, default_budget, evaluate, make_agent
+from textgym_agents.zoo import agent_env_kwargs, default_budget, evaluate, make_agent
 
 
 @pytest.mark.slow

@@ -36,9 +36,10 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
 
-import textgym
-from agents.extractors import TokenExtractor
-from agents.zoo import (
+import textgym  # noqa: F401  (registers the envs)
+from textgym_agents.extractors import TokenExtractor
+from textgym_agents.sb3_env import make_sb3_vec_env
+from textgym_agents.zoo import (
     AGENTS,
     SB3_AGENTS,
     default_budget,
@@ -289,8 +290,8 @@ def test_actor_critic_agents_start_as_the_reference_in_topk_mode(tiny_gpt2, name
 
 
 def test_reference_prior_policy_needs_topk_observations():
-    from agents.extractors import ReferencePriorPolicy
+    from textgym_agents.extractors import ReferencePriorPolicy
 
-    venv = textgym.make_sb3_vec_env("GridWorld-v0", n_envs=1, obs_mode="tokens")
+    venv = make_sb3_vec_env("GridWorld-v0", n_envs=1, obs_mode="tokens")
     with pytest.raises(ValueError, match="action_mode='topk'"):
         PPO(ReferencePriorPolicy, venv)

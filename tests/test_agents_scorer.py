@@ -13,8 +13,9 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
-import textgym
-from agents.scorer import AttachPolicyCallback, SB3PolicyScorer, attach_sb3_policy
+import textgym  # noqa: F401  (registers the envs)
+from textgym_agents.sb3_env import make_sb3_vec_env
+from textgym_agents.scorer import AttachPolicyCallback, SB3PolicyScorer, attach_sb3_policy
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 
@@ -24,7 +25,7 @@ def tiny_kwargs(path, **extra):
 
 
 def test_callback_attaches_the_ppo_policy_to_the_batched_env(tiny_gpt2):
-    venv = textgym.make_sb3_vec_env(
+    venv = make_sb3_vec_env(
         "TextGen-v0", n_envs=3, seed=0, **tiny_kwargs(tiny_gpt2, action_mode="topk", top_k=4)
     )
     model = PPO("MultiInputPolicy", venv, n_steps=8, batch_size=24, n_epochs=1, seed=0)
@@ -46,7 +47,7 @@ def test_callback_attaches_the_ppo_policy_to_the_batched_env(tiny_gpt2):
 
 
 def test_maskable_ppo_scorer_uses_the_masked_distribution(tiny_gpt2):
-    venv = textgym.make_sb3_vec_env("TextGen-v0", n_envs=2, seed=0, **tiny_kwargs(tiny_gpt2))
+    venv = make_sb3_vec_env("TextGen-v0", n_envs=2, seed=0, **tiny_kwargs(tiny_gpt2))
     model = MaskablePPO("MultiInputPolicy", venv, n_steps=8, batch_size=16, seed=0)
     attach_sb3_policy(model)
     scorer = venv.unwrapped.core.scorer
@@ -93,7 +94,7 @@ def test_gridworld_envs_are_left_alone():
 
 @pytest.mark.parametrize("n_envs", [1, 2])
 def test_kl_step_reward_is_minus_beta_k1_of_the_acting_policy(tiny_gpt2, n_envs):
-    venv = textgym.make_sb3_vec_env(
+    venv = make_sb3_vec_env(
         "TextGen-v0", n_envs=n_envs, seed=0, **tiny_kwargs(tiny_gpt2, kl_coef=0.5, max_new_tokens=8)
     )
     model = PPO("MultiInputPolicy", venv, n_steps=8, batch_size=8, seed=0)
@@ -109,7 +110,7 @@ def test_kl_step_reward_is_minus_beta_k1_of_the_acting_policy(tiny_gpt2, n_envs)
 
 def test_dqn_kl_stays_finite_from_the_first_step(tiny_gpt2):
     # Before learning_starts DQN acts uniformly, whatever its exploration rate says.
-    from agents.zoo import make_agent
+    from textgym_agents.zoo import make_agent
 
     env_kwargs = {**tiny_kwargs(tiny_gpt2, action_mode="topk", top_k=4), "max_new_tokens": 3}
     model = make_agent("dqn", "TextGen-v0", n_envs=2, env_kwargs=env_kwargs, learning_starts=16)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from textgym.cli import main, parse_env_args
+from textgym.cli import parse_env_args
+from textgym_agents.cli import main
 
 
 def tiny_textgen_args(path) -> list[str]:
@@ -102,7 +103,9 @@ def test_debug_shows_the_error_itself():
 
 def test_the_console_command_prints_no_traceback():
     done = subprocess.run(
-        [sys.executable, "-m", "textgym.cli", "eval", "runs/nope"], capture_output=True, text=True
+        [sys.executable, "-m", "textgym_agents.cli", "eval", "runs/nope"],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [

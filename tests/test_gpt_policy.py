@@ -8,16 +8,17 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
-import textgym
-from agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
-from agents.scorer import AttachPolicyCallback, attach_sb3_policy
+import textgym  # noqa: F401  (registers the envs)
+from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.sb3_env import make_sb3_vec_env
+from textgym_agents.scorer import AttachPolicyCallback, attach_sb3_policy
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 
 
 def textgen_ppo(path, n_envs=2, **env_kwargs):
     kwargs = {"model": str(path), "prompts": PROMPTS, "max_new_tokens": 5, **env_kwargs}
-    venv = textgym.make_sb3_vec_env("TextGen-v0", n_envs=n_envs, seed=0, **kwargs)
+    venv = make_sb3_vec_env("TextGen-v0", n_envs=n_envs, seed=0, **kwargs)
     model = PPO(
         GPTActorCriticPolicy,
         venv,

@@ -1,4 +1,4 @@
-"""Behaviour cloning from an env's expert (`agents.imitation.clone_expert`)."""
+"""Behaviour cloning from an env's expert (`textgym_agents.imitation.clone_expert`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.imitation import clone_expert
-from agents.run import format_summary, train
-from agents.zoo import default_budget, default_imitation, evaluate, make_agent
+from textgym_agents.imitation import clone_expert
+from textgym_agents.run import format_summary, train
+from textgym_agents.zoo import default_budget, default_imitation, evaluate, make_agent
 
 
 def test_cloned_policy_walks_the_shortest_path_and_values_rise_towards_the_diamond() -> None:

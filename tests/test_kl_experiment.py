@@ -1,4 +1,4 @@
-"""The KL experiment (`agents.kl_experiment`, ``textgym kl-experiment``)."""
+"""The KL experiment (`textgym_agents.kl_experiment`, ``textgym kl-experiment``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from agents.kl_experiment import distinct_n, measure, parse_setting, run_kl_experiment
+from textgym_agents.kl_experiment import distinct_n, measure, parse_setting, run_kl_experiment
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +101,8 @@ def test_experiment_writes_runs_points_table_and_plot_and_reuses_them(
     # Interrupted while measuring: the trained run is measured again, not retrained.
     (run / "measure.json").unlink()
     (run / "model.zip").write_bytes(model)
-    monkeypatch.setattr("agents.kl_experiment.train", lambda *a, **k: pytest.fail("retrained"))
+    retrain = lambda *a, **k: pytest.fail("retrained")  # noqa: E731
+    monkeypatch.setattr("textgym_agents.kl_experiment.train", retrain)
     assert run_kl_experiment(tiny_reward_model, **kwargs) == table
     # Interrupted while training: named, not silently retrained over.
     (run / "measure.json").unlink()

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from agents.zoo import (
+from textgym_agents.zoo import (
     agent_env_kwargs,
     default_budget,
     evaluate,

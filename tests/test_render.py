@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from agents.run import play_run, train
-from agents.zoo import play_text
-from textgym.cli import main
 from textgym.render import render_ansi, render_html, shared_scale
+from textgym_agents.cli import main
+from textgym_agents.run import play_run, train
+from textgym_agents.zoo import play_text
 
 PROMPTS = ["the movie was", "a quiet drama about a family"]
 TOKENS = [" <b>", " &amp;", ' "quoted"', "  two spaces", "plain"]

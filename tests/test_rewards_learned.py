@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import textgym  # noqa: F401  (registers the envs)
-from textgym.cli import main
 from textgym.prompts import load_prompts
 from textgym.rewards import (
     HFRewardModel,
@@ -23,6 +22,7 @@ from textgym.rewards import (
     load_pairs,
     train_reward_model,
 )
+from textgym_agents.cli import main
 
 PROMPTS = ["the movie was", "i watched this film", "a quiet drama about", "the plot was"]
 FILLER = ["the", "story", "was", "and", "a", "family", "in", "town", "soundtrack", "film"]

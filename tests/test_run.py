@@ -1,4 +1,4 @@
-"""Training runs: `agents.run` and the ``textgym train / eval / compare`` commands."""
+"""Training runs: `textgym_agents.run` and the ``textgym train / eval / compare`` commands."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.run import (
+from textgym_agents.cli import main
+from textgym_agents.run import (
     THRESHOLDS,
     WINDOW,
     evaluate_run,
@@ -17,7 +18,6 @@ from agents.run import (
     steps_to_threshold,
     train,
 )
-from textgym.cli import main
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -236,7 +236,7 @@ def test_cli_train_eval_and_compare(tmp_path, capsys):
 
 
 def test_compare_on_textgen_adds_the_reference_policy_per_action_mode(tiny_gpt2, tmp_path):
-    from agents.run import compare
+    from textgym_agents.run import compare
 
     table = compare(
         ["TextGen-v0"],

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.gpt_policy import GPTActorCriticPolicy
-from agents.sequence_ppo import SequencePPO
-from agents.zoo import make_agent
+from textgym_agents.gpt_policy import GPTActorCriticPolicy
+from textgym_agents.sequence_ppo import SequencePPO
+from textgym_agents.zoo import make_agent
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 

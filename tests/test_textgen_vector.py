@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-import textgym
 from textgym.envs.textgen import TextGenEnv
-from textgym.envs.textgen_vector import TextGenSB3VecEnv, TextGenVectorEnv
+from textgym.envs.textgen_vector import TextGenVectorEnv
 
 # Long prompts are cut (and warned about) on purpose: it exercises cut rows too.
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than max_prompt_tokens")
@@ -191,45 +188,3 @@ def test_bad_vector_actions_name_actions_and_change_nothing(tiny_gpt2):
             venv.step(bad)
     obs2, *_ = venv.step(np.array([1, 2]))
     assert (obs2["attention_mask"].sum(1) == obs["attention_mask"].sum(1) + 1).all()
-
-
-def test_sb3_vec_env_resets_rows_in_place_with_terminal_observation(tiny_gpt2):
-    venv = TextGenSB3VecEnv(2, seed=0, model=str(tiny_gpt2), prompts=PROMPTS, max_new_tokens=4)
-    obs = venv.reset()
-    eos = venv.core.eos_token_id
-    obs, rewards, dones, infos = venv.step(np.array([eos, 3]))
-    assert dones.tolist() == [True, False]
-    terminal = infos[0]["terminal_observation"]
-    assert terminal["input_ids"][terminal["attention_mask"].sum() - 1] == eos
-    assert obs["attention_mask"][0].sum() == venv.core.prompt_len[0]  # already reset
-    assert "rm_score" in infos[0] and "rm_score" not in infos[1]
-    masks = np.stack(venv.env_method("action_masks"))
-    assert masks.shape == (2, venv.action_space.n) and masks[:, eos].all()
-
-
-def test_make_sb3_vec_env_batches_textgen_and_maskable_ppo_runs(tiny_gpt2):
-    from sb3_contrib import MaskablePPO
-    from stable_baselines3 import PPO
-
-    venv = textgym.make_sb3_vec_env(
-        "TextGen-v0",
-        n_envs=4,
-        seed=0,
-        model=str(tiny_gpt2),
-        prompts=PROMPTS,
-        max_new_tokens=4,
-        action_mode="topk",
-        top_k=4,
-    )
-    assert isinstance(venv.unwrapped, TextGenSB3VecEnv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        PPO("MultiInputPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0).learn(64)
-        vocab = textgym.make_sb3_vec_env(
-            "TextGen-v0", n_envs=2, seed=0, model=str(tiny_gpt2), prompts=PROMPTS, max_new_tokens=4
-        )
-        MaskablePPO("MultiInputPolicy", vocab, n_steps=16, batch_size=32, n_epochs=1, seed=0).learn(
-            32
-        )
-    grid = textgym.make_sb3_vec_env("GridWorld-v0", n_envs=2, seed=0)
-    assert grid.num_envs == 2

@@ -20,12 +20,11 @@ from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
 
-__all__ = ["GridWorldEnv", "TextGenEnv", "__version__", "make_sb3_vec_env"]
+__all__ = ["GridWorldEnv", "TextGenEnv", "__version__"]
 
 if TYPE_CHECKING:
     from textgym.envs.gridworld import GridWorldEnv
     from textgym.envs.textgen import TextGenEnv
-    from textgym.sb3 import make_sb3_vec_env
 
 
 def _register_envs() -> None:
@@ -49,7 +48,6 @@ _register_envs()
 _LAZY = {
     "TextGenEnv": "textgym.envs.textgen",
     "GridWorldEnv": "textgym.envs.gridworld",
-    "make_sb3_vec_env": "textgym.sb3",
 }
 
 

@@ -1,0 +1,312 @@
+"""The ``textgym`` command: the env commands (`textgym.cli`) plus those that train or load agents.
+
+``textgym train ENV --agent NAME``, ``textgym eval RUN_DIR`` and ``textgym compare``: train
+agents from the zoo into run directories, summarise them, compare them.
+``textgym kl-experiment``: the GPT policy against a learned proxy RM for several KL settings
+(`textgym_agents.kl_experiment`). ``textgym render SOURCE``: a run's (or the reference's)
+episodes token by token, coloured by step reward, as ANSI, PNG or HTML.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import numpy as np
+
+from textgym import cli
+from textgym.cli import (
+    COLOR,
+    UsageError,
+    add_env_arg,
+    add_threads,
+    check_positive,
+    choose_threads,
+    parse_env_args,
+    show,
+    use_color,
+)
+from textgym.threads import torch_threads
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every ``textgym`` command."""
+    parser, add_command = cli.new_parser()
+    cli.add_env_commands(add_command)
+    trn = add_command("train", "train an agent from the zoo into a run directory")
+    trn.add_argument("env", help="TextGen-v0 or GridWorld-v0")
+    trn.add_argument("--agent", required=True, help="ppo, a2c, dqn, maskable_ppo, gpt, gpt-sb3")
+    add_run_arguments(trn)
+    trn.add_argument("--seed", type=int, default=0)
+    trn.add_argument(
+        "--out", default=None, help="run directory (default runs/<env>-<agent>-s<seed>-<time>)"
+    )
+    trn.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="save the agent every N steps (default: 5 times a run)",
+    )
+    trn.add_argument(
+        "--imitate",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="before RL, clone the env's expert (GridWorld's shortest paths) from STEPS env "
+        "steps of demonstrations (SB3 actor-critic agents; default: the zoo's, 0 for most)",
+    )
+    add_threads(trn)
+    trn.set_defaults(func=train)
+
+    evl = add_command("eval", "summarise a trained run directory afresh")
+    evl.add_argument("run_dir", help="a directory written by `textgym train`")
+    evl.add_argument(
+        "--episodes", type=int, default=None, help="default: as many as the run's evaluations"
+    )
+    evl.add_argument(
+        "--seed", type=int, default=None, help="evaluation seed (default: the run's held-out one)"
+    )
+    evl.add_argument(
+        "--sample",
+        action="store_true",
+        help="sample the agent's actions (GridWorld's default is its most likely action; "
+        "TextGen always samples)",
+    )
+    add_threads(evl, run=True)
+    evl.set_defaults(func=evaluate)
+
+    cmp = add_command("compare", "several agents on several envs and seeds")
+    cmp.add_argument("--envs", nargs="+", required=True, metavar="ENV")
+    cmp.add_argument("--agents", nargs="+", required=True, metavar="NAME")
+    cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S")
+    add_run_arguments(cmp)
+    cmp.add_argument("--out", default="runs/compare", help="where the runs and tables go")
+    add_threads(cmp)
+    cmp.set_defaults(func=compare)
+
+    # Unset options are left to train_reward_model's defaults, which live in one place.
+    rnd = add_command(
+        "render", "draw TextGen episodes token by token, coloured by each step's reward", COLOR
+    )
+    rnd.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a TextGen-v0 run directory written by `textgym train`, or `reference`",
+    )
+    rnd.add_argument("--episodes", type=int, default=3)
+    rnd.add_argument(
+        "--seed", type=int, default=None, help="env seed (default: a run's held-out one, or 0)"
+    )
+    add_env_arg(rnd, "constructor argument for the env, on top of a run's (repeatable)")
+    rnd.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="write FILE.png (episodes stacked) or FILE.html instead of ANSI to the terminal",
+    )
+    rnd.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="the reference policy's temperature (SOURCE reference only)",
+    )
+    rnd.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="the |step reward| drawn at full colour (default: the largest among the episodes "
+        "drawn); give two renders the same value to compare them",
+    )
+    add_threads(rnd, run=True)
+    rnd.set_defaults(func=render)
+
+    klx = add_command(
+        "kl-experiment",
+        "the GPT policy against a learned RM, per KL setting and seed: proxy vs gold score",
+    )
+    klx.add_argument(
+        "--reward-model", required=True, help="the proxy RM: a directory from `textgym train-rm`"
+    )
+    klx.add_argument(
+        "--kl",
+        nargs="+",
+        default=None,
+        metavar="SETTING",
+        help="kl_coef values, or target=T[,horizon=H] for the adaptive kl_coef; "
+        "default: 0 0.02 0.1 target=3,horizon=200",
+    )
+    klx.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S")
+    klx.add_argument("--steps", type=int, default=40_000, help="env steps of each run")
+    klx.add_argument(
+        "--episodes",
+        type=int,
+        default=200,
+        help="episodes per measured checkpoint (on an env seed training never used)",
+    )
+    klx.add_argument("--checkpoints", type=int, default=5, help="measured checkpoints per run")
+    add_env_arg(klx)
+    klx.add_argument("--out", default="runs/kl_experiment", help="where the runs and table go")
+    klx.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads(klx)
+    klx.set_defaults(func=kl_experiment)
+    return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--steps", type=int, default=None, help="env steps (default: the zoo's budget)"
+    )
+    add_env_arg(parser)
+    parser.add_argument(
+        "--eval-episodes", type=int, default=100, help="episodes of each evaluation"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train(args: argparse.Namespace) -> None:
+    from textgym_agents.run import format_summary
+    from textgym_agents.run import train as train_run
+
+    check_positive(args, "steps", "eval_episodes", "checkpoint_every")
+    if args.imitate is not None and args.imitate < 0:
+        raise UsageError(f"--imitate {args.imitate}: expected a number of steps >= 0")
+    env_kwargs = parse_env_args(args.env_arg)
+    summary = train_run(
+        args.env,
+        args.agent,
+        steps=args.steps,
+        seed=args.seed,
+        env_kwargs=env_kwargs,
+        threads=choose_threads(args, env_kwargs),
+        out=args.out,
+        progress=not args.no_progress,
+        checkpoint_every=args.checkpoint_every,
+        eval_episodes=args.eval_episodes,
+        imitate=args.imitate,
+    )
+    print(format_summary(summary))
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from textgym_agents.run import evaluate_run, format_summary
+
+    check_positive(args, "episodes")
+    deterministic = False if args.sample else None
+    summary = evaluate_run(
+        args.run_dir,
+        episodes=args.episodes,
+        seed=args.seed,
+        deterministic=deterministic,
+        threads=None if args.threads == "auto" else args.threads,
+    )
+    print(format_summary(summary))
+
+
+def compare(args: argparse.Namespace) -> None:
+    from textgym_agents.run import compare as compare_runs
+
+    check_positive(args, "steps", "eval_episodes")
+    env_kwargs = parse_env_args(args.env_arg)
+    table = compare_runs(
+        args.envs,
+        args.agents,
+        args.seeds,
+        out=args.out,
+        steps=args.steps,
+        env_kwargs=env_kwargs,
+        threads=choose_threads(args, env_kwargs),
+        eval_episodes=args.eval_episodes,
+        progress=not args.no_progress,
+    )
+    print(table)
+
+
+def kl_experiment(args: argparse.Namespace) -> None:
+    from textgym_agents.kl_experiment import KL_SETTINGS, run_kl_experiment
+
+    check_positive(args, "steps", "episodes", "checkpoints")
+    env_kwargs = parse_env_args(args.env_arg)
+    with torch_threads(choose_threads(args, {**env_kwargs, "reward_model": args.reward_model})):
+        table = run_kl_experiment(
+            args.reward_model,
+            settings=args.kl or KL_SETTINGS,
+            seeds=args.seeds,
+            steps=args.steps,
+            out=args.out,
+            episodes=args.episodes,
+            checkpoints=args.checkpoints,
+            env_kwargs=env_kwargs,
+            progress=not args.no_progress,
+        )
+    print(table)
+
+
+def render(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from textgym.render import html_page, render_ansi, render_html, render_rgb, shared_scale
+
+    check_positive(args, "episodes")
+    out = None if args.out is None else Path(args.out)
+    if out is not None and out.suffix.lower() not in (".png", ".html"):
+        raise UsageError(f"--out {args.out}: expected a file name ending in .png or .html")
+    if out is not None and not out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: the directory {out.parent} does not exist")
+    if args.scale is not None and not (args.scale > 0 and np.isfinite(args.scale)):
+        raise UsageError(f"--scale {args.scale}: expected a |step reward| > 0")
+    if args.source != "reference" and args.temperature != 1.0:
+        raise UsageError(
+            f"--temperature {args.temperature}: applies to SOURCE reference only (a run's "
+            "agent samples from its own policy)"
+        )
+    env_kwargs = parse_env_args(args.env_arg)
+    if args.source == "reference":
+        from textgym_agents.zoo import play_text
+
+        with torch_threads(choose_threads(args, env_kwargs)):
+            episodes = play_text(
+                None,
+                episodes=args.episodes,
+                seed=0 if args.seed is None else args.seed,
+                env_kwargs=env_kwargs,
+                temperature=args.temperature,
+            )
+    else:
+        from textgym_agents.run import play_run
+
+        threads = None if args.threads == "auto" else args.threads
+        episodes = play_run(args.source, args.episodes, args.seed, env_kwargs, threads=threads)
+    # One colour scale for every episode drawn, so their colours compare.
+    scale = args.scale or shared_scale([e.step_rewards for e in episodes])
+
+    def draw(renderer, e):
+        return renderer(
+            e.prompt, e.tokens, e.step_rewards, e.rm_score, scale=scale, penalty=e.penalty
+        )
+
+    if out is None:
+        for i, episode in enumerate(episodes):
+            print(f"--- episode {i}")
+            show(draw(render_ansi, episode), use_color(args))
+        return
+    if out.suffix.lower() == ".png":
+        from PIL import Image
+
+        images = [draw(render_rgb, episode) for episode in episodes]
+        rule = np.full((2, images[0].shape[1], 3), 160, dtype=np.uint8)  # between episodes
+        stacked = np.concatenate([part for image in images for part in (image, rule)][:-1])
+        Image.fromarray(stacked).save(out)
+    else:
+        fragments = [draw(render_html, episode) for episode in episodes]
+        out.write_text(html_page(fragments, f"textgym render {args.source}"), encoding="utf-8")
+    print(f"wrote {len(episodes)} episodes to {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``textgym`` console script."""
+    cli.run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    main()
