@@ -165,8 +165,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    from textgym_agents.run import format_summary
-    from textgym_agents.run import train as train_run
+    from textgym_agents.rundir import format_summary
+    from textgym_agents.train import train as train_run
 
     check_positive(args, "steps", "eval_episodes", "checkpoint_every")
     if args.imitate is not None and args.imitate < 0:
@@ -189,7 +189,8 @@ def train(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from textgym_agents.run import evaluate_run, format_summary
+    from textgym_agents.rundir import format_summary
+    from textgym_agents.train import evaluate_run
 
     check_positive(args, "episodes")
     deterministic = False if args.sample else None
@@ -204,7 +205,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from textgym_agents.run import compare as compare_runs
+    from textgym_agents.compare import compare as compare_runs
 
     check_positive(args, "steps", "eval_episodes")
     env_kwargs = parse_env_args(args.env_arg)
@@ -262,7 +263,7 @@ def render(args: argparse.Namespace) -> None:
         )
     env_kwargs = parse_env_args(args.env_arg)
     if args.source == "reference":
-        from textgym_agents.zoo import play_text
+        from textgym_agents.evaluation import play_text
 
         with torch_threads(choose_threads(args, env_kwargs)):
             episodes = play_text(
@@ -273,7 +274,7 @@ def render(args: argparse.Namespace) -> None:
                 temperature=args.temperature,
             )
     else:
-        from textgym_agents.run import play_run
+        from textgym_agents.train import play_run
 
         threads = None if args.threads == "auto" else args.threads
         episodes = play_run(args.source, args.episodes, args.seed, env_kwargs, threads=threads)

@@ -1,15 +1,23 @@
 """A GPT actor-critic policy for stable-baselines3: a causal transformer trunk, two heads.
 
-- TextGen ``"vocab"`` mode: the action logits are the LM head's logits at the last real
-  position, and the trunk starts as a copy of the env's reference model, so the policy *is*
+- TextGen ``"vocab"`` mode: the action logits are the model's next-token logits at the last
+  real position, and the trunk starts as a copy of the env's reference model, so the policy *is*
   the reference at step 0 and the KL starts at exactly zero.
-- TextGen ``"topk"`` mode: the logits of action i are the LM head's logits of candidate i
+- TextGen ``"topk"`` mode: the logits of action i are the next-token logits of candidate i
   (the same start at zero KL, renormalised over the candidates like the env's reference).
 - Any other discrete action space (GridWorld ``obs_mode="tokens"``): a linear head over the
   last hidden state, on a small fresh GPT.
 
 A value head sits on the same last hidden state. Dropout is off in every mode: a dropout
 mismatch between acting and the update would corrupt PPO's probability ratio.
+
+The logits are the trunk's own forward's, so the logit transforms of its model family apply
+(Granite's ``logits_scaling``, Gemma-2/3's ``final_logit_softcapping``, Cohere's
+``logit_scale``) as in the env's reference model: every forward pass over whole observations
+(SB3's acting and update, the scorer, `textgym_agents.sequence_ppo`'s update) goes through
+`GPTActorCriticPolicy.action_logits_and_values` and `causal_lm_forward`; SequencePPO's
+KV-cached acting runs the same forward through `textgym.lm.IncrementalLM` and the same head,
+`GPTActorCriticPolicy.action_logits`.
 
 The policy is its env's KL scorer at no extra cost: `GPTActorCriticPolicy.score` returns the
 log-probs of the forward pass that chose the actions (`attach_sb3_policy` attaches it).
@@ -26,7 +34,7 @@ import torch
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTrainedModel
 
 from textgym.envs.textgen_core import TextGenCore
 from textgym.lm import quiet_loading
@@ -84,9 +92,9 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
     :param lr_schedule: SB3's learning-rate schedule.
     :param lm_config: the trunk's HF config as a dict (saved with the model, so loading
         rebuilds the same architecture).
-    :param init_from: a model name or path whose weights initialise the trunk (skipped when
-        it no longer exists, e.g. when loading a saved agent elsewhere: the saved weights
-        replace them anyway).
+    :param init_from: a model name or path whose weights initialise the trunk. A new policy
+        refuses to act if it cannot be loaded; a loaded agent's saved weights replace them
+        (`load_state_dict`), so a saved agent still loads where ``init_from`` is gone.
     :param head: ``"lm"``, ``"candidates"`` or ``"linear"`` (see the module docstring).
     """
 
@@ -111,7 +119,7 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
 
     # ------------------------------------------------------------------ building
     def _build(self, lr_schedule) -> None:
-        self.trunk = _make_trunk(self.lm_config, self.init_from)
+        self.trunk, self._init_failure = _make_trunk(self.lm_config, self.init_from)
         hidden = self.trunk.get_input_embeddings().weight.shape[1]
         n_actions = int(self.action_space.n)
         if self.head == "lm" and self.trunk.get_output_embeddings().weight.shape[0] != n_actions:
@@ -136,21 +144,66 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         super().set_training_mode(mode)
         self.trunk.eval()  # dropout stays off in the update too (its probabilities are 0 anyway)
 
+    def load_state_dict(
+        self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False
+    ):
+        # SB3 loads a saved policy or agent by building it from its saved arguments, then
+        # calling this: that is how a loaded policy differs from a new one.
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if not any(key.startswith("trunk.") for key in result.missing_keys):
+            self._init_failure = None  # saved weights replaced the trunk built from the config
+        return result
+
+    def check_initialised(self) -> None:
+        """Raise if the trunk holds random weights because ``init_from`` could not be loaded
+        (and no saved weights replaced them)."""
+        if self._init_failure is not None:
+            raise ValueError(self._init_failure)
+
     # ------------------------------------------------------------------ the forward pass
+    def action_logits_and_values(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor,
+        candidate_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action logits ``(B, T, A)`` and values ``(B, T)`` of the states at ``positions``.
+
+        :param input_ids: ``(B, W)`` right-padded token ids.
+        :param attention_mask: ``(B, W)``.
+        :param positions: ``(B, T)`` the last token of each state read.
+        :param candidate_ids: ``(B, T, k)`` the candidates of each state (head
+            ``"candidates"`` only).
+        """
+        self.check_initialised()
+        token_logits, hidden = causal_lm_forward(self.trunk, input_ids, attention_mask, positions)
+        values = self.value_head(hidden).float().squeeze(-1)
+        return self.action_logits(token_logits, hidden, candidate_ids), values
+
+    def action_logits(
+        self,
+        token_logits: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        candidate_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The head: the trunk's next-token logits ``(..., V)`` (or, for the linear head, its
+        last hidden states ``(..., H)``) -> action logits ``(..., A)``, float32."""
+        if self.head == "linear":
+            return self.action_head(hidden).float()
+        if self.head == "candidates":
+            return token_logits.gather(-1, candidate_ids.long()).float()
+        return token_logits.float()
+
     def _logits_and_values(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = obs["input_ids"].long()  # (B, L); SB3 hands Box observations over as floats
         mask = obs["attention_mask"].long()
         width = int(mask.sum(-1).max())  # right-padded: nothing real lies beyond the longest row
         ids, mask = ids[:, :width], mask[:, :width]
-        hidden = self.trunk.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-        last = hidden[torch.arange(len(ids)), mask.sum(-1) - 1]  # (B, H)
-        if self.head == "linear":
-            logits = self.action_head(last)
-        else:
-            logits = self.trunk.get_output_embeddings()(last)  # (B, V)
-            if self.head == "candidates":
-                logits = logits.gather(1, obs["candidate_ids"].long())  # (B, k)
-        return logits.float(), self.value_head(last).float().squeeze(-1)
+        last = (mask.sum(-1) - 1)[:, None]  # (B, 1)
+        candidates = obs["candidate_ids"][:, None] if self.head == "candidates" else None
+        logits, values = self.action_logits_and_values(ids, mask, last, candidates)
+        return logits[:, 0], values[:, 0]
 
     def _distribution(self, obs) -> tuple[CategoricalDistribution, torch.Tensor]:
         logits, values = self._logits_and_values(obs)
@@ -185,13 +238,14 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         return self._logits_and_values(obs)[1].unsqueeze(-1)
 
     # ------------------------------------------------------------------ the KL scorer
-    def score(self, input_ids, attention_mask, **extra) -> np.ndarray:
-        """TextGen's policy scorer: ``[B, L]`` observations -> ``[B, A]`` log-probs.
+    def score(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """TextGen's policy scorer (`textgym.envs.textgen_core.PolicyScorer`): the batched
+        observation -> ``[B, A]`` log-probs.
 
         Rows seen by the last forward pass are answered from it; others (rare: only when
         something other than this policy acted) get a forward pass of their own.
         """
-        ids = np.asarray(input_ids)
+        ids = np.asarray(obs["input_ids"])
         if self._last is not None:
             seen_ids, seen_logprobs = self._last
             if seen_ids.shape == ids.shape and np.array_equal(seen_ids, ids):
@@ -201,31 +255,79 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
                 if match.any(1).all():
                     return seen_logprobs[match.argmax(1)]
         self.scorer_misses += 1
-        obs = {"input_ids": ids, "attention_mask": np.asarray(attention_mask)}
-        obs.update({key: np.asarray(value) for key, value in extra.items()})
         obs_t, _ = self.obs_to_tensor(obs)
         with torch.no_grad():
             logits, _ = self._logits_and_values(obs_t)
         return torch.log_softmax(logits, -1).cpu().numpy()
 
 
-def _make_trunk(lm_config: dict[str, Any], init_from: str | None) -> nn.Module:
-    """The causal LM: weights from ``init_from`` where it exists, else fresh; dropout 0."""
+def causal_lm_forward(
+    trunk: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trunk's own forward pass, read at ``positions``.
+
+    :param trunk: an ``AutoModelForCausalLM``.
+    :param input_ids: ``(B, W)`` token ids.
+    :param attention_mask: ``(B, W)``.
+    :param positions: ``(B, T)`` the positions whose next-token logits are wanted.
+    :return: the next-token logits ``(B, T, V)``, after every logit transform of the model's
+        family, and the last hidden states ``(B, T, H)`` that the LM head read there.
+    """
+    # The model's forward computes the logits: rebuilding them from ``base_model`` and the
+    # output embeddings would skip its family's transforms (scaling, softcapping). A hook lets
+    # only the wanted positions reach the LM head (``logits_to_keep`` takes positions per row
+    # only since transformers 5.2x; 5.20 has one set for all rows), and the value head reads
+    # what the LM head read.
+    index = positions.long()[..., None]
+    read: list[torch.Tensor] = []
+
+    def at_positions(module: nn.Module, args: tuple) -> tuple:
+        hidden = args[0].gather(1, index.expand(-1, -1, args[0].shape[-1]))  # (B, T, H)
+        read.append(hidden)
+        return (hidden, *args[1:])
+
+    hook = trunk.get_output_embeddings().register_forward_pre_hook(at_positions)
+    try:
+        logits = trunk(input_ids=input_ids, attention_mask=attention_mask).logits
+    finally:
+        hook.remove()
+    if len(read) != 1 or logits.shape[:2] != positions.shape:
+        raise TypeError(
+            f"{type(trunk).__name__} did not compute its logits with its output embeddings "
+            "once per forward pass: expected a causal LM whose forward applies its LM head"
+        )
+    return logits, read[0]
+
+
+def _make_trunk(lm_config: dict[str, Any], init_from: str | None) -> tuple[nn.Module, str | None]:
+    """The causal LM (dropout 0), with the weights of ``init_from`` or fresh ones, and why
+    ``init_from`` could not be loaded (None when it was, or when none was asked for)."""
     config_dict = {
         key: (0.0 if "drop" in key and isinstance(value, float) else value)
         for key, value in lm_config.items()
     }
     model_type = config_dict.pop("model_type")
     config = AutoConfig.for_model(model_type, **config_dict)
-    if init_from:
-        try:
-            with quiet_loading():
-                return AutoModelForCausalLM.from_pretrained(
-                    init_from,
-                    config=config,
-                    use_safetensors=True,
-                    local_files_only=not os.path.isdir(init_from),  # a hub model: if cached
-                )
-        except OSError:
-            pass  # gone: a loaded agent's saved weights replace these anyway
-    return AutoModelForCausalLM.from_config(config)
+    if not init_from:
+        return AutoModelForCausalLM.from_config(config), None
+    try:
+        with quiet_loading():
+            trunk = AutoModelForCausalLM.from_pretrained(
+                init_from,
+                config=config,
+                use_safetensors=True,
+                local_files_only=not os.path.isdir(init_from),  # a hub model: if cached
+            )
+        return trunk, None
+    except (OSError, ValueError) as err:
+        # A loaded agent's saved weights replace these (`load_state_dict`); a new policy
+        # refuses to act on them (`check_initialised`).
+        failure = (
+            f"init_from={init_from!r} could not be loaded ({err}): the policy would start from "
+            "random weights; expected a local model directory with model.safetensors, or a "
+            "Hugging Face model name in the local cache"
+        )
+        return AutoModelForCausalLM.from_config(config), failure

@@ -36,9 +36,10 @@ import numpy as np
 
 from textgym._checks import check_int
 from textgym.rewards import VaderSentiment
+from textgym_agents.evaluation import evaluate, evaluate_reference, torch_seeded
 from textgym_agents.gpt_policy import GPTActorCriticPolicy
-from textgym_agents.run import EVAL_SEED_OFFSET, train
-from textgym_agents.zoo import evaluate, evaluate_reference, torch_seeded
+from textgym_agents.rundir import EVAL_SEED_OFFSET
+from textgym_agents.train import train
 
 __all__ = ["KL_SETTINGS", "distinct_n", "measure", "parse_setting", "run_kl_experiment"]
 

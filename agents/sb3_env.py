@@ -42,7 +42,9 @@ class TextGenSB3VecEnv(VecEnv):
     """N TextGen episodes as one stable-baselines3 ``VecEnv``, so SB3 agents get the batched speed.
 
     Rows reset as soon as they finish (SB3's convention): the returned observation is the new
-    episode's first, and ``infos[i]["terminal_observation"]`` holds the last one.
+    episode's first, ``infos[i]["terminal_observation"]`` holds the last one and
+    ``reset_infos[i]`` the new episode's reset info. ``infos[i]`` has the keys and values of
+    `TextGenEnv`'s step info, built by the same function.
     ``env_method("action_masks")`` serves sb3-contrib's MaskablePPO;
     ``env_method("attach_policy", scorer)`` attaches the acting policy once for all rows.
 
@@ -70,7 +72,7 @@ class TextGenSB3VecEnv(VecEnv):
             self._reset_seeds()
         rows = np.arange(self.num_envs)
         self._start(rows)
-        self.reset_infos = [{"prompt": self.core.row_prompt[row]} for row in rows]
+        self.reset_infos = _row_dicts(self.core.reset_info(rows))
         self._started = True
         return self.core.observe()
 
@@ -91,6 +93,8 @@ class TextGenSB3VecEnv(VecEnv):
                 infos[row]["terminal_observation"] = {key: value[i] for key, value in final.items()}
                 infos[row]["TimeLimit.truncated"] = False
             self._start(done_rows)
+            for row, info in zip(done_rows, _row_dicts(self.core.reset_info(done_rows))):
+                self.reset_infos[row] = info
         return self.core.observe(), result.rewards.copy(), result.terminated.copy(), infos
 
     def _start(self, rows: np.ndarray) -> None:
@@ -133,3 +137,9 @@ class TextGenSB3VecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
         return [False for _ in self._indices(indices)]
+
+
+def _row_dicts(batched: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """``{key: (n,) values}`` as n dicts of Python values."""
+    n = len(next(iter(batched.values())))
+    return [{key: values.item(i) for key, values in batched.items()} for i in range(n)]

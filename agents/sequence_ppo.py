@@ -13,6 +13,10 @@ same rewards, and changes only how the work is done:
   the finished sequence (prompt + generated tokens), then runs clipped PPO with GAE
   (``gamma=1``: every token shapes the finished text equally) over whole episodes.
 
+Both run the trunk's own forward (logit transforms such as Granite's scaling or Gemma-2's
+softcapping included) and the policy's own head (`GPTActorCriticPolicy.action_logits`), so the
+first update's probability ratio is 1 up to float rounding, for every model family.
+
 Everything goes through the public API of `TextGenVectorEnv` (``reset``, ``step``,
 ``attach_policy``, observations and infos); the env keeps running across updates (an episode
 in flight when an update happens is finished by the new policy, its earlier tokens keep the
@@ -172,6 +176,7 @@ class SequencePPO:
                 lambda _: self._lr(1.0),
                 **gpt_policy_kwargs(self.env),
             )
+        policy.check_initialised()  # acting reads the trunk directly, through its KV cache
         self.policy = policy.to(self.env.unwrapped.reference_model.device)
         self.policy.set_training_mode(False)
         self.device = self.policy.device
@@ -191,10 +196,10 @@ class SequencePPO:
         rate = self.learning_rate
         return float(rate(progress_remaining) if callable(rate) else rate)
 
-    def _score(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def _score(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """The env's KL scorer: the log-probs of the forward pass that chose the actions."""
         live = np.flatnonzero(~self._restart)
-        if self._step_logprobs is None or len(input_ids) != len(live):
+        if self._step_logprobs is None or len(obs["input_ids"]) != len(live):
             raise RuntimeError(
                 "SequencePPO's scorer was called outside its own rollout: the env is driven "
                 "by SequencePPO.learn only"
@@ -219,12 +224,6 @@ class SequencePPO:
             for row in range(self.num_envs)
         ]
 
-    def _action_logits(self, token_logits: torch.Tensor, rows_obs: dict) -> torch.Tensor:
-        if self.topk:
-            cands = torch.as_tensor(rows_obs["candidate_ids"], device=token_logits.device)
-            return token_logits.gather(1, cands)
-        return token_logits
-
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def collect(self) -> list[Episode]:
@@ -240,7 +239,10 @@ class SequencePPO:
         finished: list[Episode] = []
         while len(finished) < self.episodes_per_update:
             obs = self._obs
-            action_logits = self._action_logits(logits, obs)
+            candidates = (
+                torch.as_tensor(obs["candidate_ids"], device=self.device) if self.topk else None
+            )
+            action_logits = self.policy.action_logits(logits, candidate_ids=candidates)
             logprobs = torch.log_softmax(action_logits, dim=-1)
             actions = torch.multinomial(logprobs.exp(), 1, generator=self.generator).squeeze(-1)
             logprobs_np = logprobs.cpu().numpy()
@@ -312,7 +314,10 @@ class SequencePPO:
         mask = np.zeros((batch, width), dtype=np.int64)
         where = np.zeros((batch, steps), dtype=np.int64)  # position of the state before step t
         valid = np.zeros((batch, steps), dtype=bool)
-        cands = np.zeros((batch, steps, self.env.single_action_space.n), dtype=np.int64)
+        # The candidates of each state ("topk" mode; in "vocab" mode the head needs none).
+        cands = np.zeros(
+            (batch, steps, self.env.single_action_space.n if self.topk else 0), np.int64
+        )
         for i, e in enumerate(episodes):
             p, t = len(e.prompt), len(e.tokens)
             ids[i, :p], ids[i, p : p + t] = e.prompt, e.tokens
@@ -322,13 +327,9 @@ class SequencePPO:
             if self.topk:
                 cands[i, :t] = e.candidates
         to = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
-        hidden = self.policy.trunk.base_model(
-            input_ids=to(ids), attention_mask=to(mask)
-        ).last_hidden_state  # (B, W, H)
-        hidden = hidden.gather(1, to(where)[..., None].expand(-1, -1, hidden.shape[-1]))
-        token_logits = self.policy.trunk.get_output_embeddings()(hidden).float()  # (B, T, V)
-        logits = token_logits.gather(2, to(cands)) if self.topk else token_logits
-        values = self.policy.value_head(hidden).float().squeeze(-1)
+        logits, values = self.policy.action_logits_and_values(
+            to(ids), to(mask), to(where), to(cands) if self.topk else None
+        )
         return logits, values, to(valid)
 
     def _advantages(

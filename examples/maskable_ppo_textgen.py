@@ -12,7 +12,8 @@ texts before and after training.
 
 import argparse
 
-from textgym_agents.zoo import agent_env_kwargs, default_budget, evaluate, make_agent
+from textgym_agents.evaluation import evaluate
+from textgym_agents.zoo import agent_env_kwargs, default_budget, make_agent
 
 ENV_ID = "TextGen-v0"
 

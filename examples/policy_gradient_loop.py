@@ -57,9 +57,11 @@ def main() -> None:
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr)
 
     @torch.no_grad()
-    def scorer(input_ids, attention_mask, candidate_ids, candidate_logprobs):
+    def scorer(obs):
         """The env's view of the policy: batched observations in, (B, k) log-probs out."""
-        return policy(input_ids, attention_mask, candidate_ids, candidate_logprobs)
+        return policy(
+            obs["input_ids"], obs["attention_mask"], obs["candidate_ids"], obs["candidate_logprobs"]
+        )
 
     env.unwrapped.attach_policy(scorer)
 

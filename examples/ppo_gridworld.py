@@ -13,7 +13,8 @@ import argparse
 import gymnasium as gym
 
 import textgym  # noqa: F401  (registers GridWorld-v0)
-from textgym_agents.zoo import default_budget, evaluate, make_agent
+from textgym_agents.evaluation import evaluate
+from textgym_agents.zoo import default_budget, make_agent
 
 ENV_ID = "GridWorld-v0"
 

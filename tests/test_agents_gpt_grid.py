@@ -20,7 +20,7 @@ tried in a subclass, seeds 3 and 4 reached 1.00; built into the policy, seeds 0-
 0.00, 1.00, 0.00, 0.00 (191-425 s each, another job on the other core). Whether a seed finds
 the diamond before it learns to fear fire is close to a coin toss that any change of the
 random stream re-deals, so these results are a measured budget, not a robust one. The reasons
-for the settings are in agents/zoo.py.
+for the settings are in agents/hyperparams.py.
 
 What did not reach the diamond (greedy; seed 0 unless named):
 
@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import pytest
 
-from textgym_agents.zoo import agent_env_kwargs, default_budget, evaluate, make_agent
+from textgym_agents.evaluation import evaluate
+from textgym_agents.zoo import agent_env_kwargs, default_budget, make_agent
 
 
 @pytest.mark.slow

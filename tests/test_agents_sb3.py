@@ -1,4 +1,4 @@
-"""The SB3 agents of the zoo (agents/zoo.py) and the token features extractor.
+"""The SB3 agents of the zoo (agents/hyperparams.py) and the token features extractor.
 
 Fast tests build every agent on every observation format and train it for a few gradient
 steps. The slow tests are the learning results: on the default GridWorld-v0 map every agent
@@ -22,7 +22,7 @@ slip a greedy policy reaches the diamond in all episodes or in none. With SB3's 
 a 0.01 entropy bonus, PPO and A2C never reached it within 200,000 steps (seeds 0-2): they
 learn to avoid fire long before a random walk first finds the diamond (0.7% of episodes).
 DQN with a constant learning rate found it while training, but its greedy policy bumped into
-a wall for ever. The comments in agents/zoo.py give the reason for each setting.
+a wall for ever. The comments in agents/hyperparams.py give the reason for each setting.
 
 Not a test (too slow): with ``env_kwargs={"obs_mode": "tokens"}`` (the `TokenExtractor`), PPO
 reached the diamond too within its budget, seeds 0 and 1: 1.00 each, 164 s and 175 s.
@@ -37,16 +37,11 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 
 import textgym  # noqa: F401  (registers the envs)
+from textgym_agents.evaluation import evaluate, evaluate_reference
 from textgym_agents.extractors import TokenExtractor
+from textgym_agents.hyperparams import SB3_AGENTS
 from textgym_agents.sb3_env import make_sb3_vec_env
-from textgym_agents.zoo import (
-    AGENTS,
-    SB3_AGENTS,
-    default_budget,
-    evaluate,
-    evaluate_reference,
-    make_agent,
-)
+from textgym_agents.zoo import AGENTS, default_budget, make_agent
 
 V, L, K = 50, 12, 5
 

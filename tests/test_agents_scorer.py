@@ -15,7 +15,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym_agents.sb3_env import make_sb3_vec_env
-from textgym_agents.scorer import AttachPolicyCallback, SB3PolicyScorer, attach_sb3_policy
+from textgym_agents.scorer import AttachPolicyCallback, DQNScorer, attach_sb3_policy, sb3_scorer
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 
@@ -52,7 +52,7 @@ def test_maskable_ppo_scorer_uses_the_masked_distribution(tiny_gpt2):
     attach_sb3_policy(model)
     scorer = venv.unwrapped.core.scorer
     obs = venv.reset()
-    logprobs = scorer(obs["input_ids"], obs["attention_mask"])
+    logprobs = scorer(obs)
     masks = np.stack(venv.env_method("action_masks"))
     assert np.allclose(np.exp(logprobs).sum(1), 1.0, atol=1e-5)
     assert np.exp(logprobs[~masks]).max() < 1e-6  # no mass outside the reference's top-k
@@ -65,12 +65,9 @@ def test_dqn_scorer_is_epsilon_greedy(tiny_gpt2):
     model = DQN("MultiInputPolicy", env, learning_starts=0, seed=0)
     model.exploration_rate = 0.2
     obs = env.reset()
-    logprobs = SB3PolicyScorer(model)(
-        obs["input_ids"],
-        obs["attention_mask"],
-        candidate_ids=obs["candidate_ids"],
-        candidate_logprobs=obs["candidate_logprobs"],
-    )
+    scorer = sb3_scorer(model)
+    assert isinstance(scorer, DQNScorer)  # chosen by type
+    logprobs = scorer(obs)
     probs = np.sort(np.exp(logprobs[0]))
     np.testing.assert_allclose(probs, [0.05, 0.05, 0.05, 0.85], atol=1e-6)
 

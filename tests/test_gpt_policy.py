@@ -111,14 +111,14 @@ def test_score_answers_rows_from_the_last_forward_in_any_order(tiny_gpt2):
     obs_t, _ = model.policy.obs_to_tensor(obs)
     with torch.no_grad():
         model.policy(obs_t)
-    full = model.policy.score(obs["input_ids"], obs["attention_mask"])
+    full = model.policy.score(obs)
     rows = [2, 0]
-    part = model.policy.score(obs["input_ids"][rows], obs["attention_mask"][rows])
+    part = model.policy.score({key: value[rows] for key, value in obs.items()})
     np.testing.assert_array_equal(part, full[rows])
     assert model.policy.scorer_misses == 0
     other = obs["input_ids"].copy()
     other[:, 0] = 7  # never seen: a forward of its own, with the same answer as forward()
-    model.policy.score(other, obs["attention_mask"])
+    model.policy.score({**obs, "input_ids": other})
     assert model.policy.scorer_misses == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections import deque
 
@@ -29,8 +30,8 @@ from textgym.envs.gridworld import (
     WALL,
     GridWorldEnv,
     GridWorldVectorEnv,
-    _action_masks,
 )
+from textgym.envs.gridworld_maps import _action_masks
 
 OBS_MODES = ["index", "grid", "tokens"]
 # FrozenLake's 4x4 map in GridWorld characters: holes are fire, the goal is the diamond.
@@ -98,8 +99,10 @@ def _same(a: object, b: object) -> bool:
 # SB3 recommends flat observations; the 2-D "grid" is by design (its MlpPolicy flattens it).
 @pytest.mark.filterwarnings("ignore:Your observation  has an unconventional shape")
 @pytest.mark.filterwarnings("error")
-@pytest.mark.parametrize("random_map", [False, True])
-@pytest.mark.parametrize("obs_mode", OBS_MODES)
+@pytest.mark.parametrize(
+    ("obs_mode", "random_map"),
+    [(obs_mode, False) for obs_mode in OBS_MODES] + [("grid", True), ("tokens", True)],
+)
 def test_gymnasium_and_sb3_checkers_pass(obs_mode: str, random_map: bool) -> None:
     env = gym.make("GridWorld-v0", obs_mode=obs_mode, random_map=random_map)
     gym_check_env(env.unwrapped, skip_render_check=True)
@@ -194,6 +197,42 @@ def test_slip_moves_perpendicular_with_its_probability_and_is_seeded() -> None:
     assert landing_cells(seed=2) != cells
 
 
+# Digests of seeded random-action rollouts with slip, recorded before the single and vector
+# envs shared one slip function: the random stream (and so every result that depends on it,
+# the README's GridWorld agents included) must not change.
+PINNED_ROLLOUTS = {
+    (("slip", 0.3),): ("34945765cf4daeae", "d85b2a2a3b796e7c"),
+    (("slip", 0.3), ("random_map", True), ("obs_mode", "grid")): (
+        "9d3eaf6724926bfe",
+        "a7ca47fb254880ab",
+    ),
+}
+
+
+def _digest(trace: list) -> str:
+    return hashlib.sha256(repr(trace).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("items", list(PINNED_ROLLOUTS))
+def test_seeded_slippery_rollouts_are_unchanged(items: tuple) -> None:
+    kwargs = dict(items)
+    env = gym.make("GridWorld-v0", **kwargs)
+    _, info = env.reset(seed=5)
+    trace = [info["position"]]
+    for action in np.random.default_rng(1).integers(0, 4, size=600):
+        _, reward, terminated, truncated, info = env.step(int(action))
+        trace.append((*info["position"], reward, terminated, truncated))
+        if terminated or truncated:
+            trace.append(env.reset()[1]["position"])
+    envs = GridWorldVectorEnv(num_envs=4, **kwargs)
+    _, info = envs.reset(seed=5)
+    rows = [info["position"].tolist()]
+    for actions in np.random.default_rng(1).integers(0, 4, size=(300, 4)):
+        _, reward, terminated, truncated, info = envs.step(actions)
+        rows.append(tuple(x.tolist() for x in (info["position"], reward, terminated, truncated)))
+    assert (_digest(trace), _digest(rows)) == PINNED_ROLLOUTS[items]
+
+
 def test_default_map_is_the_documented_solvable_map() -> None:
     codes = {".": FLOOR, "S": ROBOT, "#": WALL, "F": FIRE, "D": DIAMOND}
     grid, info = GridWorldEnv(obs_mode="grid").reset(seed=0)
@@ -222,7 +261,7 @@ def test_random_maps_differ_between_resets() -> None:
     assert all(not np.array_equal(first, grid) for grid in grids[1:])
 
 
-@pytest.mark.parametrize("obs_mode", OBS_MODES)
+@pytest.mark.parametrize("obs_mode", ["grid", "tokens"])
 def test_same_seed_gives_same_map_and_identical_rollout(obs_mode: str) -> None:
     actions = list(np.random.default_rng(0).integers(0, 4, size=150))
 
@@ -307,14 +346,23 @@ def test_map_that_is_not_a_list_of_strings_raises_type_error(bad_map: object) ->
         ({"slip": -0.1}, "slip"),
         ({"slip": float("nan")}, "slip"),
         ({"size": 5}, "size"),
-        ({"size": 1, "random_map": True}, "size"),
-        ({"size": True, "random_map": True}, "size"),  # a bool is not a size
-        ({"map": ["SD"], "random_map": True}, "map"),
+        ({"size": 1, "random_map": True, "obs_mode": "grid"}, "size"),
+        ({"size": True, "random_map": True, "obs_mode": "grid"}, "size"),  # not a size
+        ({"map": ["SD"], "random_map": True, "obs_mode": "grid"}, "map"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=f"{name}="):
         GridWorldEnv(**kwargs)
+
+
+@pytest.mark.parametrize("make", [GridWorldEnv, GridWorldVectorEnv])
+def test_index_observations_of_random_maps_are_refused_naming_both(make: type) -> None:
+    # The position alone does not show a map that changes at every reset.
+    with pytest.raises(ValueError, match="obs_mode='index'.*random_map=True"):
+        make(random_map=True)  # obs_mode="index" is the default
+    with pytest.raises(ValueError, match="obs_mode='index'.*random_map=True"):
+        gym.make("GridWorld-v0", random_map=True, obs_mode="index", size=4)
 
 
 def test_non_numeric_slip_raises_type_error_naming_slip() -> None:
@@ -476,7 +524,8 @@ def test_rgb_render_is_uint8_image_and_robot_colour_moves() -> None:
 
 @pytest.mark.parametrize("obs_mode", OBS_MODES)
 def test_pickled_env_continues_identically(obs_mode: str) -> None:
-    env = gym.make("GridWorld-v0", obs_mode=obs_mode, random_map=True, slip=0.3)
+    random_map = obs_mode != "index"  # the index alone cannot show a random map
+    env = gym.make("GridWorld-v0", obs_mode=obs_mode, random_map=random_map, slip=0.3)
     env.reset(seed=3)
     for action in (RIGHT, DOWN, DOWN):
         env.step(action)

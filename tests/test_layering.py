@@ -4,6 +4,7 @@ installed distribution claims only its own top-level names."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -41,9 +42,13 @@ print(sorted(name for name in {RL_LIBRARIES!r} if name in sys.modules))
 
 
 def test_the_wheel_installs_only_textgym_and_textgym_agents(tmp_path):
+    # Built from a copy: setuptools leaves build/ behind, and would reuse a stale one.
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns(".git", "build", "runs", "*.egg-info", "__pycache__", ".*cache")
+    shutil.copytree(ROOT, source, ignore=skip)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(tmp_path), str(ROOT)],
+        + ["-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
     )

@@ -16,13 +16,8 @@ import time
 
 import pytest
 
-from textgym_agents.zoo import (
-    agent_env_kwargs,
-    default_budget,
-    evaluate,
-    evaluate_reference,
-    make_agent,
-)
+from textgym_agents.evaluation import evaluate, evaluate_reference
+from textgym_agents.zoo import agent_env_kwargs, default_budget, make_agent
 
 pytestmark = pytest.mark.slow
 ENV = "TextGen-v0"

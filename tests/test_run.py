@@ -1,4 +1,4 @@
-"""Training runs: `textgym_agents.run` and the ``textgym train / eval / compare`` commands."""
+"""Training runs (`textgym_agents.train`, `compare`) and ``textgym train / eval / compare``."""
 
 from __future__ import annotations
 
@@ -9,15 +9,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from textgym_agents.cli import main
-from textgym_agents.run import (
-    THRESHOLDS,
-    WINDOW,
-    evaluate_run,
-    load_agent,
-    read_episodes,
-    steps_to_threshold,
-    train,
-)
+from textgym_agents.compare import THRESHOLDS
+from textgym_agents.curves import steps_to_threshold
+from textgym_agents.rundir import WINDOW, load_agent, read_episodes
+from textgym_agents.train import evaluate_run, train
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -236,7 +231,7 @@ def test_cli_train_eval_and_compare(tmp_path, capsys):
 
 
 def test_compare_on_textgen_adds_the_reference_policy_per_action_mode(tiny_gpt2, tmp_path):
-    from textgym_agents.run import compare
+    from textgym_agents.compare import compare
 
     table = compare(
         ["TextGen-v0"],

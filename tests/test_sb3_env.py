@@ -25,7 +25,8 @@ def test_sb3_vec_env_resets_rows_in_place_with_terminal_observation(tiny_gpt2):
     terminal = infos[0]["terminal_observation"]
     assert terminal["input_ids"][terminal["attention_mask"].sum() - 1] == eos
     assert obs["attention_mask"][0].sum() == venv.core.prompt_len[0]  # already reset
-    assert "rm_score" in infos[0] and "rm_score" not in infos[1]
+    assert set(infos[0]) - {"terminal_observation", "TimeLimit.truncated"} == set(infos[1])
+    assert (infos[1]["rm_score"], infos[1]["text"]) == (0.0, "")  # row 1 goes on
     masks = np.stack(venv.env_method("action_masks"))
     assert masks.shape == (2, venv.action_space.n) and masks[:, eos].all()
 

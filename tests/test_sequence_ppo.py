@@ -79,7 +79,7 @@ def test_update_is_one_forward_per_sequence(tiny_gpt2):
     agent = trainer(tiny_gpt2, n_epochs=2)
     episodes = agent.collect()[:8]
     rows = []
-    hook = agent.policy.trunk.base_model.register_forward_pre_hook(
+    hook = agent.policy.trunk.register_forward_pre_hook(
         lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
     )
     agent.update(episodes)

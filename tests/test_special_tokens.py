@@ -32,7 +32,7 @@ def make_single(**kwargs) -> gym.Env:
     """The bundled model, whose config names its pad token (so transformers checks for it)."""
     env = gym.make("TextGen-v0", prompts=PROMPTS, max_new_tokens=4, **kwargs)
     vocab = env.action_space.n
-    env.unwrapped.attach_policy(lambda ids, mask: np.full((len(ids), vocab), -np.log(vocab)))
+    env.unwrapped.attach_policy(lambda obs: np.full((len(obs["input_ids"]), vocab), -np.log(vocab)))
     return env
 
 
@@ -90,7 +90,9 @@ def test_pad_and_bos_step_without_warnings_in_the_vector_env(transformers_log):
     tokenizer = envs.unwrapped.tokenizer
     pad, bos = tokenizer.pad_token_id, tokenizer.bos_token_id
     vocab = envs.single_action_space.n
-    envs.unwrapped.attach_policy(lambda ids, mask: np.full((len(ids), vocab), -np.log(vocab)))
+    envs.unwrapped.attach_policy(
+        lambda obs: np.full((len(obs["input_ids"]), vocab), -np.log(vocab))
+    )
     envs.reset(seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -147,7 +147,7 @@ def test_env_pickles_and_continues_identically(tiny_gpt2):
 
 def test_reference_scorer_makes_every_kl_step_reward_exactly_zero(tiny_gpt2):
     env = make(tiny_gpt2, reward_model=lambda p, t: [0.0] * len(t), kl_coef=0.3)
-    env.attach_policy(lambda ids, mask: env.reference_logprobs()[None])
+    env.attach_policy(lambda obs: env.reference_logprobs()[None])
     for seed in range(3):
         steps, _ = run_episode(env, seed=seed)
         assert [reward for _, reward, _, _ in steps] == [0.0] * len(steps)
@@ -159,7 +159,7 @@ def test_kv_cached_reference_matches_a_full_forward_at_every_step(fixture, reque
     path = request.getfixturevalue(fixture)
     env = make(path, reward_model=lambda p, t: [0.0] * len(t), max_new_tokens=10)
     reference = env.reference_model
-    env.attach_policy(lambda ids, mask: full_logprobs(reference, ids, mask))
+    env.attach_policy(lambda obs: full_logprobs(reference, obs["input_ids"], obs["attention_mask"]))
     for seed in range(3):
         steps, _ = run_episode(env, seed=seed)
         assert max(abs(info["kl"]) for *_, info in steps) < 1e-5
@@ -176,7 +176,7 @@ def test_k1_penalties_sum_to_sequence_log_ratio(fixture, request, tmp_path):
     policy = TextGenEnv(model=str(policy_path), prompts=PROMPTS).reference_model
     beta = 0.2
     env = make(path, reward_model=lambda p, t: [0.0] * len(t), kl_coef=beta, max_new_tokens=10)
-    env.attach_policy(lambda ids, mask: full_logprobs(policy, ids, mask))
+    env.attach_policy(lambda obs: full_logprobs(policy, obs["input_ids"], obs["attention_mask"]))
     for seed in range(3):
         obs, info = env.reset(seed=seed)
         prompt_len = int(obs["attention_mask"].sum())
@@ -198,7 +198,7 @@ def test_k2_and_k3_step_rewards_match_their_formulas(tiny_gpt2, estimator):
         tiny_gpt2, reward_model=lambda p, t: [0.0] * len(t), kl_coef=beta, kl_estimator=estimator
     )
     uniform = np.full(env.action_space.n, -np.log(env.action_space.n), dtype=np.float32)
-    env.attach_policy(lambda ids, mask: np.tile(uniform, (len(ids), 1)))
+    env.attach_policy(lambda obs: np.tile(uniform, (len(obs["input_ids"]), 1)))
     steps, _ = run_episode(env, seed=0)
     for _, reward, _, info in steps:
         log_r = info["ref_logprob"] - info["policy_logprob"]
@@ -231,9 +231,9 @@ def test_reference_only_reward_warns_once_and_is_beta_times_ref_logprob(tiny_gpt
 # ---------------------------------------------------------------- episode structure
 
 
-def test_rm_score_appears_on_the_last_step_only(tiny_gpt2):
+def test_rm_score_is_paid_on_the_last_step_only(tiny_gpt2):
     env = make(tiny_gpt2, reward_model=lambda p, t: [10.0] * len(t), kl_coef=0.0, max_new_tokens=5)
-    env.attach_policy(lambda ids, mask: env.reference_logprobs()[None])
+    env.attach_policy(lambda obs: env.reference_logprobs()[None])
     env.reset(seed=0)
     rewards, infos = [], []
     for action in (3, 4, 5, 6, 7):
@@ -242,7 +242,8 @@ def test_rm_score_appears_on_the_last_step_only(tiny_gpt2):
         infos.append(info)
     assert terminated
     assert rewards == [0.0, 0.0, 0.0, 0.0, 10.0]
-    assert ["rm_score" in info for info in infos] == [False] * 4 + [True]
+    assert [info["rm_score"] for info in infos] == [0.0] * 4 + [10.0]
+    assert [info["text"] for info in infos[:-1]] == [""] * 4
     assert infos[-1]["text"] == env.tokenizer.decode([3, 4, 5, 6, 7], skip_special_tokens=True)
     assert infos[-1]["prompt"] in PROMPTS
 
@@ -338,7 +339,7 @@ def test_env_adapts_beta_from_episode_kl(tiny_gpt2):
             max_new_tokens=4,
         )
         uniform = np.full(env.action_space.n, -np.log(env.action_space.n), dtype=np.float32)
-        env.attach_policy(lambda ids, mask: np.tile(uniform, (len(ids), 1)))
+        env.attach_policy(lambda obs: np.tile(uniform, (len(obs["input_ids"]), 1)))
         kls = [run_episode(env, seed=s)[0][-1][3]["episode_kl"] for s in range(3)]
         return env.kl_coef, np.mean(kls)
 
@@ -350,7 +351,7 @@ def test_env_adapts_beta_from_episode_kl(tiny_gpt2):
 
 def test_info_fields_each_step_and_at_the_end(tiny_gpt2):
     env = make(tiny_gpt2, max_new_tokens=3, missing_eos_penalty=0.5)
-    env.attach_policy(lambda ids, mask: env.reference_logprobs()[None])
+    env.attach_policy(lambda obs: env.reference_logprobs()[None])
     steps, _ = run_episode(env, seed=0)
     for *_, info in steps:
         assert {"ref_logprob", "policy_logprob", "kl", "kl_coef", "kl_reward"} <= set(info)
@@ -635,7 +636,9 @@ def test_bundled_reference_continuations_have_mixed_sentiment():
     from textgym.envs.textgen_vector import TextGenVectorEnv
 
     venv = TextGenVectorEnv(32)
-    venv.attach_policy(lambda ids, mask: full_logprobs(venv.reference_model, ids, mask))
+    venv.attach_policy(
+        lambda obs: full_logprobs(venv.reference_model, obs["input_ids"], obs["attention_mask"])
+    )
     venv.reset(seed=0)
     rng = np.random.default_rng(0)
     scores, texts = [], []
@@ -685,21 +688,47 @@ def test_returned_arrays_share_no_memory_with_the_env(tiny_gpt2, action_mode):
     np.testing.assert_array_equal(ref, ref_before)
 
 
-def test_topk_scorers_that_take_keywords_also_get_the_candidates(tiny_gpt2):
+def test_scorers_get_every_key_of_the_observation_of_the_stepped_rows(tiny_gpt2):
     env = make(tiny_gpt2, action_mode="topk", top_k=4)
     seen = {}
 
-    def scorer(input_ids, attention_mask, **extra):
-        seen.update(extra)
-        return np.log(np.full((len(input_ids), 4), 0.25))
+    def scorer(obs):
+        seen.update(obs)
+        return np.log(np.full((len(obs["input_ids"]), 4), 0.25))
 
     env.attach_policy(scorer)
     obs, _ = env.reset(seed=0)
     env.step(0)
-    np.testing.assert_array_equal(seen["candidate_ids"], obs["candidate_ids"][None])
-    np.testing.assert_allclose(seen["candidate_logprobs"], obs["candidate_logprobs"][None])
-    env.attach_policy(lambda ids, mask: np.log(np.full((len(ids), 4), 0.25)))  # no keywords
-    env.step(0)
+    assert set(seen) == set(obs)
+    for key in obs:
+        np.testing.assert_array_equal(seen[key], obs[key][None])
+
+
+@pytest.mark.parametrize(
+    ("output", "match"),
+    [
+        (lambda n: np.zeros((n, 4)), "not log-probs"),  # rows that do not sum to 1
+        (lambda n: np.full((n, 4), np.nan), "not log-probs"),
+        (lambda n: np.log(np.full((n, 3), 1 / 3)), r"shape \(1, 3\)"),
+        (lambda n: np.array([["a"] * 4] * n), "expected floats"),
+        (lambda n: 1 / 0, "raised: ZeroDivisionError"),
+    ],
+)
+def test_a_bad_scorer_is_refused_by_name_and_the_step_changes_nothing(tiny_gpt2, output, match):
+    from textgym.envs.textgen_core import ScorerError
+
+    env = make(tiny_gpt2, action_mode="topk", top_k=4)
+
+    def broken(obs):
+        return output(len(obs["input_ids"]))
+
+    obs, _ = env.reset(seed=0)
+    env.attach_policy(broken)
+    with pytest.raises(ScorerError, match=f"scorer <function.*broken.*{match}"):
+        env.step(0)
+    env.attach_policy(lambda obs: np.log(np.full((len(obs["input_ids"]), 4), 0.25)))
+    after, *_ = env.step(0)
+    assert after["attention_mask"].sum() == obs["attention_mask"].sum() + 1  # one token, not two
 
 
 def test_negative_kl_is_logged_only_when_a_window_of_episodes_averages_below_zero(

@@ -50,7 +50,7 @@ def test_every_row_matches_the_single_env(fixture, action_mode, request):
     n = 4
     venv = TextGenVectorEnv(n, **kwargs)
     ref = venv.reference_model
-    venv.attach_policy(lambda ids, mask: _uniform(ids, venv.single_action_space.n))
+    venv.attach_policy(lambda obs: _uniform(obs["input_ids"], venv.single_action_space.n))
     obs, _ = venv.reset(seed=3)
     rng = np.random.default_rng(0)
     episodes = [[] for _ in range(n)]  # per row: list of (prompt_index, actions, rewards)
@@ -77,7 +77,7 @@ def test_every_row_matches_the_single_env(fixture, action_mode, request):
     assert all(len(e) >= 2 for e in episodes)
 
     single = TextGenEnv(**kwargs)
-    single.attach_policy(lambda ids, mask: _uniform(ids, single.action_space.n))
+    single.attach_policy(lambda obs: _uniform(obs["input_ids"], single.action_space.n))
     assert torch.equal(next(single.reference_model.parameters()), next(ref.parameters()))
     for row_episodes in episodes:
         for prompt_index, actions, rewards in row_episodes:
@@ -118,7 +118,8 @@ def test_next_step_autoreset_returns_the_new_first_observation_with_zero_reward(
     eos = venv.tokenizer.eos_token_id
     obs, rewards, terminated, _, infos = venv.step(np.array([eos, 5]))
     assert terminated.tolist() == [True, False]
-    assert infos["_rm_score"].tolist() == [True, False] and infos["rm_score"][0] == 1.0 + 0.0
+    assert infos["_rm_score"].tolist() == [True, True]  # every step has every key
+    assert infos["rm_score"].tolist() == [1.0, 0.0]  # the RM part: on the last step only
     obs, rewards, terminated, _, infos = venv.step(np.array([9, 5]))
     prompt_len = len(venv.tokenizer(venv.core.row_prompt[0])["input_ids"])
     assert rewards[0] == 0.0 and not terminated[0]
@@ -161,7 +162,7 @@ def test_make_vec_uses_the_native_vector_env(tiny_gpt2):
     assert isinstance(venv.unwrapped, TextGenVectorEnv)
     obs, _ = venv.reset(seed=0)
     assert obs["input_ids"].shape == (3, 3 + 24)
-    venv.call("attach_policy", lambda ids, mask: _uniform(ids, venv.single_action_space.n))
+    venv.call("attach_policy", lambda obs: _uniform(obs["input_ids"], venv.single_action_space.n))
     _, _, _, _, infos = venv.step(venv.action_space.sample())
     assert "kl" in infos and infos["kl"].shape == (3,)
     assert venv.call("action_masks")[0].shape == (3, venv.single_action_space.n)

@@ -75,19 +75,19 @@ def add_env_arg(
     parser.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
-def _text_policy(env: gym.Env, policy: str, temperature: float, rng: np.random.Generator):
-    """The acting policy's log-probs for the current state; also attached as the KL scorer."""
-    unwrapped = env.unwrapped
+def _text_policy(env: gym.Env, policy: str, temperature: float, seed: int):
+    """``act(obs)`` of the TextGen policy asked for, attached as the env's KL scorer: the
+    reference at ``temperature``, or uniform over the actions."""
+    if policy == "reference":
+        from textgym.reference import ReferencePolicy
 
-    def logprobs() -> np.ndarray:
-        if policy == "random":
-            n = unwrapped.action_space.n
-            return np.full(n, -np.log(n))
-        scaled = unwrapped.reference_logprobs().astype(np.float64) / temperature
-        return scaled - np.logaddexp.reduce(scaled)
-
-    unwrapped.attach_policy(lambda ids, mask: logprobs()[None])
-    return lambda obs: int(rng.choice(unwrapped.action_space.n, p=np.exp(logprobs())))
+        reference = ReferencePolicy(env.unwrapped.core, temperature, seed)
+        env.unwrapped.attach_policy(reference)
+        return lambda obs: int(reference.act()[0])
+    n = env.action_space.n
+    env.unwrapped.attach_policy(lambda obs: np.full((len(obs["input_ids"]), n), -np.log(n)))
+    rng = np.random.default_rng(seed)
+    return lambda obs: int(rng.integers(n))
 
 
 def use_color(args: argparse.Namespace) -> bool:
@@ -138,10 +138,9 @@ def rollout(args: argparse.Namespace) -> None:
 def _rollout(args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
     color = use_color(args)
     env = gym.make(args.env, render_mode="ansi", **kwargs)
-    rng = np.random.default_rng(args.seed)
     is_text = hasattr(env.unwrapped, "attach_policy")
     if is_text:
-        act = _text_policy(env, args.policy, args.temperature, rng)
+        act = _text_policy(env, args.policy, args.temperature, args.seed)
     else:
         env.action_space.seed(args.seed)
 

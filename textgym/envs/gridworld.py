@@ -1,14 +1,14 @@
 """GridWorld: a robot looks for a diamond on a grid and is killed by fire.
 
 `GridWorldEnv` is one grid; `GridWorldVectorEnv` steps N grids with one array operation.
-Both are built from the same private helpers below, so a row of the vector env behaves
-exactly like a single env.
+Both are built from the same helpers (`textgym.envs.gridworld_maps`), so a row of the vector
+env behaves exactly like a single env.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple, SupportsFloat
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -17,6 +17,37 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textgym._checks import check_int
+from textgym.envs.gridworld_maps import (
+    _N_ACTIONS,
+    _REWARD,
+    _REWARD_LIST,
+    _TERMINAL,
+    _TERMINAL_LIST,
+    DEFAULT_MAP,
+    DIAMOND,
+    DOWN,
+    FIRE,
+    FLOOR,
+    LEFT,
+    RENDER_MODES,
+    RIGHT,
+    ROBOT,
+    TOKEN_VOCAB,
+    UP,
+    WALL,
+    GridObs,
+    _action_masks,
+    _check_actions,
+    _check_args,
+    _Map,
+    _observation_space,
+    _observe,
+    _random_map,
+    _render_ansi,
+    _render_rgb,
+    _shortest_path_actions,
+    _slip,
+)
 
 __all__ = [
     "DEFAULT_MAP",
@@ -33,276 +64,6 @@ __all__ = [
     "GridWorldEnv",
     "GridWorldVectorEnv",
 ]
-
-# Actions, in FrozenLake's order.
-LEFT, DOWN, RIGHT, UP = 0, 1, 2, 3
-_ACTION_NAMES = ("Left", "Down", "Right", "Up")
-_N_ACTIONS = 4
-_STEP_ROW = np.array([0, 1, 0, -1])
-_STEP_COL = np.array([-1, 0, 1, 0])
-
-# Cell codes of the "grid" observation; the robot's cell shows ROBOT.
-FLOOR, WALL, FIRE, DIAMOND, ROBOT = 0, 1, 2, 3, 4
-_CHAR_CODES = {".": FLOOR, "S": FLOOR, "#": WALL, "F": FIRE, "D": DIAMOND}
-_REWARD = np.array([0.0, 0.0, -1.0, 1.0])  # indexed by the code of the cell entered
-_TERMINAL = np.array([False, False, True, True])
-_REWARD_LIST, _TERMINAL_LIST = _REWARD.tolist(), _TERMINAL.tolist()
-
-# Token i of the "tokens" observation; cell code c is token c + 1, so the tokens of a
-# grid spell out its "ansi" rendering.
-TOKEN_VOCAB: tuple[str, ...] = ("<pad>", ".", "#", "F", "D", "R", "\n")
-_NEWLINE_TOKEN = TOKEN_VOCAB.index("\n")
-
-# Two routes to the diamond, both lined with fire: down the left side (10 moves) or
-# through the middle (12 moves).
-DEFAULT_MAP: tuple[str, ...] = (
-    "S...#.",
-    ".##.F.",
-    ".F..#.",
-    ".#.F..",
-    "...#F.",
-    "F#...D",
-)
-
-# Random maps: each cell other than start and diamond is floor, wall or fire.
-_RANDOM_CODES = np.array([FLOOR, WALL, FIRE], dtype=np.int8)
-_RANDOM_PROBS = (0.75, 0.15, 0.10)
-
-_OBS_MODES = ("index", "grid", "tokens")
-_CELL_PX = 32
-_COLOURS = np.array(
-    [
-        (236, 236, 224),  # floor
-        (84, 84, 92),  # wall
-        (232, 84, 28),  # fire
-        (64, 200, 232),  # diamond
-        (48, 64, 200),  # robot
-    ],
-    dtype=np.uint8,
-)
-_GRID_LINE = np.array((160, 160, 160), dtype=np.uint8)
-
-GridObs = int | np.ndarray | dict[str, np.ndarray]
-
-
-class _Map(NamedTuple):
-    """One map, flattened row-major, with its transitions precomputed."""
-
-    cells: np.ndarray  # (rows * cols,) int8 cell codes
-    start: int  # flat index of the start cell
-    moves: np.ndarray  # (rows * cols, 4) flat index each action leads to; walls and edges stay
-
-
-def _compile(cells: np.ndarray, start: int) -> _Map:
-    rows, cols = cells.shape
-    here = np.arange(rows * cols)
-    row = here[:, None] // cols + _STEP_ROW  # (S, 4)
-    col = here[:, None] % cols + _STEP_COL
-    inside = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
-    target = np.clip(row, 0, rows - 1) * cols + np.clip(col, 0, cols - 1)
-    blocked = ~inside | (cells.ravel()[target] == WALL)
-    return _Map(cells.ravel().copy(), start, np.where(blocked, here[:, None], target))
-
-
-def _solvable(m: _Map) -> bool:
-    """Whether a diamond is reachable from the start without entering fire (walls block)."""
-    return bool(np.isfinite(_distances(m.cells[None], m.moves[None])[0, m.start]))
-
-
-def _parse_map(rows: Sequence[str]) -> _Map:
-    if (
-        isinstance(rows, str)
-        or not isinstance(rows, Sequence)
-        or not all(isinstance(row, str) for row in rows)
-    ):
-        raise TypeError(f"map must be a list of strings (one per row), got map={rows!r}")
-    if not rows or not rows[0]:
-        raise ValueError(f"map must have at least one row and one column, got map={rows!r}")
-    for i, row in enumerate(rows):
-        if len(row) != len(rows[0]):
-            raise ValueError(
-                f"map must be rectangular: row {i} has {len(row)} characters, expected "
-                f"{len(rows[0])} like row 0, got map={list(rows)!r}"
-            )
-        for j, char in enumerate(row):
-            if char not in _CHAR_CODES:
-                raise ValueError(
-                    f"map has unknown character {char!r} at row {i}, column {j}; expected one "
-                    f"of {''.join(_CHAR_CODES)!r}, got map={list(rows)!r}"
-                )
-    text = "".join(rows)
-    if text.count("S") != 1:
-        raise ValueError(
-            f"map must have exactly one start 'S', found {text.count('S')} in map={list(rows)!r}"
-        )
-    if "D" not in text:
-        raise ValueError(
-            f"map must have at least one diamond 'D', found none in map={list(rows)!r}"
-        )
-    cells = np.array([[_CHAR_CODES[char] for char in row] for row in rows], dtype=np.int8)
-    m = _compile(cells, text.index("S"))
-    if not _solvable(m):
-        raise ValueError(
-            f"map must have a path from 'S' to a 'D' that avoids fire 'F' and walls '#', "
-            f"got map={list(rows)!r}"
-        )
-    return m
-
-
-def _random_map(size: int, rng: np.random.Generator) -> _Map:
-    """A solvable size x size map: draw cells, start and diamond until a path exists."""
-    while True:
-        cells = rng.choice(_RANDOM_CODES, size=size * size, p=_RANDOM_PROBS)
-        start, diamond = rng.choice(size * size, size=2, replace=False)
-        cells[start], cells[diamond] = FLOOR, DIAMOND
-        m = _compile(cells.reshape(size, size), int(start))
-        if _solvable(m):
-            return m
-
-
-def _check_args(
-    render_mode: str | None,
-    map: Sequence[str] | None,
-    size: int | None,
-    random_map: bool,
-    slip: float,
-    obs_mode: str,
-) -> tuple[_Map | None, int, int]:
-    """Validate the arguments both envs share; return (the fixed map or None, rows, cols)."""
-    if render_mode is not None and render_mode not in GridWorldEnv.metadata["render_modes"]:
-        raise ValueError(
-            f"render_mode must be None, 'ansi' or 'rgb_array', got render_mode={render_mode!r}"
-        )
-    if obs_mode not in _OBS_MODES:
-        raise ValueError(f"obs_mode must be one of {_OBS_MODES}, got obs_mode={obs_mode!r}")
-    if isinstance(slip, bool) or not isinstance(slip, (int, float, np.floating)):
-        raise TypeError(f"slip must be a probability in [0, 1), got slip={slip!r}")
-    if not 0 <= slip < 1:
-        raise ValueError(f"slip must be a probability in [0, 1), got slip={slip!r}")
-    if not random_map:
-        if size is not None:
-            raise ValueError(f"size is only used with random_map=True, got size={size!r}")
-        rows = DEFAULT_MAP if map is None else map
-        return _parse_map(rows), len(rows), len(rows[0])
-    if map is not None:
-        raise ValueError(f"map cannot be combined with random_map=True, got map={map!r}")
-    size = len(DEFAULT_MAP) if size is None else size
-    check_int("size", size, 2)
-    return None, int(size), int(size)
-
-
-def _check_actions(actions: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """`actions` as an int64 array of `shape`, or a TypeError/ValueError naming `name`."""
-    if shape == ():
-        expected = f"an integer in [0, {_N_ACTIONS})"
-    else:
-        expected = f"an integer array of shape {shape} with values in [0, {_N_ACTIONS})"
-    array = np.asarray(actions)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(
-            f"{name} must be {expected}, got {name}={actions!r} of type {type(actions).__name__}"
-        )
-    if array.shape != shape or ((array < 0) | (array >= _N_ACTIONS)).any():
-        raise ValueError(f"{name} must be {expected}, got {name}={actions!r}")
-    return array.astype(np.int64)
-
-
-def _slip(actions: np.ndarray, uniforms: np.ndarray, slip: float) -> np.ndarray:
-    """Each action turned to either perpendicular direction with probability slip / 2."""
-    turn = np.where(uniforms < slip / 2, -1, np.where(uniforms < slip, 1, 0))
-    return (actions + turn) % _N_ACTIONS
-
-
-def _observation_space(obs_mode: str, rows: int, cols: int) -> spaces.Space[Any]:
-    if obs_mode == "index":
-        return spaces.Discrete(rows * cols)
-    if obs_mode == "grid":
-        return spaces.Box(0, ROBOT, (rows, cols), np.int64)
-    length = rows * (cols + 1)  # every row ends with a newline token
-    return spaces.Dict(
-        {
-            "input_ids": spaces.Box(0, len(TOKEN_VOCAB) - 1, (length,), np.int64),
-            "attention_mask": spaces.Box(0, 1, (length,), np.int64),
-        }
-    )
-
-
-def _observe(
-    obs_mode: str, cells: np.ndarray, position: np.ndarray, cols: int
-) -> np.ndarray | dict[str, np.ndarray]:
-    """Fresh batched observations of robots at flat `position` (N,) on maps `cells` (N, S)."""
-    n = len(position)
-    if obs_mode == "index":
-        return position.astype(np.int64)  # (N,)
-    grid = cells.astype(np.int64)  # (N, S), a copy
-    grid[np.arange(n), position] = ROBOT
-    grid = grid.reshape(n, -1, cols)  # (N, rows, cols)
-    if obs_mode == "grid":
-        return grid
-    newline = np.full((n, grid.shape[1], 1), _NEWLINE_TOKEN)
-    ids = np.concatenate([grid + 1, newline], axis=2).reshape(n, -1)  # (N, L)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-
-
-def _distances(cells: np.ndarray, moves: np.ndarray) -> np.ndarray:
-    """(N, S) moves from each cell to the nearest diamond avoiding fire (inf: none), on maps
-    ``cells`` (N, S) with transitions ``moves`` (N, S, 4).
-
-    Counted backwards from the diamonds: a floor cell is one move further than the nearest
-    cell one of its moves leads to (fire and diamonds end the episode, walls are never entered).
-    """
-    n, n_cells = cells.shape
-    rows = np.arange(n)[:, None, None]
-    distance = np.where(cells == DIAMOND, 0.0, np.inf)
-    floor = cells == FLOOR
-    for _ in range(n_cells):
-        closer = np.where(floor, distance[rows, moves].min(axis=2) + 1, distance)
-        if (closer == distance).all():
-            break
-        distance = closer
-    return distance
-
-
-def _shortest_path_actions(
-    cells: np.ndarray, moves: np.ndarray, position: np.ndarray
-) -> np.ndarray:
-    """(N, 4) True for the moves from ``position`` (N,) that start a shortest path to a
-    diamond that avoids fire (see `_distances` for the arguments)."""
-    distance = _distances(cells, moves)
-    rows = np.arange(len(position))
-    here = distance[rows, position]  # (N,)
-    after = np.take_along_axis(distance, moves[rows, position], axis=1)  # (N, 4)
-    return np.isfinite(here)[:, None] & (here[:, None] > 0) & (after == here[:, None] - 1)
-
-
-def _action_masks(moves: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """(N, 4) True where an action changes the position; all True where none does."""
-    masks = moves != position[:, None]
-    masks[~masks.any(axis=1)] = True
-    return masks
-
-
-def _render_ansi(cells: np.ndarray, position: int, cols: int, last_action: int | None) -> str:
-    chars = [TOKEN_VOCAB[code + 1] for code in cells]
-    chars[position] = TOKEN_VOCAB[ROBOT + 1]
-    grid = "".join(
-        "".join(chars[start : start + cols]) + "\n" for start in range(0, len(chars), cols)
-    )
-    return grid if last_action is None else f"  ({_ACTION_NAMES[last_action]})\n{grid}"
-
-
-def _render_rgb(cells: np.ndarray, position: int, cols: int) -> np.ndarray:
-    image = _COLOURS[cells.reshape(-1, cols)]  # (rows, cols, 3)
-    image = image.repeat(_CELL_PX, axis=0).repeat(_CELL_PX, axis=1)  # (H, W, 3)
-    image[::_CELL_PX] = _GRID_LINE
-    image[:, ::_CELL_PX] = _GRID_LINE
-    row, col = divmod(position, cols)
-    margin = _CELL_PX // 5  # the robot is a square inset in its cell, which stays visible
-    image[
-        row * _CELL_PX + margin : (row + 1) * _CELL_PX - margin + 1,
-        col * _CELL_PX + margin : (col + 1) * _CELL_PX - margin + 1,
-    ] = _COLOURS[ROBOT]
-    return image
 
 
 class GridWorldEnv(gym.Env[GridObs, int]):
@@ -343,7 +104,8 @@ class GridWorldEnv(gym.Env[GridObs, int]):
     ## Observation Space
     Selected by `obs_mode`:
 
-    - `"index"`: `Discrete(rows * cols)`, the robot's position `row * cols + col`.
+    - `"index"`: `Discrete(rows * cols)`, the robot's position `row * cols + col`. Only for a
+      fixed map: with `random_map=True` the position does not show the map, so it is refused.
     - `"grid"`: `Box(0, 4, (rows, cols), int64)`, a cell code per cell: 0 floor (the start
       cell included), 1 wall, 2 fire, 3 diamond, 4 the robot.
     - `"tokens"`: `Dict(input_ids=Box(0, V - 1, (L,), int64),
@@ -396,7 +158,8 @@ class GridWorldEnv(gym.Env[GridObs, int]):
       `reset` (each other cell is floor, wall or fire with probability 0.75, 0.15, 0.1).
     * `slip`: probability in `[0, 1)` that the robot moves in one of the two perpendicular
       directions (each with probability `slip / 2`) instead of the chosen one.
-    * `obs_mode`: `"index"`, `"grid"` or `"tokens"` (see Observation Space).
+    * `obs_mode`: `"index"`, `"grid"` or `"tokens"` (see Observation Space); `"grid"` or
+      `"tokens"` with `random_map=True`.
 
     `GridWorldVectorEnv` runs N of these grids in one array operation per step:
     `gym.make_vec("GridWorld-v0", num_envs=N, vectorization_mode="vector_entry_point")`.
@@ -405,7 +168,7 @@ class GridWorldEnv(gym.Env[GridObs, int]):
     * v0: Initial version.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    metadata: dict[str, Any] = {"render_modes": list(RENDER_MODES), "render_fps": 4}
 
     def __init__(
         self,
@@ -436,7 +199,6 @@ class GridWorldEnv(gym.Env[GridObs, int]):
         super().reset(seed=seed)
         if self._fixed_map is None:
             self._map = _random_map(self._rows, self.np_random)
-        assert self._map is not None
         self._moves_list = self._map.moves.tolist()
         self._cells_list = self._map.cells.tolist()
         self._position = self._map.start
@@ -445,7 +207,7 @@ class GridWorldEnv(gym.Env[GridObs, int]):
         return self._observation(), self._info()
 
     def step(self, action: int) -> tuple[GridObs, SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._position is None or self._map is None:
+        if self._position is None:
             raise RuntimeError("step() was called before reset(); call env.reset() first")
         if self._ended:
             raise RuntimeError(
@@ -458,8 +220,7 @@ class GridWorldEnv(gym.Env[GridObs, int]):
             act = action
         else:
             act = int(_check_actions(action, (), "action"))
-        uniform = self.np_random.random()
-        move = act if uniform >= self.slip else (act + (-1 if uniform < self.slip / 2 else 1)) % 4
+        move = _slip(act, self.np_random.random(), self.slip)
         self._position = self._moves_list[self._position][move]
         self._last_action = act
         code = self._cells_list[self._position]
@@ -469,7 +230,7 @@ class GridWorldEnv(gym.Env[GridObs, int]):
 
     def action_masks(self) -> np.ndarray:
         """Boolean array of shape (4,): True for the moves that change the position."""
-        if self._position is None or self._map is None:
+        if self._position is None:
             raise RuntimeError("action_masks() was called before reset(); call env.reset() first")
         position = np.array([self._position])
         return _action_masks(self._map.moves[position], position)[0]
@@ -480,7 +241,7 @@ class GridWorldEnv(gym.Env[GridObs, int]):
 
         All False once the episode has ended. Slip is ignored: the moves are the intended ones.
         """
-        if self._position is None or self._map is None:
+        if self._position is None:
             raise RuntimeError(
                 "shortest_path_actions() was called before reset(); call env.reset() first"
             )
@@ -494,14 +255,13 @@ class GridWorldEnv(gym.Env[GridObs, int]):
                 'gym.make("GridWorld-v0", render_mode="rgb_array")'
             )
             return None
-        if self._position is None or self._map is None:
+        if self._position is None:
             raise RuntimeError("render() was called before reset(); call env.reset() first")
         if self.render_mode == "ansi":
             return _render_ansi(self._map.cells, self._position, self._cols, self._last_action)
         return _render_rgb(self._map.cells, self._position, self._cols)
 
     def _observation(self) -> GridObs:
-        assert self._map is not None and self._position is not None
         if self.obs_mode == "index":
             return self._position
         batch = _observe(
@@ -509,7 +269,7 @@ class GridWorldEnv(gym.Env[GridObs, int]):
         )
         if isinstance(batch, dict):
             return {key: value[0] for key, value in batch.items()}
-        return int(batch[0]) if self.obs_mode == "index" else batch[0]
+        return batch[0]
 
     def _info(self) -> dict[str, Any]:
         assert self._position is not None
@@ -545,7 +305,7 @@ class GridWorldVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
     """
 
     metadata: dict[str, Any] = {
-        "render_modes": ["ansi", "rgb_array"],
+        "render_modes": list(RENDER_MODES),
         "render_fps": 4,
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }

@@ -44,7 +44,9 @@ class TextGenEnv(gym.Env):
     prompt followed by the generated tokens, right-padded, ``L = max_prompt_tokens +
     max_new_tokens``. ``"topk"`` mode adds ``candidate_ids`` ``(top_k,)`` int64 and
     ``candidate_logprobs`` ``(top_k,)`` float32 (the reference's log-probs renormalised over
-    the candidates). Every returned array is a fresh copy.
+    the candidates). A terminal state (the observation returned with ``terminated=True``) has
+    no next token, so no candidates: ``candidate_ids`` are the padding id of ``input_ids`` and
+    ``candidate_logprobs`` 0.0. Every returned array is a fresh copy.
 
     ## Starting State
 
@@ -58,10 +60,13 @@ class TextGenEnv(gym.Env):
         r_t = -kl_coef * k(log r)                 every step (k1 = -log r, k2, k3)
             + RM(prompt, text) [- missing_eos_penalty]   on the last step
 
-    ``pi`` comes from a policy scorer attached with `attach_policy`. With none attached the
-    reference-only form ``r_t = kl_coef * log pi_ref(a_t|s_t)`` is used (a warning is shown
-    once): it is the KL-regularised objective when the agent adds an entropy bonus of
-    ``kl_coef``. In ``"topk"`` mode ``log pi_ref`` is renormalised over the candidates.
+    ``pi`` comes from a policy scorer attached with `attach_policy` (``scorer(obs) ->
+    log_probs [B, A]``). With none attached the reference-only form
+    ``r_t = kl_coef * log pi_ref(a_t|s_t)`` is used (a warning is shown once). Its expected
+    return plus an entropy bonus of ``kl_coef`` equals the KL-regularised objective in value,
+    since ``-KL(pi||pi_ref) = E_pi[log pi_ref] + H(pi)``, but not in gradient: an entropy bonus
+    in the loss ignores how earlier tokens change the entropies of later states. In ``"topk"``
+    mode ``log pi_ref`` is renormalised over the candidates.
 
     ## Episode End
 
@@ -70,11 +75,26 @@ class TextGenEnv(gym.Env):
 
     ## Information
 
-    Every step: ``ref_logprob``, ``kl_coef``, ``kl_reward`` (the KL part of the reward) and,
-    with a scorer, ``policy_logprob`` and ``kl``. The last step adds ``rm_score``,
-    ``eos_penalty`` (the ``missing_eos_penalty`` paid, 0.0 if the text ended with EOS),
-    ``prompt``, ``text`` (decoded once per episode) and, with a scorer, ``episode_kl`` (the
-    summed KL estimate of the episode).
+    ``reset`` returns ``prompt`` (str, the prompt as the policy sees it) and ``prompt_index``
+    (int, its index in the prompt set; -1 for ``options={"prompt": ...}``). Every step returns
+    the same keys with values of fixed types, so libraries that store infos in preallocated
+    buffers (Tianshou) take them; what only the last step knows has a neutral value before it:
+
+    - ``prompt``, ``prompt_index``: as at reset.
+    - ``ref_logprob``, ``kl_coef`` (beta), ``kl_reward`` (the KL part of the reward): floats.
+    - ``rm_score``: the RM part of the reward, float: the (normalised) RM score of the text on
+      the last step, 0.0 before it.
+    - ``eos_penalty``: the ``missing_eos_penalty`` paid, float: on a last step without EOS,
+      0.0 otherwise.
+    - ``text``: the continuation, str: decoded once per episode, on the last step; ``""``
+      before it.
+    - With a policy scorer attached: ``policy_logprob`` and ``kl`` (the KL estimate of the
+      step), floats, and ``episode_kl``, the episode's summed KL estimate so far (the whole
+      episode's on the last step).
+
+    So ``reward == kl_reward + rm_score - eos_penalty`` on every step, and ``terminated``
+    marks the step whose ``rm_score`` and ``text`` are final. The vector envs report the same
+    keys and values.
 
     ## Arguments
 
@@ -83,9 +103,12 @@ class TextGenEnv(gym.Env):
     - ``reference_model``: the frozen reference model (default: ``model``).
     - ``reward_model``: a `textgym.rewards.RewardModel`, a callable ``(prompts, texts) ->
       scores``, a name (``"sentiment"``) or a path to a HF sequence-classification model.
-    - ``prompts``: a list of strings, a .txt / .jsonl path, or ``None`` for the bundled set.
+    - ``prompts``: a list of prompts (strings, or chat conversations as lists of
+      ``{"role", "content"}`` messages, rendered with the tokenizer's chat template), a .txt /
+      .jsonl path, or ``None`` for the bundled set.
     - ``max_new_tokens`` (24), ``max_prompt_tokens`` (24): episode length and prompt budget;
-      longer prompts are cut from the left with a one-time warning.
+      longer prompts are cut from the left, keeping the tokenizer's special tokens (BOS), with
+      a one-time warning. The reward model receives the prompt as the policy saw it.
     - ``kl_coef`` (0.05), ``kl_estimator`` (``"k1"``, ``"k2"``, ``"k3"``), ``kl_target``
       (adaptive beta, Ziegler et al.) and ``kl_horizon`` (10000).
     - ``action_mode`` (``"vocab"`` / ``"topk"``), ``top_k`` (10), ``top_p`` (1.0): the
@@ -142,8 +165,13 @@ class TextGenEnv(gym.Env):
         return self.core.kl_controller.value
 
     def attach_policy(self, scorer: PolicyScorer | None) -> None:
-        """Use ``scorer(input_ids, attention_mask) -> log_probs [B, A]`` as the acting policy
-        pi in the KL step reward; ``None`` detaches it (reference-only reward)."""
+        """Use ``scorer(obs) -> log_probs`` as the acting policy pi in the KL step reward;
+        ``None`` detaches it (reference-only reward).
+
+        ``obs`` is the batched observation of the rows being stepped (every key of the
+        observation space, ``[B, ...]``); the scorer returns the acting policy's log-probs over
+        the action space, ``[B, A]``, finite rows that sum to 1. Anything else (or an exception
+        inside the scorer) raises `ScorerError`, and the step changes nothing."""
         self.core.attach_policy(scorer)
 
     def reset(

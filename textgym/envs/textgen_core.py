@@ -11,7 +11,7 @@ import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,8 @@ from gymnasium import spaces
 from textgym._checks import check_int, is_number
 from textgym.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl_estimate
 from textgym.lm import IncrementalLM, load_causal_lm, load_tokenizer
-from textgym.prompts import load_prompts
+from textgym.prompts import EncodedPrompt, Prompt, encode_prompt, load_prompts, special_affixes
+from textgym.reference import sample_tokens
 from textgym.rewards import RewardModel, checked_score, resolve_reward_model
 
 logger = logging.getLogger(__name__)
@@ -29,49 +30,106 @@ logger = logging.getLogger(__name__)
 ACTION_MODES = ("vocab", "topk")
 _KL_WINDOW = 64  # finished episodes whose mean KL is checked for a negative sign
 
-PolicyScorer = Callable[..., Any]
-"""``scorer(input_ids, attention_mask) -> log_probs``: ``[B, L]`` observations in, the acting
-policy's log-probs over the action space at the last real position out, ``[B, A]``. In
-``"topk"`` mode a scorer that accepts keyword arguments ``candidate_ids`` and
-``candidate_logprobs`` (or ``**kwargs``) also gets those observation entries, ``[B, k]``."""
+PolicyScorer = Callable[[dict[str, np.ndarray]], Any]
+"""``scorer(obs) -> log_probs``: the batched observation of the rows being stepped (every key
+of the observation space, ``[B, ...]``, fresh copies) in; the acting policy's log-probs over
+the action space out, ``[B, A]`` (a numpy array or a tensor), finite, each row a distribution
+(logsumexp 0). The env checks the output and raises `ScorerError` naming the scorer."""
+
+
+class ScorerError(RuntimeError):
+    """A policy scorer raised, or returned something that is not log-probs over the actions."""
+
+
+# The info keys of every step (and the fields of `StepResult` that hold them), in the order
+# the envs report them; an attached policy scorer adds `SCORER_INFO_KEYS`. Every step carries
+# every key with a value of a fixed type, so libraries that store infos in preallocated
+# buffers (Tianshou) take them; what only the last step knows is a neutral value before it.
+INFO_KEYS = (
+    "prompt",  # str: the prompt as the policy saw it (known from the reset on)
+    "prompt_index",  # int: its index in the prompt set, -1 for a prompt given to reset()
+    "ref_logprob",  # float: log pi_ref of the action
+    "kl_coef",  # float: beta of this step
+    "kl_reward",  # float: the KL part of the reward
+    "rm_score",  # float: the RM part of the reward, 0.0 but on the last step
+    "eos_penalty",  # float: the missing-EOS penalty paid, 0.0 but on a last step without EOS
+    "text",  # str: the continuation, decoded once on the last step, "" before it
+)
+SCORER_INFO_KEYS = (
+    "policy_logprob",  # float: log pi of the action
+    "kl",  # float: the KL estimate of the step
+    "episode_kl",  # float: the episode's summed KL estimate so far (all of it on the last step)
+)
 
 
 @dataclass
 class StepResult:
-    """What one core step produced for all rows (rows that did not step hold zeros)."""
+    """What one core step produced for all rows (rows that did not step hold zeros and ``""``,
+    but their current ``prompt``, ``prompt_index`` and ``kl_coef``).
 
-    rewards: np.ndarray  # (N,) float32: KL part plus, on the last step, the RM part
-    kl_reward: np.ndarray  # (N,) float32: the KL part alone
+    Each info key is a field of one value per row. `row_info` (the single env, SB3's
+    ``VecEnv``) and `batched_info` (gymnasium's ``VectorEnv``) are two forms of the same
+    values, so every env reports the same keys. On every row ``rewards == kl_reward +
+    rm_score - eos_penalty`` (in float32).
+    """
+
+    rewards: np.ndarray  # (N,) float32
     terminated: np.ndarray  # (N,) bool
+    prompt: np.ndarray  # (N,) object (str)
+    prompt_index: np.ndarray  # (N,) int64
     ref_logprob: np.ndarray  # (N,) float32
-    kl_coef: float
-    policy_logprob: np.ndarray | None = None  # (N,), when a policy scorer is attached
-    kl: np.ndarray | None = None  # (N,), when a policy scorer is attached
-    finished: dict[int, dict[str, Any]] = field(default_factory=dict)  # row -> final-step info
+    kl_coef: np.ndarray  # (N,) float64
+    kl_reward: np.ndarray  # (N,) float32
+    rm_score: np.ndarray  # (N,) float64
+    eos_penalty: np.ndarray  # (N,) float64
+    text: np.ndarray  # (N,) object (str)
+    policy_logprob: np.ndarray | None = None  # (N,) float32, with a policy scorer
+    kl: np.ndarray | None = None  # (N,) float32, with a policy scorer
+    episode_kl: np.ndarray | None = None  # (N,) float64, with a policy scorer
 
     @classmethod
-    def empty(cls, n: int, kl_coef: float) -> StepResult:
-        """A result in which no row stepped."""
-        return cls(
+    def empty(cls, n: int, kl_coef: float, scored: bool) -> StepResult:
+        """A result in which no row stepped (``scored``: with the policy scorer's keys)."""
+        result = cls(
             rewards=np.zeros(n, dtype=np.float32),
-            kl_reward=np.zeros(n, dtype=np.float32),
             terminated=np.zeros(n, dtype=bool),
+            prompt=np.full(n, "", dtype=object),
+            prompt_index=np.zeros(n, dtype=np.int64),
             ref_logprob=np.zeros(n, dtype=np.float32),
-            kl_coef=kl_coef,
+            kl_coef=np.full(n, kl_coef, dtype=np.float64),
+            kl_reward=np.zeros(n, dtype=np.float32),
+            rm_score=np.zeros(n, dtype=np.float64),
+            eos_penalty=np.zeros(n, dtype=np.float64),
+            text=np.full(n, "", dtype=object),
         )
+        if scored:
+            result.policy_logprob = np.zeros(n, dtype=np.float32)
+            result.kl = np.zeros(n, dtype=np.float32)
+            result.episode_kl = np.zeros(n, dtype=np.float64)
+        return result
+
+    @property
+    def info_keys(self) -> tuple[str, ...]:
+        """The keys of every row's info: `INFO_KEYS`, plus `SCORER_INFO_KEYS` with a scorer."""
+        return (INFO_KEYS + SCORER_INFO_KEYS) if self.kl is not None else INFO_KEYS
 
     def row_info(self, row: int) -> dict[str, Any]:
-        """The info dict of one row, as the single-sequence env reports it."""
-        info: dict[str, Any] = {
-            "ref_logprob": float(self.ref_logprob[row]),
-            "kl_coef": self.kl_coef,
-            "kl_reward": float(self.kl_reward[row]),
-        }
-        if self.policy_logprob is not None:
-            info["policy_logprob"] = float(self.policy_logprob[row])
-            info["kl"] = float(self.kl[row])
-        info.update(self.finished.get(row, {}))
-        return info
+        """The info dict of one row, as the single env reports it (Python floats, ints, str)."""
+        return {key: getattr(self, key).item(row) for key in self.info_keys}
+
+    def batched_info(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Gymnasium's vector form: every key's ``(N,)`` array, and its ``_key`` mask ``rows``
+        (bool, the rows that stepped)."""
+        infos: dict[str, np.ndarray] = {}
+        for key in self.info_keys:
+            infos[key] = getattr(self, key)
+            infos[f"_{key}"] = rows.copy()
+        return infos
+
+    @property
+    def finished(self) -> dict[int, dict[str, Any]]:
+        """The info of each row whose episode ended on this step, by row."""
+        return {int(row): self.row_info(row) for row in np.flatnonzero(self.terminated)}
 
 
 class TextGenCore:
@@ -87,7 +145,7 @@ class TextGenCore:
         model: str | os.PathLike | None = None,
         reference_model: str | os.PathLike | None = None,
         reward_model: Any = None,
-        prompts: str | os.PathLike | Sequence[str] | None = None,
+        prompts: str | os.PathLike | Sequence[Prompt] | None = None,
         max_new_tokens: int = 24,
         max_prompt_tokens: int = 24,
         kl_coef: float = 0.05,
@@ -178,16 +236,29 @@ class TextGenCore:
         self.reward_model: RewardModel = resolve_reward_model(reward_model)
         self.prompts = load_prompts(prompts)
         self._warned_truncation = False
-        encoded = [self._encode(p, f"prompts[{i}]") for i, p in enumerate(self.prompts)]
-        self._warn_truncated(sum(len(ids) > max_prompt_tokens for ids in encoded))
-        self._prompt_ids = [ids[-max_prompt_tokens:] for ids in encoded]
+        specials = sum(map(len, special_affixes(self.tokenizer)))  # BOS: kept by every cut
+        if max_prompt_tokens <= specials:
+            raise ValueError(
+                f"max_prompt_tokens={max_prompt_tokens} leaves no room for prompt text: the "
+                f"tokenizer of model={self.tokenizer.name_or_path!r} adds {specials} special "
+                f"token(s) that a cut prompt keeps; expected max_prompt_tokens > {specials}"
+            )
+        encoded = [
+            encode_prompt(self.tokenizer, p, max_prompt_tokens, f"prompts[{i}]")
+            for i, p in enumerate(self.prompts)
+        ]
+        self._warn_truncated(sum(e.cut for e in encoded))
+        self._prompt_ids = [e.ids for e in encoded]
+        self._prompt_texts = [e.text for e in encoded]  # what the policy sees, for the RM
 
         self.num_actions = top_k if action_mode == "topk" else self.vocab_size
         self.seq_len = max_prompt_tokens + max_new_tokens
         self.observation_space = self._make_observation_space()
         self.action_space = spaces.Discrete(self.num_actions)
         self.scorer: PolicyScorer | None = None
-        self._scorer_extras = False
+        # The rows being stepped while the scorer runs (None otherwise): lets a scorer bound to
+        # this core (the reference policy) answer from state the env already holds.
+        self.scoring_rows: np.ndarray | None = None
         self._recent_kl: deque[float] = deque(maxlen=_KL_WINDOW)
         self._since_kl_check = 0
         self._warned_no_scorer = False
@@ -235,59 +306,59 @@ class TextGenCore:
             )
         return spaces.Dict(entries)
 
-    def encode_prompt(self, prompt: str, argument: str = "prompt") -> list[int]:
-        """Token ids of ``prompt``, cut from the left to ``max_prompt_tokens`` (warning once)."""
-        ids = self._encode(prompt, argument)
-        self._warn_truncated(int(len(ids) > self.max_prompt_tokens))
-        return ids[-self.max_prompt_tokens :]
-
-    def _encode(self, prompt: str, argument: str) -> list[int]:
-        if not isinstance(prompt, str):
-            raise TypeError(f"{argument}={prompt!r} has type {type(prompt).__name__}: expected str")
-        ids = self.tokenizer(prompt)["input_ids"]
-        if not ids:
-            raise ValueError(
-                f"{argument}={prompt!r} encodes to no tokens: expected a non-empty prompt"
-            )
-        return ids
+    def encode_prompt(self, prompt: Prompt, argument: str = "prompt") -> EncodedPrompt:
+        """``prompt`` (a string or a chat conversation) as the policy sees it: token ids cut
+        from the left to ``max_prompt_tokens`` keeping BOS (warning once), and their text."""
+        encoded = encode_prompt(self.tokenizer, prompt, self.max_prompt_tokens, argument)
+        self._warn_truncated(int(encoded.cut))
+        return encoded
 
     def _warn_truncated(self, count: int) -> None:
         if count and not self._warned_truncation:
             self._warned_truncation = True
             warnings.warn(
                 f"{count} prompt(s) are longer than max_prompt_tokens={self.max_prompt_tokens} "
-                "tokens and are cut from the left (their ends are kept); shown once",
+                "tokens and are cut from the left (their ends and the tokenizer's special "
+                "tokens such as BOS are kept); shown once",
                 UserWarning,
                 stacklevel=3,
             )
 
     # ------------------------------------------------------------------ policy scorer
     def attach_policy(self, scorer: PolicyScorer | None) -> None:
-        """Use ``scorer`` for log pi in the KL reward (``None`` detaches it)."""
+        """Use ``scorer`` for log pi in the KL reward (``None`` detaches it); see `PolicyScorer`."""
         if scorer is not None and not callable(scorer):
             raise TypeError(
-                f"scorer={scorer!r} is not callable: expected scorer(input_ids, attention_mask)"
+                f"scorer={scorer!r} is not callable: expected scorer(obs) -> log-probs [B, A]"
             )
         self.scorer = scorer
-        self._scorer_extras = (
-            scorer is not None and self.action_mode == "topk" and _takes_extras(scorer)
-        )
 
     def _policy_logprobs(self, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        extras = {}
-        if self._scorer_extras:
-            extras = {
-                "candidate_ids": _fresh(self._cand_ids[torch.as_tensor(rows)]),
-                "candidate_logprobs": _fresh(self._cand_logprobs[torch.as_tensor(rows)]),
-            }
-        out = self.scorer(self.input_ids[rows].copy(), self.attention_mask[rows].copy(), **extras)
+        """log pi of ``actions`` from the attached scorer, its output checked."""
+        self.scoring_rows = rows
+        try:
+            out = self.scorer(self.observe(rows))
+        except Exception as err:
+            raise ScorerError(f"the policy scorer {self.scorer!r} raised: {err!r}") from err
+        finally:
+            self.scoring_rows = None
         if isinstance(out, torch.Tensor):
             out = out.detach().float().cpu().numpy()
-        out = np.asarray(out, dtype=np.float64)
-        if out.shape != (len(rows), self.num_actions):
-            raise ValueError(
-                f"the attached policy scorer returned shape {out.shape}: expected "
-                f"({len(rows)}, {self.num_actions}), log-probs over the action space per row"
+        out = np.asarray(out)
+        expected = (len(rows), self.num_actions)
+        if out.shape != expected or not np.issubdtype(out.dtype, np.floating):
+            raise ScorerError(
+                f"the policy scorer {self.scorer!r} returned {out.dtype} of shape {out.shape}: "
+                f"expected floats of shape {expected}, log-probs over the action space per row"
+            )
+        out = out.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            total = np.logaddexp.reduce(out, axis=1)  # NaN or +inf in a row: not 0 either
+        if not (np.abs(total) <= 1e-3).all():
+            raise ScorerError(
+                f"the policy scorer {self.scorer!r} returned values that are not log-probs "
+                f"(row logsumexp {total.min():.3g} to {total.max():.3g}, or NaN): expected "
+                "each row to be a distribution over the actions (logsumexp 0)"
             )
         return out[np.arange(len(rows)), actions]
 
@@ -296,18 +367,23 @@ class TextGenCore:
         self,
         rows: Sequence[int],
         prompt_indices: Sequence[int] | None = None,
-        prompt_texts: Sequence[str] | None = None,
+        prompt_texts: Sequence[Prompt] | None = None,
     ) -> None:
-        """Begin a new episode in each of ``rows``, from bundled prompt indices or given texts."""
+        """Begin a new episode in each of ``rows``, from bundled prompt indices or given prompts.
+
+        ``row_prompt`` holds the text the policy conditions on (see `encode_prompt`): the RM
+        scores it, and ``info["prompt"]`` reports it.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         if prompt_texts is not None:
-            encoded = [self.encode_prompt(text) for text in prompt_texts]
-            texts = list(prompt_texts)
+            given = [self.encode_prompt(prompt) for prompt in prompt_texts]
+            encoded = [prompt.ids for prompt in given]
+            texts = [prompt.text for prompt in given]
             indices = np.full(len(rows), -1)
         else:
             indices = np.asarray(prompt_indices, dtype=np.int64)
             encoded = [self._prompt_ids[i] for i in indices]
-            texts = [self.prompts[i] for i in indices]
+            texts = [self._prompt_texts[i] for i in indices]
         logits = self._lm.start(rows.tolist(), encoded)
         self._set_next(rows, logits)
         self.input_ids[rows] = self._obs_pad
@@ -361,6 +437,15 @@ class TextGenCore:
             top = torch.topk(logits, self.top_k, dim=-1)
             self._cand_ids[target] = top.indices
             self._cand_logprobs[target] = torch.log_softmax(top.values, dim=-1)
+
+    def reset_info(self, rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """The reset info of ``rows``, one value per row: ``prompt`` and ``prompt_index`` (the
+        first two of `INFO_KEYS`, which every step repeats)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return {
+            "prompt": np.array([self.row_prompt[row] for row in rows], dtype=object),
+            "prompt_index": self.prompt_index[rows].copy(),
+        }
 
     def observe(
         self, rows: int | Sequence[int] | np.ndarray | None = None
@@ -427,16 +512,17 @@ class TextGenCore:
             ref_lp = self._gather("next", idx, acts).astype(np.float64)
 
         beta = self.kl_controller.value
-        result = StepResult.empty(n, beta)
+        result = StepResult.empty(n, beta, scored=self.scorer is not None)
+        result.prompt[:] = self.row_prompt
+        result.prompt_index[:] = self.prompt_index
         result.ref_logprob[idx] = ref_lp
         if self.scorer is not None:
             pol_lp = self._policy_logprobs(idx, acts)
             kl = kl_estimate(pol_lp, ref_lp, self.kl_estimator)
             rewards = -beta * kl
-            result.policy_logprob = np.zeros(n, dtype=np.float32)
-            result.kl = np.zeros(n, dtype=np.float32)
             result.policy_logprob[idx] = pol_lp
             result.kl[idx] = kl
+            result.episode_kl[idx] = self.kl_sum[idx] + kl
         else:
             self._warn_no_scorer()
             kl = None
@@ -449,7 +535,7 @@ class TextGenCore:
         done_rows = idx[done]
         if done_rows.size:
             rewards = rewards.copy()
-            rm = self._finish(done_rows, tokens[done], kl, done, hit_eos[done], result)
+            rm = self._finish(done_rows, tokens[done], hit_eos[done], result)
             rewards[done] += rm
         result.rewards[idx] = rewards
         result.terminated[done_rows] = True
@@ -462,6 +548,8 @@ class TextGenCore:
         if kl is not None:
             self.kl_sum[idx] += kl
         self.active[done_rows] = False
+        if done_rows.size and self.action_mode == "topk":
+            self._end_candidates(done_rows)
         if done_rows.size and kl is not None:
             episode_kl = self.kl_sum[done_rows]
             self.kl_controller.update(float(episode_kl.mean()), len(done_rows))
@@ -502,29 +590,31 @@ class TextGenCore:
                 mean,
             )
 
-    def _finish(self, rows, last_tokens, kl, done, hit_eos, result: StepResult) -> np.ndarray:
-        """The RM score (and final info) of the rows that finish on this step."""
+    def _finish(self, rows, last_tokens, hit_eos, result: StepResult) -> np.ndarray:
+        """The RM part of the reward (and final info) of the rows that finish on this step:
+        their texts are decoded here, once per episode."""
         texts = []
         for row, token in zip(rows, last_tokens):
             start = self.prompt_len[row]
             generated = [*self.input_ids[row, start : start + self.gen_len[row]], token]
             texts.append(generated)
         texts = self.tokenizer.batch_decode(texts, skip_special_tokens=True)
+        # The prompts as the policy saw them (cut, chat-rendered): the RM judges that context.
         prompts = [self.row_prompt[row] for row in rows]
         raw = checked_score(self.reward_model, prompts, texts)
         scores = self.reward_gain * raw + self.reward_bias
         penalties = self.missing_eos_penalty * (~hit_eos)
-        for i, row in enumerate(rows):
-            info = {
-                "rm_score": float(scores[i]),
-                "eos_penalty": float(penalties[i]),
-                "prompt": prompts[i],
-                "text": texts[i],
-            }
-            if kl is not None:
-                info["episode_kl"] = float(self.kl_sum[row] + kl[done][i])
-            result.finished[int(row)] = info
+        result.rm_score[rows] = scores
+        result.eos_penalty[rows] = penalties
+        result.text[rows] = texts
         return scores - penalties
+
+    def _end_candidates(self, rows: np.ndarray) -> None:
+        """A terminal state has no next token: in ``"topk"`` mode its candidates are the padding
+        id of ``input_ids``, with log-prob 0.0 (never the previous state's)."""
+        target = torch.as_tensor(rows, device=self._cand_ids.device)
+        self._cand_ids[target] = self._obs_pad
+        self._cand_logprobs[target] = 0.0
 
     def _check_actions(self, actions: Any, idx: np.ndarray, argument: str) -> np.ndarray:
         if type(actions) is int and self.num_rows == 1 and 0 <= actions < self.num_actions:
@@ -572,8 +662,7 @@ class TextGenCore:
         generated = torch.zeros(samples, self.max_new_tokens, dtype=torch.long)
         finished = torch.zeros(samples, dtype=torch.bool)
         for t in range(self.max_new_tokens):
-            probs = torch.softmax(logits.cpu(), dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            token = sample_tokens(logits, generator=generator)
             token[finished] = self.pad_token_id
             generated[:, t] = token
             finished |= token == self.eos_token_id
@@ -581,7 +670,7 @@ class TextGenCore:
                 break
             logits = scorer.advance(token)
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        scores = checked_score(self.reward_model, [self.prompts[i] for i in picks], texts)
+        scores = checked_score(self.reward_model, [self._prompt_texts[i] for i in picks], texts)
         std = float(scores.std())
         if std < 1e-8:
             raise ValueError(
@@ -615,25 +704,6 @@ class TextGenCore:
             ].tolist()
         logits = self._lm.start(list(range(self.num_rows)), sequences)
         self._set_next(rows, logits[torch.as_tensor(rows)])
-
-
-def _takes_extras(scorer: PolicyScorer) -> bool:
-    """Whether ``scorer`` accepts the candidate entries of a ``"topk"`` observation."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(scorer).parameters.values()
-    except (TypeError, ValueError):  # builtins and some C callables have no signature
-        return False
-    names = {p.name for p in parameters}
-    return (
-        any(p.kind is p.VAR_KEYWORD for p in parameters)
-        or {
-            "candidate_ids",
-            "candidate_logprobs",
-        }
-        <= names
-    )
 
 
 def _fresh(tensor: torch.Tensor) -> np.ndarray:

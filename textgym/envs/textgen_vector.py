@@ -17,35 +17,6 @@ from gymnasium.vector.utils import batch_space
 
 from textgym.envs.textgen_core import PolicyScorer, StepResult, TextGenCore
 
-_ROW_KEYS = ("ref_logprob", "kl_coef", "policy_logprob", "kl")
-_FINAL_KEYS = ("rm_score", "prompt", "text", "episode_kl")
-
-
-def _batched_infos(result: StepResult, live: np.ndarray) -> dict[str, np.ndarray]:
-    """Gymnasium's dict-of-arrays infos, each key with its ``_key`` mask of rows that have it."""
-    n = len(live)
-    infos: dict[str, np.ndarray] = {
-        "ref_logprob": result.ref_logprob,
-        "kl_coef": np.full(n, result.kl_coef, dtype=np.float32),
-    }
-    if result.policy_logprob is not None:
-        infos["policy_logprob"] = result.policy_logprob
-        infos["kl"] = result.kl
-    for key in list(infos):
-        infos[f"_{key}"] = live.copy()
-    for key in _FINAL_KEYS:
-        rows = [row for row, info in result.finished.items() if key in info]
-        if not rows:
-            continue
-        is_text = key in ("prompt", "text")
-        values = np.full(n, None if is_text else 0.0, dtype=object if is_text else np.float64)
-        mask = np.zeros(n, dtype=bool)
-        for row in rows:
-            values[row] = result.finished[row][key]
-            mask[row] = True
-        infos[key], infos[f"_{key}"] = values, mask
-    return infos
-
 
 class TextGenVectorEnv(VectorEnv):
     """N TextGen episodes as one Gymnasium ``VectorEnv`` (autoreset mode ``NEXT_STEP``).
@@ -53,7 +24,10 @@ class TextGenVectorEnv(VectorEnv):
     Made by ``gym.make_vec("TextGen-v0", num_envs=N, vectorization_mode="vector_entry_point")``;
     takes the arguments of `TextGenEnv`. Rows start from prompts drawn from ``self.np_random``;
     the step after a row terminates ignores its action and returns that row's new first
-    observation with reward 0. Infos are dicts of arrays with ``_key`` masks.
+    observation with reward 0. Infos are dicts of arrays with ``_key`` masks: a row that steps
+    has every key of `TextGenEnv`'s step info (see its Information section), with the same
+    values; a row that restarts has its reset info (``prompt``, ``prompt_index``), as in
+    gymnasium's own vector envs.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -107,7 +81,9 @@ class TextGenVectorEnv(VectorEnv):
         self._start(rows)
         self._restart[:] = False
         self._started = True
-        return self.core.observe(), self._reset_infos(rows)
+        infos = self.core.reset_info(rows)
+        infos.update({f"_{key}": np.ones(self.num_envs, dtype=bool) for key in list(infos)})
+        return self.core.observe(), infos
 
     def step(
         self, actions: Any
@@ -118,11 +94,15 @@ class TextGenVectorEnv(VectorEnv):
         if live.any():
             result = self.core.step(actions, rows=live, argument="actions")
         else:
-            result = StepResult.empty(self.num_envs, self.core.kl_controller.value)
+            scored = self.core.scorer is not None
+            result = StepResult.empty(self.num_envs, self.core.kl_controller.value, scored=scored)
+        infos = result.batched_info(live)
         restart_rows = np.flatnonzero(self._restart)
         if restart_rows.size:
             self._start(restart_rows)
-        infos = _batched_infos(result, live)
+            for key, values in self.core.reset_info(restart_rows).items():
+                infos[key][restart_rows] = values
+                infos[f"_{key}"][restart_rows] = True
         self._restart = result.terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
         return (
@@ -144,15 +124,3 @@ class TextGenVectorEnv(VectorEnv):
     def _start(self, rows: np.ndarray) -> None:
         indices = self.np_random.integers(len(self.core.prompts), size=len(rows))
         self.core.start_rows(rows, prompt_indices=indices)
-
-    def _reset_infos(self, rows: np.ndarray) -> dict[str, Any]:
-        n = self.num_envs
-        mask = np.zeros(n, dtype=bool)
-        mask[rows] = True
-        prompts = np.array(self.core.row_prompt, dtype=object)
-        return {
-            "prompt": prompts,
-            "_prompt": mask,
-            "prompt_index": self.core.prompt_index.copy(),
-            "_prompt_index": mask.copy(),
-        }

@@ -17,7 +17,12 @@ class RewardModel(Protocol):
     """Scores finished texts: ``score(prompts, texts) -> np.ndarray`` of shape ``(len(texts),)``.
 
     ``texts`` are the generated continuations (without the prompt); ``prompts`` the prompts
-    they continue. Calls are batched: one call scores every sequence that finished on a step.
+    they continue, as the text the policy conditioned on: a string prompt as given, a chat
+    conversation as rendered by the policy tokenizer's chat template (role markers and the
+    generation prompt included), and a prompt cut to ``max_prompt_tokens`` as the decoded text
+    of the tokens kept. ``prompt + text`` is thus always the episode's whole text, less the
+    special tokens the tokenizer adds around every text (BOS; a chat template's own markers
+    stay). Calls are batched: one call scores every sequence that finished on a step.
     """
 
     name: str

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from textgym.prompts import cut_left, special_affixes
+
 if TYPE_CHECKING:  # transformers is imported only when a model is loaded
     from transformers import BatchEncoding, PreTrainedTokenizerBase
 
@@ -18,14 +20,26 @@ def tokenize_for_reward(
     prompts: Sequence[str],
     texts: Sequence[str],
     include_prompt: bool = True,
+    max_length: int | None = None,
 ) -> BatchEncoding:
     """The padded batch a sequence-classification RM scores: ``prompt + text`` (or ``text``).
 
-    `HFRewardModel` scores and `train_reward_model` trains through this one function, so a
-    learned RM sees at use exactly the strings it was trained on.
+    An input longer than ``max_length`` (default: the tokenizer's ``model_max_length``) is cut
+    from the left, keeping the special tokens the tokenizer puts around every text (BOS;
+    CLS/SEP), so the continuation is always scored whole. An input that already begins with
+    those tokens (a conversation rendered by a chat template that writes BOS) does not get
+    them twice. `HFRewardModel` scores and `train_reward_model` trains through this one
+    function, so a learned RM sees at use exactly the strings it was trained on.
     """
     inputs = [p + t for p, t in zip(prompts, texts)] if include_prompt else list(texts)
-    return tokenizer(inputs, return_tensors="pt", padding=True, truncation=True)
+    limit = max_length or tokenizer.model_max_length
+    prefix, suffix = special_affixes(tokenizer)
+    rows = []
+    # verbose=False: inputs over model_max_length are expected here, and cut below.
+    for ids in tokenizer(inputs, add_special_tokens=False, verbose=False)["input_ids"]:
+        ids = ids if prefix and ids[: len(prefix)] == prefix else prefix + ids
+        rows.append(cut_left(ids + suffix, limit, prefix, suffix))
+    return tokenizer.pad({"input_ids": rows}, return_tensors="pt")
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, argument: str) -> None:
@@ -45,6 +59,14 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, argument: str) -> None:
 
 class HFRewardModel:
     """Scores ``prompt + text`` with an ``AutoModelForSequenceClassification``.
+
+    An input longer than the model accepts (the smaller of its tokenizer's
+    ``model_max_length`` and its position embeddings) is cut from the left, keeping the
+    tokenizer's special tokens, so the continuation is always scored. The strings are scored
+    as given: for a chat prompt the env passes the conversation as rendered by the policy's
+    chat template, and no second template is applied, which suits an RM trained on that
+    format (one of the same model family, or one trained with `train_reward_model` on such
+    prompts).
 
     :param path: model name or local directory (loaded from safetensors).
     :param label: which output is the reward: ``None`` for a model with a single logit (a
@@ -88,6 +110,11 @@ class HFRewardModel:
         ensure_pad_token(self.tokenizer, f"reward_model={self.name!r}")
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.label = self._label_index(label)
+        config = self.model.config
+        positions = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None
+        )
+        self.max_length = min(self.tokenizer.model_max_length, positions or float("inf"))
         self.include_prompt = include_prompt
         self.batch_size = batch_size
 
@@ -116,7 +143,11 @@ class HFRewardModel:
         for start in range(0, len(texts), self.batch_size):
             end = start + self.batch_size
             batch = tokenize_for_reward(
-                self.tokenizer, prompts[start:end], texts[start:end], self.include_prompt
+                self.tokenizer,
+                prompts[start:end],
+                texts[start:end],
+                self.include_prompt,
+                self.max_length,
             ).to(self.model.device)
             logits = self.model(**batch).logits.float()
             scores.append(logits[:, self.label].cpu().numpy())
