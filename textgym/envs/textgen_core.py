@@ -351,16 +351,17 @@ class TextGenCore:
                 f"the policy scorer {self.scorer!r} returned {out.dtype} of shape {out.shape}: "
                 f"expected floats of shape {expected}, log-probs over the action space per row"
             )
-        out = out.astype(np.float64)
-        with np.errstate(invalid="ignore"):
-            total = np.logaddexp.reduce(out, axis=1)  # NaN or +inf in a row: not 0 either
-        if not (np.abs(total) <= 1e-3).all():
+        # Every row a distribution: its probabilities sum to 1 (NaN or +inf never do). On the
+        # hot path, so a sum of exponentials, not a logsumexp (6-25x slower at 2,356 actions).
+        with np.errstate(over="ignore", invalid="ignore"):
+            mass = np.exp(out).sum(axis=1, dtype=np.float64)
+        if not (np.abs(mass - 1.0) <= 1e-3).all():
             raise ScorerError(
                 f"the policy scorer {self.scorer!r} returned values that are not log-probs "
-                f"(row logsumexp {total.min():.3g} to {total.max():.3g}, or NaN): expected "
-                "each row to be a distribution over the actions (logsumexp 0)"
+                f"(row probability mass {mass.min():.3g} to {mass.max():.3g}, or NaN): expected "
+                "each row to be a distribution over the actions"
             )
-        return out[np.arange(len(rows)), actions]
+        return out[np.arange(len(rows)), actions].astype(np.float64)
 
     # ------------------------------------------------------------------ episodes
     def start_rows(
