@@ -193,7 +193,7 @@ class TextGenEnv(gym.Env):
             self.core.start_rows([0], prompt_indices=[int(index)])
         self._episode_tokens, self._step_rewards, self._rm_score = [], [], None
         self._penalty = 0.0
-        info = {"prompt": self.core.row_prompt[0], "prompt_index": int(self.core.prompt_index[0])}
+        info = {key: values.item(0) for key, values in self.core.reset_info([0]).items()}
         return self._obs(), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
