@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="before RL, clone the env's expert (GridWorld's shortest paths) from STEPS env "
         "steps of demonstrations (SB3 actor-critic agents; default: the zoo's, 0 for most)",
     )
+    trn.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished run in --out (killed, crashed) from its newest "
+        "checkpoint; give the arguments it was started with",
+    )
     add_threads(trn)
     trn.set_defaults(func=train)
 
@@ -73,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample the agent's actions (GridWorld's default is its most likely action; "
         "TextGen always samples)",
     )
+    add_loading_arguments(evl)
     add_threads(evl, run=True)
     evl.set_defaults(func=evaluate)
 
@@ -118,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the |step reward| drawn at full colour (default: the largest among the episodes "
         "drawn); give two renders the same value to compare them",
     )
+    add_loading_arguments(rnd)
     add_threads(rnd, run=True)
     rnd.set_defaults(func=render)
 
@@ -164,11 +172,29 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
+    """The opt-ins for loading a run directory that someone else made."""
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let SB3 unpickle the agent (for agents built with arguments config.json cannot "
+        "hold); a pickle runs any code it holds: only for run directories you trust",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="honour trust_remote_code=True in the run's config.json (runs the model's own "
+        "code); ignored without this flag",
+    )
+
+
 def train(args: argparse.Namespace) -> None:
     from textgym_agents.rundir import format_summary
     from textgym_agents.train import train as train_run
 
     check_positive(args, "steps", "eval_episodes", "checkpoint_every")
+    if args.resume and args.out is None:
+        raise UsageError("--resume: expected --out, the run directory to continue")
     if args.imitate is not None and args.imitate < 0:
         raise UsageError(f"--imitate {args.imitate}: expected a number of steps >= 0")
     env_kwargs = parse_env_args(args.env_arg)
@@ -184,6 +210,7 @@ def train(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         eval_episodes=args.eval_episodes,
         imitate=args.imitate,
+        resume=args.resume,
     )
     print(format_summary(summary))
 
@@ -200,6 +227,8 @@ def evaluate(args: argparse.Namespace) -> None:
         seed=args.seed,
         deterministic=deterministic,
         threads=None if args.threads == "auto" else args.threads,
+        allow_pickle=args.allow_pickle,
+        trust_remote_code=args.trust_remote_code,
     )
     print(format_summary(summary))
 
@@ -277,7 +306,15 @@ def render(args: argparse.Namespace) -> None:
         from textgym_agents.train import play_run
 
         threads = None if args.threads == "auto" else args.threads
-        episodes = play_run(args.source, args.episodes, args.seed, env_kwargs, threads=threads)
+        episodes = play_run(
+            args.source,
+            args.episodes,
+            args.seed,
+            env_kwargs,
+            threads=threads,
+            allow_pickle=args.allow_pickle,
+            trust_remote_code=args.trust_remote_code,
+        )
     # One colour scale for every episode drawn, so their colours compare.
     scale = args.scale or shared_scale([e.step_rewards for e in episodes])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
+from textgym.runfiles import claim, write_csv, write_text
 from textgym.threads import torch_threads
 from textgym_agents.curves import plot_curves, reference_baseline, steps_to_threshold
 from textgym_agents.evaluation import (
@@ -54,60 +54,58 @@ def compare(
         if agent not in AGENTS:
             raise ValueError(f"agents: {agent!r} is unknown: expected names from {AGENTS}")
     out = Path(out)
-    rows = []
-    for env_id in env_ids:
-        curves: dict[str, list[dict[str, np.ndarray]]] = {}
-        for agent in agents:
-            for seed in seeds:
-                run_dir = out / env_id / agent / f"seed_{seed}"
-                if progress:
-                    print(f"== {env_id} {agent} seed {seed} -> {run_dir}", flush=True)
-                summary = train(
-                    env_id,
-                    agent,
-                    steps=steps,
-                    seed=seed,
-                    env_kwargs=env_kwargs,
-                    out=run_dir,
-                    progress=progress,
-                    eval_episodes=eval_episodes,
-                    threads=threads,
-                )
-                episodes = read_episodes(run_dir / "episodes.csv")
-                curves.setdefault(agent, []).append(episodes)
-                rows.append(
-                    {
-                        "env_id": env_id,
-                        "agent": agent,
-                        "seed": seed,
-                        "steps": summary["training"]["steps"],
-                        "final_return": summary["mean_return"],
-                        "steps_to_threshold": steps_to_threshold(episodes, THRESHOLDS[env_id]),
-                        "wall_seconds": summary["training"]["wall_seconds"],
-                        "mean_rm_score": summary.get("mean_rm_score"),
-                        "mean_kl_per_sequence": summary.get("mean_kl_per_sequence"),
-                        "success_rate": summary.get("success_rate"),
-                    }
-                )
-        baselines = {}
-        if env_id.startswith("TextGen"):
-            with torch_threads(threads):
-                references = _reference_rows(agents, seeds, env_kwargs, eval_episodes)
-            rows += references
-            for row in references:  # the mean over seeds, per action mode
-                group = [other for other in references if other["agent"] == row["agent"]]
-                baselines[row["agent"]] = reference_baseline(
-                    np.mean([other["final_return"] for other in group]),
-                    np.mean([other["mean_rm_score"] for other in group]),
-                )
-        plot_curves(curves, out / f"curves_{env_id}.png", title=env_id, baselines=baselines)
-    with open(out / "compare.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    table = _markdown_table(rows)
-    (out / "compare.md").write_text(table)
-    return table
+    with claim(out):
+        rows = []
+        for env_id in env_ids:
+            curves: dict[str, list[dict[str, np.ndarray]]] = {}
+            for agent in agents:
+                for seed in seeds:
+                    run_dir = out / env_id / agent / f"seed_{seed}"
+                    if progress:
+                        print(f"== {env_id} {agent} seed {seed} -> {run_dir}", flush=True)
+                    summary = train(
+                        env_id,
+                        agent,
+                        steps=steps,
+                        seed=seed,
+                        env_kwargs=env_kwargs,
+                        out=run_dir,
+                        progress=progress,
+                        eval_episodes=eval_episodes,
+                        threads=threads,
+                    )
+                    episodes = read_episodes(run_dir / "episodes.csv")
+                    curves.setdefault(agent, []).append(episodes)
+                    rows.append(
+                        {
+                            "env_id": env_id,
+                            "agent": agent,
+                            "seed": seed,
+                            "steps": summary["training"]["steps"],
+                            "final_return": summary["mean_return"],
+                            "steps_to_threshold": steps_to_threshold(episodes, THRESHOLDS[env_id]),
+                            "wall_seconds": summary["training"]["wall_seconds"],
+                            "mean_rm_score": summary.get("mean_rm_score"),
+                            "mean_kl_per_sequence": summary.get("mean_kl_per_sequence"),
+                            "success_rate": summary.get("success_rate"),
+                        }
+                    )
+            baselines = {}
+            if env_id.startswith("TextGen"):
+                with torch_threads(threads):
+                    references = _reference_rows(agents, seeds, env_kwargs, eval_episodes)
+                rows += references
+                for row in references:  # the mean over seeds, per action mode
+                    group = [other for other in references if other["agent"] == row["agent"]]
+                    baselines[row["agent"]] = reference_baseline(
+                        np.mean([other["final_return"] for other in group]),
+                        np.mean([other["mean_rm_score"] for other in group]),
+                    )
+            plot_curves(curves, out / f"curves_{env_id}.png", title=env_id, baselines=baselines)
+        write_csv(out / "compare.csv", list(rows[0]), rows)
+        table = _markdown_table(rows)
+        write_text(out / "compare.md", table)
+        return table
 
 
 def _reference_rows(

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
+from textgym.runfiles import atomic_path
 from textgym_agents.rundir import WINDOW
 
 __all__ = ["plot_curves", "reference_baseline", "steps_to_threshold"]
@@ -78,5 +79,6 @@ def plot_curves(
     note = f"rolling mean of the last {WINDOW} training episodes"
     fig.suptitle(f"{title}: {note}" if title else note)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=100)
     plt.close(fig)

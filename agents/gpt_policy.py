@@ -25,7 +25,12 @@ log-probs of the forward pass that chose the actions (`attach_sb3_policy` attach
 
 from __future__ import annotations
 
+import importlib
+import io
+import json
 import os
+import warnings
+import zipfile
 from typing import Any
 
 import gymnasium as gym
@@ -33,11 +38,13 @@ import numpy as np
 import torch
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.utils import get_device
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTrainedModel
 
 from textgym.envs.textgen_core import TextGenCore
 from textgym.lm import quiet_loading
+from textgym.runfiles import atomic_path
 
 HEADS = ("lm", "candidates", "linear")
 
@@ -139,6 +146,59 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         data = super()._get_constructor_parameters()
         data.update(lm_config=self.lm_config, init_from=self.init_from, head=self.head)
         return data
+
+    def archive(self) -> dict[str, bytes]:
+        """The files of a saved policy: ``policy.json`` (the constructor's arguments and
+        spaces) and ``policy.pth`` (the weights, read with ``torch.load(weights_only=True)``)."""
+        kwargs = self._get_constructor_parameters()
+        spaces = {name: space_to_json(kwargs.pop(name)) for name in SPACES}
+        kwargs.pop("lr_schedule")  # the trainer's business, not the policy's
+        meta = {"format": POLICY_FORMAT, "spaces": spaces, "kwargs": _kwargs_to_json(kwargs)}
+        return {
+            "policy.json": json.dumps(meta, indent=2).encode(),
+            "policy.pth": to_bytes(self.state_dict()),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the policy without pickles (`archive`), atomically."""
+        write_archive(path, self.archive())
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        device: torch.device | str = "auto",
+        allow_pickle: bool = False,
+    ) -> GPTActorCriticPolicy:
+        """A policy saved with `save`, rebuilt from JSON and weights alone (no code runs).
+
+        :param allow_pickle: also load a policy saved in SB3's pickle format (by SB3's
+            ``BasePolicy.save``, or textgym 0.1's first releases): unpickling runs whatever
+            code the file holds, so only for files you trust.
+        """
+        device = get_device(device)
+        with zipfile.ZipFile(path) as archive:
+            if "policy.json" not in archive.namelist():
+                if not allow_pickle:
+                    raise ValueError(
+                        f"path={str(path)!r} is not a textgym policy file (no policy.json): "
+                        "expected a file written by GPTActorCriticPolicy.save; a policy pickled "
+                        "by SB3 loads only with allow_pickle=True (--allow-pickle), which runs "
+                        "any code the file holds: only for a file you trust"
+                    )
+                warn_pickle(path)
+                return super().load(str(path), device=device)
+            meta = json.loads(archive.read("policy.json"))
+            state = from_bytes(archive.read("policy.pth"), device)
+        if meta.get("format") != POLICY_FORMAT:
+            raise ValueError(
+                f"path={str(path)!r} holds format {meta.get('format')!r}: expected "
+                f"{POLICY_FORMAT!r}"
+            )
+        spaces = {name: space_from_json(meta["spaces"][name]) for name in SPACES}
+        policy = cls(**spaces, lr_schedule=lambda _: 0.0, **_kwargs_from_json(meta["kwargs"]))
+        policy.load_state_dict(state)
+        return policy.to(device)
 
     def set_training_mode(self, mode: bool) -> None:
         super().set_training_mode(mode)
@@ -259,6 +319,103 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         with torch.no_grad():
             logits, _ = self._logits_and_values(obs_t)
         return torch.log_softmax(logits, -1).cpu().numpy()
+
+
+POLICY_FORMAT = "textgym-gpt-policy-1"
+SPACES = ("observation_space", "action_space")
+# Classes among a policy's arguments are saved by name and imported only from these packages.
+_CLASS_PACKAGES = ("torch.", "stable_baselines3.", "textgym_agents.")
+
+
+def to_bytes(state: Any) -> bytes:
+    """``torch.save`` of tensors and plain containers, to bytes."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes, device: torch.device | str = "cpu") -> Any:
+    """What `to_bytes` wrote; ``weights_only``: tensors and plain containers, no code."""
+    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+
+
+def write_archive(path: str | os.PathLike, entries: dict[str, bytes]) -> None:
+    """A zip of ``entries`` at ``path``, written atomically."""
+    with atomic_path(path) as temp, zipfile.ZipFile(temp, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+
+
+def warn_pickle(path: str | os.PathLike) -> None:
+    """The warning of every opted-in unpickling."""
+    warnings.warn(
+        f"unpickling {str(path)!r} (allow_pickle): a pickle runs any code it holds; load only "
+        "files you or someone you trust made",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def space_to_json(space: gym.Space) -> dict[str, Any]:
+    """A ``Discrete``, ``Box`` or ``Dict`` of them as JSON."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+            "dtype": str(space.dtype),
+        }
+    if isinstance(space, gym.spaces.Dict):
+        return {"type": "Dict", "spaces": {k: space_to_json(v) for k, v in space.spaces.items()}}
+    raise TypeError(f"{space} cannot be saved: expected a Discrete, Box or Dict space")
+
+
+def space_from_json(data: dict[str, Any]) -> gym.Space:
+    kind = data["type"]
+    if kind == "Discrete":
+        return gym.spaces.Discrete(data["n"], start=data["start"])
+    if kind == "Box":
+        dtype = np.dtype(data["dtype"])
+        return gym.spaces.Box(
+            np.array(data["low"], dtype), np.array(data["high"], dtype), None, dtype
+        )
+    if kind == "Dict":
+        return gym.spaces.Dict({k: space_from_json(v) for k, v in data["spaces"].items()})
+    raise ValueError(f"space type {kind!r} is unknown: expected Discrete, Box or Dict")
+
+
+def _kwargs_to_json(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in kwargs.items():
+        if isinstance(value, type):
+            value = {"class": f"{value.__module__}.{value.__qualname__}"}
+        try:
+            json.dumps(value)
+        except TypeError:
+            raise TypeError(
+                f"policy argument {key}={value!r} cannot be saved as JSON: expected numbers, "
+                "strings, lists, dicts or classes"
+            ) from None
+        out[key] = value
+    return out
+
+
+def _kwargs_from_json(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in kwargs.items():
+        if isinstance(value, dict) and set(value) == {"class"}:
+            name = value["class"]
+            if not name.startswith(_CLASS_PACKAGES):
+                raise ValueError(
+                    f"policy argument {key} names class {name!r}: expected one from "
+                    f"{_CLASS_PACKAGES} (no other code is imported when loading)"
+                )
+            module, _, attr = name.rpartition(".")
+            value = getattr(importlib.import_module(module), attr)
+        out[key] = value
+    return out
 
 
 def causal_lm_forward(

@@ -26,7 +26,6 @@ can share the work (e.g. one per seed) and a last one with every seed writes the
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 from textgym._checks import check_int
 from textgym.rewards import VaderSentiment
+from textgym.runfiles import atomic_path, claim, write_csv, write_json, write_text
 from textgym_agents.evaluation import evaluate, evaluate_reference, torch_seeded
 from textgym_agents.gpt_policy import GPTActorCriticPolicy
 from textgym_agents.rundir import EVAL_SEED_OFFSET
@@ -161,7 +161,8 @@ def _run(
 
     A run directory already there is reused only if it was made with the arguments asked for
     (else a `ValueError` names the difference); a trained run that was not measured yet (the
-    command was interrupted while measuring) is measured without training it again.
+    command was interrupted while measuring) is measured without training it again, and one
+    whose training was interrupted is resumed from its newest checkpoint.
     """
     run_dir = out / f"kl_{setting.replace('=', '').replace(',', '_')}" / f"seed_{seed}"
     kwargs = {
@@ -187,12 +188,7 @@ def _run(
             result = json.loads(cached.read_text())
             _check_same(cached, result["measured"], measured)
             return result["points"]
-        if not (run_dir / "model.zip").exists():
-            raise ValueError(
-                f"{run_dir} holds a run whose training did not finish (no model.zip): remove "
-                "it to train it again"
-            )
-    else:
+    if not (run_dir / "summary.json").exists():  # new, or killed before it finished
         if progress:
             print(f"== kl {setting} seed {seed} -> {run_dir}", flush=True)
         train(
@@ -205,6 +201,7 @@ def _run(
             progress=progress,
             checkpoint_every=max(1, steps // checkpoints),
             eval_episodes=min(episodes, 32),  # the experiment measures the checkpoints itself
+            resume=True,
             **overrides,
         )
     assess = {"episodes": episodes, "seed": seed + EVAL_SEED_OFFSET}
@@ -213,7 +210,7 @@ def _run(
         policy = GPTActorCriticPolicy.load(str(path))
         points.append({"step": _step(path), **measure(policy, kwargs, **assess)})
     points = [{"setting": setting, "seed": seed, **point} for point in points]
-    cached.write_text(json.dumps({"measured": measured, "points": points}, indent=2) + "\n")
+    write_json(cached, {"measured": measured, "points": points})
     return points
 
 
@@ -230,7 +227,7 @@ def _reference_point(
         _check_same(path, cached["measured"], measured)
         return cached["point"]
     point = measure(None, reference_kwargs, **assess)
-    path.write_text(json.dumps({"measured": measured, "point": point}) + "\n")
+    write_json(path, {"measured": measured, "point": point})
     return point
 
 
@@ -291,31 +288,29 @@ def run_kl_experiment(
     for name, value in (("steps", steps), ("episodes", episodes), ("checkpoints", checkpoints)):
         check_int(name, value, 1)
     out = Path(out)
-    points = [
-        point
-        for setting in settings
-        for seed in seeds
-        for point in _run(
-            setting,
-            seed,
-            reward_model=str(reward_model),
-            steps=steps,
-            out=out,
-            episodes=episodes,
-            checkpoints=checkpoints,
-            progress=progress,
-            env_kwargs=env_kwargs or {},
-            overrides=overrides,
-        )
-    ]
-    with open(out / "points.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=POINT_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(points)
-    table = _table(points, settings)
-    (out / "kl_experiment.md").write_text(table)
-    plot(points, out / "kl_experiment.png")
-    return table
+    with claim(out):
+        points = [
+            point
+            for setting in settings
+            for seed in seeds
+            for point in _run(
+                setting,
+                seed,
+                reward_model=str(reward_model),
+                steps=steps,
+                out=out,
+                episodes=episodes,
+                checkpoints=checkpoints,
+                progress=progress,
+                env_kwargs=env_kwargs or {},
+                overrides=overrides,
+            )
+        ]
+        write_csv(out / "points.csv", POINT_FIELDS, points, extrasaction="ignore")
+        table = _table(points, settings)
+        write_text(out / "kl_experiment.md", table)
+        plot(points, out / "kl_experiment.png")
+        return table
 
 
 def _runs(points: list[dict[str, Any]], setting: str) -> list[list[dict[str, Any]]]:
@@ -404,5 +399,6 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
         "GPT policy vs a learned proxy RM, from the reference (KL 0) to its last checkpoint"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as temp:
+        fig.savefig(temp, dpi=100)
     plt.close(fig)

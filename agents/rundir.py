@@ -23,20 +23,26 @@ print(summary["after"]["success_rate"])
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.save_util import load_from_zip_file
 
 import textgym  # noqa: F401  (registers the envs)
+from textgym.runfiles import write_csv
 from textgym_agents.evaluation import (
     POSITIVE_THRESHOLD,
 )
-from textgym_agents.gpt_policy import GPTActorCriticPolicy
-from textgym_agents.zoo import ALGORITHMS, is_sequence_agent
+from textgym_agents.gpt_policy import GPTActorCriticPolicy, warn_pickle
+from textgym_agents.zoo import ALGORITHMS, is_sequence_agent, make_agent
 
 EPISODE_FIELDS = ("step", "return", "length", "rm_score", "kl_per_sequence", "kl_coef")
 
@@ -48,11 +54,26 @@ SAMPLES = 4
 
 
 class EpisodeLog:
-    """Every finished training episode, also recorded to the logger under path-like names."""
+    """Every finished training episode: appended to ``episodes.csv`` as it finishes (a killed
+    run keeps what it logged), and recorded to the logger under path-like names.
 
-    def __init__(self, logger: Logger) -> None:
+    :param path: the CSV file; rows already there (a resumed run's) are kept up to ``upto``
+        (the step the run resumes from; the rows after it are played again) and the file is
+        rewritten with them atomically before anything is appended.
+    """
+
+    def __init__(self, logger: Logger, path: Path, upto: int | None = None) -> None:
         self.logger = logger
-        self.rows: list[dict[str, float | None]] = []
+        self.path = path
+        kept = _csv_rows(path) if upto is not None and path.exists() else []
+        kept = [row for row in kept if float(row["step"]) <= upto]
+        self.rows: list[dict[str, float | None]] = [
+            {key: float(value) if value != "" else None for key, value in row.items()}
+            for row in kept
+        ]
+        write_csv(path, EPISODE_FIELDS, kept)
+        self._file = open(path, "a", newline="")  # noqa: SIM115 (open for the run's length)
+        self._writer = csv.DictWriter(self._file, fieldnames=EPISODE_FIELDS)
 
     def add(
         self,
@@ -65,6 +86,8 @@ class EpisodeLog:
     ) -> None:
         row = dict(zip(EPISODE_FIELDS, (step, episode_return, length, rm_score, kl, kl_coef)))
         self.rows.append(row)
+        self._writer.writerow(row)
+        self._file.flush()
         self.logger.record_mean("charts/episodic_return", float(episode_return))
         self.logger.record_mean("charts/episode_length", float(length))
         if rm_score is not None:
@@ -75,17 +98,22 @@ class EpisodeLog:
         if kl_coef is not None:
             self.logger.record("text/kl_coef", float(kl_coef))
 
-    def write_csv(self, path: Path) -> None:
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EPISODE_FIELDS)
-            writer.writeheader()
-            writer.writerows(self.rows)
+    def close(self) -> None:
+        self._file.close()
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of ``episodes.csv``; a last line without its newline (the run was killed while
+    writing it) is left out."""
+    text = Path(path).read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 def read_episodes(path: Path) -> dict[str, np.ndarray]:
     """``episodes.csv`` -> one float array per column (NaN where a value is missing)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _csv_rows(path)
     return {
         key: np.array([float(row[key]) if row[key] != "" else np.nan for row in rows])
         for key in EPISODE_FIELDS
@@ -124,11 +152,23 @@ def make_summary(
     return summary
 
 
-def load_agent(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The trained agent of a run directory and its ``config.json``.
+def load_agent(
+    run_dir: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """The trained agent of a run directory and its ``config.json``, loaded without running
+    code from either.
 
-    SB3 agents come back as their algorithm class; ``gpt`` on TextGen as its
-    `GPTActorCriticPolicy` (what acts; the trainer's state is not needed to evaluate).
+    SB3 agents are built anew from the run's configuration (`make_agent`) and given the saved
+    weights, optimizer state and counters (`load_sb3`); ``gpt`` on TextGen comes back as its
+    `GPTActorCriticPolicy` (what acts), from JSON and weights. Nothing is unpickled.
+
+    :param allow_pickle: load an SB3 agent with SB3's own ``load`` (which unpickles the
+        ``data`` entries of ``model.zip``: objects a configuration cannot rebuild, such as
+        custom classes among the overrides) and a GPT policy pickled by SB3. A pickle runs any
+        code it holds: only for run directories you or someone you trust made.
+    :param trust_remote_code: honour ``trust_remote_code=True`` among the run's env
+        arguments; without it the model's own code does not run (a run directory cannot turn
+        it on).
     """
     run_dir = Path(run_dir)
     config_path, model_path = run_dir / "config.json", run_dir / "model.zip"
@@ -139,9 +179,70 @@ def load_agent(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
                 "`textgym train` that finished training"
             )
     config = json.loads(config_path.read_text())
+    config["env_kwargs"] = safe_env_kwargs(config["env_kwargs"], trust_remote_code, config_path)
     if is_sequence_agent(config["agent"], config["env_id"]):
-        return GPTActorCriticPolicy.load(str(model_path)), config
-    return ALGORITHMS[config["agent"]].load(str(model_path)), config
+        return GPTActorCriticPolicy.load(model_path, allow_pickle=allow_pickle), config
+    if allow_pickle:
+        warn_pickle(model_path)
+        return ALGORITHMS[config["agent"]].load(str(model_path)), config
+    model = make_agent(
+        config["agent"],
+        config["env_id"],
+        seed=config["seed"],
+        n_envs=config["n_envs"],
+        env_kwargs=config["env_kwargs"],
+        **config["overrides"],
+    )
+    load_sb3(model, model_path)
+    return model, config
+
+
+def safe_env_kwargs(
+    env_kwargs: dict[str, Any], trust_remote_code: bool, source: Path
+) -> dict[str, Any]:
+    """``env_kwargs`` read from ``source``, with ``trust_remote_code`` off unless the user
+    turned it on (a warning says it was turned off)."""
+    if env_kwargs.get("trust_remote_code") and not trust_remote_code:
+        warnings.warn(
+            f"{source} asks for trust_remote_code=True: ignored, the model's own code does not "
+            "run unless you pass --trust-remote-code (trust_remote_code=True) yourself",
+            UserWarning,
+            stacklevel=3,
+        )
+        return {**env_kwargs, "trust_remote_code": False}
+    return env_kwargs
+
+
+# The counters of an SB3 agent that its ``model.zip`` holds as plain JSON values.
+_SB3_COUNTERS = (
+    "num_timesteps",
+    "_n_updates",
+    "_n_calls",
+    "_episode_num",
+    "_current_progress_remaining",
+    "exploration_rate",
+)
+
+
+def load_sb3(model: BaseAlgorithm, path: str | Path) -> None:
+    """Weights, optimizer state and counters of an SB3 ``model.zip`` into ``model`` (built
+    with the same configuration), without unpickling: SB3 reads the tensors with
+    ``torch.load(weights_only=True)``; the pickled ``data`` entries are not read."""
+    _, params, _ = load_from_zip_file(path, load_data=False, device=model.device)
+    with zipfile.ZipFile(path) as archive:
+        data = json.loads(archive.read("data"))
+    try:
+        model.set_parameters(params, exact_match=True, device=model.device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"{path} does not fit the agent its run's config.json builds ({err}): expected a "
+            "model.zip of this run; an agent built with arguments config.json could not keep "
+            "(classes among the overrides) loads only with --allow-pickle (allow_pickle=True), "
+            "which runs any code the file holds"
+        ) from err
+    for key in _SB3_COUNTERS:
+        if key in data and isinstance(data[key], int | float):
+            setattr(model, key, data[key])
 
 
 def format_summary(summary: dict[str, Any]) -> str:

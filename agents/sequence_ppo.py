@@ -33,7 +33,10 @@ agent.save("gpt_policy.zip")
 
 from __future__ import annotations
 
+import json
+import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +49,13 @@ from torch import nn
 from textgym._checks import check_int
 from textgym.envs.textgen_vector import TextGenVectorEnv
 from textgym.lm import IncrementalLM
-from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.gpt_policy import (
+    GPTActorCriticPolicy,
+    from_bytes,
+    gpt_policy_kwargs,
+    to_bytes,
+    write_archive,
+)
 
 __all__ = ["Episode", "SequencePPO", "UpdateStats"]
 
@@ -229,7 +238,8 @@ class SequencePPO:
     def collect(self) -> list[Episode]:
         """Step the env with the current policy until ``episodes_per_update`` episodes finish."""
         if self._obs is None:
-            self._obs, _ = self.env.reset(seed=self.seed)
+            # A resumed trainer (`load_state`) does not replay the prompts it started with.
+            self._obs, _ = self.env.reset(seed=self.seed + self.num_timesteps)
             self._rows = [self._new_row(self._obs, row) for row in range(self.num_envs)]
             self._restart[:] = False
         # The weights changed since the last rollout: rebuild the policy's cache from the
@@ -449,9 +459,39 @@ class SequencePPO:
         """SB3's ``predict`` of the policy (for `textgym_agents.zoo.evaluate`, Gym loops)."""
         return self.policy.predict(observation, deterministic=deterministic)
 
-    def save(self, path: str) -> None:
-        """Save the policy (SB3's format: ``GPTActorCriticPolicy.load(path)`` restores it)."""
-        self.policy.save(path)
+    def save(self, path: str | os.PathLike) -> None:
+        """Save the policy and the trainer's state (optimizer, step counter, sampling RNG),
+        without pickles and atomically: ``GPTActorCriticPolicy.load(path)`` reads the policy
+        back, `load_state` all of it."""
+        trainer = {
+            "num_timesteps": self.num_timesteps,
+            "generator": self.generator.get_state().tolist(),
+        }
+        write_archive(
+            path,
+            {
+                **self.policy.archive(),
+                "optimizer.pth": to_bytes(self.optimizer.state_dict()),
+                "trainer.json": json.dumps(trainer).encode(),
+            },
+        )
+
+    def load_state(self, path: str | os.PathLike) -> None:
+        """Continue from a file `save` wrote: weights, optimizer, step counter and sampling
+        RNG. The env starts afresh: its next reset is seeded with ``seed + num_timesteps``."""
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if not {"policy.pth", "optimizer.pth", "trainer.json"} <= names:
+                raise ValueError(
+                    f"path={str(path)!r} holds {sorted(names)}: expected a file written by "
+                    "SequencePPO.save (policy.pth, optimizer.pth, trainer.json)"
+                )
+            self.policy.load_state_dict(from_bytes(archive.read("policy.pth"), self.device))
+            self.optimizer.load_state_dict(from_bytes(archive.read("optimizer.pth"), self.device))
+            trainer = json.loads(archive.read("trainer.json"))
+        self.num_timesteps = int(trainer["num_timesteps"])
+        self.generator.set_state(torch.tensor(trainer["generator"], dtype=torch.uint8))
+        self._obs = None
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

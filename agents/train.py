@@ -8,20 +8,25 @@ checkpoints, save, evaluate after (seeded, so `evaluate_run` repeats it exactly)
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from tqdm.auto import tqdm
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym._checks import check_int
+from textgym.runfiles import atomic_path, claim, write_csv, write_json
 from textgym.threads import torch_threads
 from textgym_agents.curves import plot_curves, reference_baseline
 from textgym_agents.evaluation import (
@@ -40,6 +45,7 @@ from textgym_agents.rundir import (
     default_out,
     jsonable,
     load_agent,
+    load_sb3,
     make_summary,
     read_episodes,
 )
@@ -52,45 +58,153 @@ from textgym_agents.zoo import (
     make_agent,
 )
 
-__all__ = ["evaluate_run", "play_run", "train"]
+__all__ = ["evaluate_run", "play_run", "save_agent", "train"]
+
+STEP_KEY = "time/total_timesteps"  # SB3's name for the step in the logs
+
+
+class _ProgressCSV(KVWriter):
+    """``logs/progress.csv``, rewritten atomically at every dump (one row per dump: a few
+    hundred rows at most). A resumed run keeps the rows up to the step it resumes from."""
+
+    def __init__(self, path: Path, upto: int | None = None) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if upto is not None and path.exists():
+            with open(path, newline="") as f:
+                self.rows = [row for row in csv.DictReader(f) if float(row[STEP_KEY] or 0) <= upto]
+        self.keys = list(dict.fromkeys(key for row in self.rows for key in row))
+        self._write()
+
+    def write(self, key_values: dict, key_excluded: dict, step: int = 0) -> None:
+        row = {
+            key: value
+            for key, value in key_values.items()
+            if not (key_excluded.get(key) and "csv" in key_excluded[key])
+            and isinstance(value, int | float | str | np.number)
+        }
+        self.keys.extend(key for key in row if key not in self.keys)
+        self.rows.append(row)
+        self._write()
+
+    def _write(self) -> None:
+        write_csv(self.path, self.keys, self.rows, restval="")
+
+    def close(self) -> None:
+        pass
+
+
+class _TensorBoard(TensorBoardOutputFormat):
+    """SB3's TensorBoard output; a resumed run purges the events after its checkpoint's step
+    (``purge_step``), so TensorBoard shows one continuous curve."""
+
+    def __init__(self, folder: Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+        self._is_closed = False
 
 
 class _Recorder:
-    """Progress bar, episode log and periodic checkpoints of one run, for either trainer."""
+    """Progress bar, episode log, logger and checkpoints of one run, for either trainer.
 
-    def __init__(self, out: Path, total: int, checkpoint_every: int, progress: bool) -> None:
-        self.logger = configure(str(out / "logs"), ["tensorboard", "csv"])
-        self.log = EpisodeLog(self.logger)
+    A checkpoint ``checkpoints/step_N`` is the agent (``.zip``: weights, optimizer, counters),
+    an off-policy agent's replay buffer (``.buffer.npz``), and last, marking it complete,
+    ``.json``: the RNG states and what the run did before training (evaluations, cloning).
+    SB3 agents are checkpointed between rollouts (after an update, before the next
+    collection), `SequencePPO` after an update.
+
+    :param resumed: the checkpoint's ``.json`` of a resumed run (its step is where the bar,
+        the logs and the episode log pick up), or None.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        total: int,
+        checkpoint_every: int,
+        progress: bool,
+        before: dict[str, Any],
+        resumed: dict[str, Any] | None = None,
+    ) -> None:
+        upto = resumed["step"] if resumed else None
+        logs = out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.logger = Logger(
+            str(logs), [_ProgressCSV(logs / "progress.csv", upto), _TensorBoard(logs, upto)]
+        )
+        self.log = EpisodeLog(self.logger, out / "episodes.csv", upto)
         self.checkpoints = out / "checkpoints"
         self.checkpoint_every = checkpoint_every
-        self.next_checkpoint = checkpoint_every
+        self.next_checkpoint = resumed["next_checkpoint"] if resumed else checkpoint_every
+        self.last_checkpoint = upto
+        self.before = before  # the evaluations and cloning before training, for the summary
+        self.seconds = resumed["seconds"] if resumed else 0.0  # of earlier sessions
+        self.started = time.perf_counter()
+        self.stopped: float | None = None
         self.bar = tqdm(
-            total=total, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5
+            total=total,
+            initial=upto or 0,
+            unit="step",
+            disable=not progress,
+            dynamic_ncols=True,
+            mininterval=0.5,
         )
 
-    def advance(self, step: int, save) -> None:
+    @property
+    def elapsed(self) -> float:
+        """Training seconds so far, over every session of the run (until `close`)."""
+        return self.seconds + (self.stopped or time.perf_counter()) - self.started
+
+    def advance(self, step: int) -> None:
         if step > self.bar.total:  # SB3 finishes its last rollout past the budget
             self.bar.total = step
         self.bar.update(step - self.bar.n)
         if self.log.rows:
             recent = [row["return"] for row in self.log.rows[-WINDOW:]]
             self.bar.set_postfix(ret=f"{np.mean(recent):+.3f}", refresh=False)
-        if self.checkpoint_every and step >= self.next_checkpoint:
-            self.checkpoints.mkdir(exist_ok=True)
-            save(self.checkpoints / f"step_{step}.zip")
+
+    def checkpoint(self, model: Any, step: int, final: bool = False) -> None:
+        """Save a checkpoint at ``step`` when one is due (``final``: unless there is one)."""
+        if not (step >= self.next_checkpoint if not final else step != self.last_checkpoint):
+            return
+        if self.checkpoint_every:
             self.next_checkpoint = (step // self.checkpoint_every + 1) * self.checkpoint_every
+        self.checkpoints.mkdir(exist_ok=True)
+        base = self.checkpoints / f"step_{step}"
+        save_agent(model, base.with_suffix(".zip"))
+        buffer = getattr(model, "replay_buffer", None)
+        if buffer is not None:
+            with atomic_path(base.with_suffix(".buffer.npz")) as temp:
+                np.savez(temp, **_buffer_arrays(buffer))
+        state = {
+            "step": step,
+            "next_checkpoint": self.next_checkpoint,
+            "seconds": round(self.elapsed, 3),
+            "episodes": len(self.log.rows),
+            "rng": _rng_state(model),
+            **self.before,
+        }
+        write_json(base.with_suffix(".json"), state)
+        self.last_checkpoint = step
 
     def close(self) -> None:
+        self.stopped = time.perf_counter()
         self.bar.close()
+        self.log.close()
         self.logger.close()
 
 
 class _SB3Callback(BaseCallback):
-    """Feeds SB3's finished episodes (``infos[i]["episode"]``, VecMonitor's) to a `_Recorder`."""
+    """Feeds SB3's finished episodes (``infos[i]["episode"]``, VecMonitor's) to a `_Recorder`,
+    and checkpoints between rollouts."""
 
     def __init__(self, recorder: _Recorder) -> None:
         super().__init__()
         self.recorder = recorder
+
+    def _on_rollout_start(self) -> None:
+        self.recorder.checkpoint(self.model, self.num_timesteps)
 
     def _on_step(self) -> bool:
         for done, info in zip(self.locals["dones"], self.locals["infos"]):
@@ -103,7 +217,7 @@ class _SB3Callback(BaseCallback):
                     info.get("episode_kl"),
                     info.get("kl_coef"),
                 )
-        self.recorder.advance(self.num_timesteps, self.model.save)
+        self.recorder.advance(self.num_timesteps)
         return True
 
 
@@ -121,11 +235,114 @@ def _sequence_callback(recorder: _Recorder):
         logger.record("train/clip_fraction", stats.clip_fraction)
         logger.record("time/collect_tokens_per_second", stats.tokens / stats.collect_seconds)
         logger.record("time/update_tokens_per_second", stats.tokens / stats.update_seconds)
-        logger.record("time/total_timesteps", stats.timesteps)  # SB3's name for the step
+        logger.record(STEP_KEY, stats.timesteps)  # SB3's name for the step
         logger.dump(stats.timesteps)
-        recorder.advance(stats.timesteps, trainer.save)
+        recorder.advance(stats.timesteps)
+        recorder.checkpoint(trainer, stats.timesteps)
 
     return callback
+
+
+def save_agent(model: Any, path: Path) -> None:
+    """The agent (SB3's zip, or `SequencePPO.save`'s) at ``path``, atomically."""
+    if isinstance(model, SequencePPO):
+        model.save(path)  # atomic itself
+        return
+    with atomic_path(path) as temp:
+        model.save(temp)
+
+
+def _buffer_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+    """A replay buffer as plain arrays (read back with ``allow_pickle=False``)."""
+    arrays = {"pos": np.array(buffer.pos), "full": np.array(buffer.full)}
+    for name in _BUFFER_FIELDS:
+        value = getattr(buffer, name, None)
+        if isinstance(value, dict):
+            arrays.update({f"{name}/{key}": array for key, array in value.items()})
+        elif value is not None:
+            arrays[name] = value
+    return arrays
+
+
+def _restore_buffer(buffer: ReplayBuffer, path: Path) -> None:
+    with np.load(path, allow_pickle=False) as saved:
+        buffer.pos, buffer.full = int(saved["pos"]), bool(saved["full"])
+        for name in _BUFFER_FIELDS:
+            value = getattr(buffer, name, None)
+            if isinstance(value, dict):
+                for key in value:
+                    value[key][...] = saved[f"{name}/{key}"]
+            elif value is not None:
+                value[...] = saved[name]
+
+
+_BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def _rng_state(model: Any) -> dict[str, Any]:
+    """Every RNG training draws from, as JSON."""
+    numpy_state = np.random.get_state()  # noqa: NPY002 (SB3 draws from the global RNG)
+    state = {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    space = getattr(model, "action_space", None)
+    if space is not None and space._np_random is not None:  # DQN's exploration
+        state["action_space"] = space.np_random.bit_generator.state
+    return state
+
+
+def _set_rng_state(model: Any, state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))  # noqa: NPY002
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    if "action_space" in state:
+        model.action_space.np_random.bit_generator.state = state["action_space"]
+
+
+def _latest_checkpoint(out: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint of ``out`` (its ``.json`` is written last)."""
+    found = []
+    for path in (out / "checkpoints").glob("step_*.json"):
+        step = path.stem.removeprefix("step_")
+        if step.isdigit() and path.with_suffix(".zip").exists():
+            found.append((int(step), path))
+    if not found:
+        return None
+    _, path = max(found)
+    return path.with_suffix(".zip"), json.loads(path.read_text())
+
+
+def _restore(model: Any, checkpoint: Path, state: dict[str, Any]) -> None:
+    """Continue ``model`` (built with the run's configuration) from a checkpoint."""
+    if isinstance(model, SequencePPO):
+        model.load_state(checkpoint)
+    else:
+        load_sb3(model, checkpoint)
+        buffer = checkpoint.with_name(checkpoint.stem + ".buffer.npz")
+        if getattr(model, "replay_buffer", None) is not None and buffer.exists():
+            _restore_buffer(model.replay_buffer, buffer)
+        # The env restarts: seeded anew, so it does not replay the run's first episodes.
+        model.env.seed(model.seed + state["step"])
+    _set_rng_state(model, state["rng"])
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Files a killed run was writing (`atomic_path`'s temporaries): never complete."""
+    for path in out.rglob("*.tmp-*"):
+        if path.is_file():
+            path.unlink()
+
+
+# Settings that may change when a run resumes (its results do not depend on them).
+_RESUMABLE_CHANGES = ("threads",)
 
 
 def train(
@@ -142,6 +359,7 @@ def train(
     n_envs: int | None = None,
     imitate: int | None = None,
     threads: int | None = None,
+    resume: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train ``agent`` on ``env_id`` into a run directory and return (and save) its summary.
@@ -152,13 +370,17 @@ def train(
     `evaluate_run` reproduces it exactly. On TextGen the summary's ``reference`` holds the
     reference policy's evaluation on the same seed: the baseline to beat.
 
+    Every file of the run directory is written atomically; episodes are appended to
+    ``episodes.csv`` as they finish. The process claims the directory before writing to it
+    (`textgym.runfiles.claim`): a second run on it stops with a `DirectoryBusyError`.
+
     :param env_id: ``"GridWorld-v0"`` or ``"TextGen-v0"``.
     :param agent: a name from `textgym_agents.zoo.AGENTS`.
     :param steps: env steps to train (default: the zoo's budget, `default_budget`).
     :param seed: seeds the agent and the training env.
     :param env_kwargs: env arguments on top of the agent's (`agent_env_kwargs`).
     :param out: the run directory (default ``runs/<env>-<agent>-s<seed>-<time>``); it must
-        not hold a previous run.
+        not hold a previous run, unless ``resume``.
     :param progress: show a progress bar.
     :param checkpoint_every: save the agent every this many steps (default: 5 times a run).
     :param eval_episodes: episodes of each evaluation.
@@ -169,6 +391,12 @@ def train(
         The summary's ``imitation`` holds the cloning's figures and an evaluation after it.
     :param threads: torch threads for the run (default: as they are); recorded in
         ``config.json`` either way, since results differ in the last bits between counts.
+    :param resume: continue the unfinished run in ``out`` (made with the same arguments; only
+        ``threads`` may differ) from its newest checkpoint: weights, optimizer, counters,
+        replay buffer, RNG states, episode log and logs as they were at that step. The envs
+        start afresh (the episodes in flight at the checkpoint are not resumed), so the
+        figures are close to, not bit-identical with, an uninterrupted run's. Without a
+        checkpoint the run starts over in the same directory; without a run, a new one starts.
     :param overrides: algorithm keywords replacing the zoo's.
     """
     with torch_threads(threads) as threads:
@@ -177,12 +405,9 @@ def train(
         env_kwargs = agent_env_kwargs(agent, env_id, env_kwargs)
         steps = default_budget(agent, env_id, env_kwargs) if steps is None else steps
         check_int("steps", steps, 1)
+        if resume and out is None:
+            raise ValueError("resume=True needs out: the run directory to continue")
         out = Path(out) if out is not None else default_out(env_id, agent, seed)
-        if (out / "config.json").exists():
-            raise FileExistsError(
-                f"out={str(out)!r} already holds a run (config.json): expected a new or empty "
-                "directory, so no earlier run is overwritten"
-            )
         imitate = default_imitation(agent, env_id, env_kwargs) if imitate is None else imitate
         check_int("imitate", imitate, 0)
         config = {
@@ -206,63 +431,118 @@ def train(
                 f"imitate={imitate} needs an SB3 actor-critic agent (ppo, a2c, maskable_ppo, or "
                 f"gpt on GridWorld-v0): agent={agent!r} on {env_id} is not one"
             )
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        # The same held-out seed before and after: the same prompts (or maps) both times.
-        eval_seed = seed + EVAL_SEED_OFFSET
-        assess = functools.partial(
-            evaluate,
-            env_id=env_id,
-            episodes=eval_episodes,
-            seed=eval_seed,
-            env_kwargs=env_kwargs,
-            samples=SAMPLES,
-        )
-        before = assess(model)
-        imitation = None
-        if imitate:
-            imitation = clone_expert(model, imitate, seed=seed, progress=progress)
+        with claim(out):
+            return _train_claimed(model, config, out, progress, checkpoint_every, resume)
+
+
+def _train_claimed(
+    model: Any,
+    config: dict[str, Any],
+    out: Path,
+    progress: bool,
+    checkpoint_every: int | None,
+    resume: bool,
+) -> dict[str, Any]:
+    """`train` once ``out`` is claimed: from the start or from ``out``'s newest checkpoint."""
+    env_id, steps, seed = config["env_id"], config["steps"], config["seed"]
+    resumed = _check_resume(out, config) if resume else False
+    if not resumed:
+        if (out / "config.json").exists():
+            raise FileExistsError(
+                f"out={str(out)!r} already holds a run (config.json): expected a new or empty "
+                "directory, so no earlier run is overwritten (resume=True, --resume, continues "
+                "an unfinished one)"
+            )
+        write_json(out / "config.json", config)
+    _remove_temporaries(out)
+    # The same held-out seed before and after: the same prompts (or maps) both times.
+    eval_seed = seed + EVAL_SEED_OFFSET
+    assess = functools.partial(
+        evaluate,
+        env_id=env_id,
+        episodes=config["eval_episodes"],
+        seed=eval_seed,
+        env_kwargs=config["env_kwargs"],
+        samples=SAMPLES,
+    )
+    every = checkpoint_every if checkpoint_every is not None else max(1, steps // 5)
+    latest = _latest_checkpoint(out) if resumed else None
+    if latest is not None:
+        checkpoint, state = latest
+        _restore(model, checkpoint, state)
+        before = {key: state[key] for key in ("before", "imitation")}
+    else:
+        # A resumed run without a checkpoint starts over: its logs from step 0 are dropped.
+        state = {"step": 0, "next_checkpoint": every, "seconds": 0.0} if resumed else None
+        before = {"before": assess(model), "imitation": None}
+        if config["imitate"]:
+            imitation = clone_expert(model, config["imitate"], seed=seed, progress=progress)
             imitation["evaluation"] = assess(model)
-        every = checkpoint_every if checkpoint_every is not None else max(1, steps // 5)
-        recorder = _Recorder(out, steps, every, progress)
-        start = time.perf_counter()
-        try:
-            if isinstance(model, SequencePPO):
-                model.learn(steps, callback=_sequence_callback(recorder))
-            else:
-                model.set_logger(recorder.logger)
-                model.learn(steps, callback=_SB3Callback(recorder))
-        finally:
-            recorder.close()
-        seconds = time.perf_counter() - start
-        model.save(out / "model.zip")
-        recorder.log.write_csv(out / "episodes.csv")
-        with torch_seeded(eval_seed):  # what `evaluate_run` repeats
-            after = assess(model)
-        summary = make_summary(config, after, before=before)
-        baselines = None
-        if env_id.startswith("TextGen"):
-            reference = evaluate_reference(eval_episodes, eval_seed, env_kwargs)
-            summary["reference"] = reference
-            baseline = reference_baseline(reference["mean_return"], reference["mean_rm_score"])
-            baselines = {"reference": baseline}
-        if imitation is not None:
-            summary["imitation"] = imitation
-        summary["training"] = {
-            "steps": int(model.num_timesteps),
-            "episodes": len(recorder.log.rows),
-            "wall_seconds": round(seconds, 1),
-            "steps_per_second": round(model.num_timesteps / seconds, 1),
-            f"final_return_mean_last_{WINDOW}": _last_mean(recorder.log.rows, "return"),
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        plot_curves(
-            {f"{agent} seed {seed}": read_episodes(out / "episodes.csv")},
-            out / "curve.png",
-            title=f"{agent} on {env_id}",
-            baselines=baselines,
+            before["imitation"] = imitation
+    recorder = _Recorder(out, steps, every, progress, before, state)
+    try:
+        remaining = steps - model.num_timesteps
+        if remaining > 0 and isinstance(model, SequencePPO):
+            model.learn(remaining, callback=_sequence_callback(recorder))
+        elif remaining > 0:
+            model.set_logger(recorder.logger)
+            model.learn(remaining, callback=_SB3Callback(recorder), reset_num_timesteps=False)
+        recorder.checkpoint(model, int(model.num_timesteps), final=True)
+    finally:
+        recorder.close()
+    save_agent(model, out / "model.zip")
+    with torch_seeded(eval_seed):  # what `evaluate_run` repeats
+        after = assess(model)
+    summary = make_summary(config, after, before=before["before"])
+    baselines = None
+    if env_id.startswith("TextGen"):
+        reference = evaluate_reference(config["eval_episodes"], eval_seed, config["env_kwargs"])
+        summary["reference"] = reference
+        baseline = reference_baseline(reference["mean_return"], reference["mean_rm_score"])
+        baselines = {"reference": baseline}
+    if before["imitation"] is not None:
+        summary["imitation"] = before["imitation"]
+    seconds = recorder.elapsed
+    summary["training"] = {
+        "steps": int(model.num_timesteps),
+        "episodes": len(recorder.log.rows),
+        "wall_seconds": round(seconds, 1),
+        "steps_per_second": round(model.num_timesteps / seconds, 1),
+        f"final_return_mean_last_{WINDOW}": _last_mean(recorder.log.rows, "return"),
+    }
+    plot_curves(
+        {f"{config['agent']} seed {seed}": read_episodes(out / "episodes.csv")},
+        out / "curve.png",
+        title=f"{config['agent']} on {env_id}",
+        baselines=baselines,
+    )
+    write_json(out / "summary.json", summary)  # last: a run with a summary is finished
+    return summary
+
+
+def _check_resume(out: Path, config: dict[str, Any]) -> bool:
+    """Whether ``out`` holds a run to resume (else it is new); refuse a finished run or one
+    made with other arguments."""
+    path = out / "config.json"
+    if not path.exists():
+        return False
+    if (out / "summary.json").exists():
+        raise FileExistsError(
+            f"out={str(out)!r} holds a finished run (summary.json): expected an unfinished run "
+            "to resume; `textgym eval` evaluates it"
         )
-        return summary
+    saved = json.loads(path.read_text())
+    changed = [
+        f"{key}={config.get(key)!r} (the run has {saved.get(key)!r})"
+        for key in sorted(set(saved) | set(config))
+        if key not in _RESUMABLE_CHANGES and saved.get(key) != config.get(key)
+    ]
+    if changed:
+        raise ValueError(
+            f"out={str(out)!r} holds a run made with other arguments: {', '.join(changed)}; "
+            "expected the same arguments as the run to resume"
+        )
+    return True
 
 
 def _last_mean(rows: list[dict], key: str) -> float | None:
@@ -276,6 +556,8 @@ def evaluate_run(
     seed: int | None = None,
     deterministic: bool | None = None,
     threads: int | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """`textgym eval`: the summary of a saved agent, evaluated afresh. With the defaults it
     repeats the run's evaluation after training exactly (its ``summary.json``'s ``after``).
@@ -286,8 +568,12 @@ def evaluate_run(
     :param deterministic: act greedily or sample (default: `evaluate`'s: greedy on GridWorld,
         sampled on TextGen).
     :param threads: torch threads (default: the run's, from ``config.json``).
+    :param allow_pickle: see `load_agent` (off: nothing in the run directory is unpickled).
+    :param trust_remote_code: see `load_agent` (off: the run's config cannot turn it on).
     """
-    model, config = load_agent(run_dir)
+    model, config = load_agent(
+        run_dir, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+    )
     seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
     episodes = config.get("eval_episodes", 100) if episodes is None else episodes
     with torch_threads(config.get("threads") if threads is None else threads), torch_seeded(seed):
@@ -309,6 +595,8 @@ def play_run(
     seed: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     threads: int | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> list[TextEpisode]:
     """`textgym render`: episodes of a saved TextGen agent token by token, played as in
     evaluation (sampled, with the agent's policy as the KL scorer).
@@ -316,8 +604,12 @@ def play_run(
     :param seed: env seed (default: the run's held-out evaluation seed).
     :param env_kwargs: env arguments on top of the run's (e.g. other prompts).
     :param threads: torch threads (default: the run's, from ``config.json``).
+    :param allow_pickle: see `load_agent`.
+    :param trust_remote_code: see `load_agent`.
     """
-    model, config = load_agent(run_dir)
+    model, config = load_agent(
+        run_dir, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+    )
     if not config["env_id"].startswith("TextGen"):
         raise ValueError(
             f"run_dir={str(run_dir)!r} holds a {config['env_id']} run: expected a TextGen-v0 "

@@ -104,11 +104,12 @@ def test_experiment_writes_runs_points_table_and_plot_and_reuses_them(
     retrain = lambda *a, **k: pytest.fail("retrained")  # noqa: E731
     monkeypatch.setattr("textgym_agents.kl_experiment.train", retrain)
     assert run_kl_experiment(tiny_reward_model, **kwargs) == table
-    # Interrupted while training: named, not silently retrained over.
-    (run / "measure.json").unlink()
-    (run / "model.zip").unlink()
-    with pytest.raises(ValueError, match="kl_0/seed_0 holds a run whose training did not finish"):
-        run_kl_experiment(tiny_reward_model, **kwargs)
+    # Interrupted while training (after its last checkpoint): resumed, not trained again.
+    monkeypatch.undo()
+    for name in ("measure.json", "summary.json", "model.zip"):
+        (run / name).unlink()
+    assert run_kl_experiment(tiny_reward_model, **kwargs) == table
+    assert json.loads((run / "summary.json").read_text())["training"]["steps"] == 64
 
 
 def test_bad_arguments_are_refused_before_any_run(tiny_reward_model, tmp_path):

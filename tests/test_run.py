@@ -38,7 +38,7 @@ def test_train_writes_a_complete_gridworld_run(tmp_path):
         out=out,
         progress=False,
         eval_episodes=5,
-        n_steps=64,
+        n_steps=32,  # 8 envs: rollouts of 256 steps, checkpoints between them
         checkpoint_every=256,
     )
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -53,7 +53,9 @@ def test_train_writes_a_complete_gridworld_run(tmp_path):
     assert {"charts/episodic_return", "charts/episode_length"} <= tensorboard_tags(out)
     assert (out / "curve.png").read_bytes()[:8] == PNG
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_256.json",
         "step_256.zip",
+        "step_512.json",
         "step_512.zip",
     ]
     config = json.loads((out / "config.json").read_text())

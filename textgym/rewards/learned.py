@@ -10,6 +10,7 @@ A preference pair says that, as a continuation of ``prompt``, ``chosen`` was pre
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from textgym._checks import check_int, is_number
 from textgym.rewards.hf import ensure_pad_token, tokenize_for_reward
+from textgym.runfiles import claim
 
 _BUNDLED_PREFERENCES = Path(__file__).resolve().parent.parent / "assets" / "preferences.jsonl"
 _KEYS = ("prompt", "chosen", "rejected")
@@ -328,31 +330,39 @@ def _staged_directory(out: Path) -> Iterator[Path]:
     """
     target = out.resolve()  # a symlink to an empty directory: replace the directory
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Made with mkdir rather than tempfile.mkdtemp, so it gets the usual permissions (mkdtemp's
-    # are owner-only) and the saved model is as readable as any other directory.
-    staging = target.with_name(f"{target.name}.tmp-{secrets.token_hex(8)}")
-    staging.mkdir()
     try:
-        yield staging
+        with claim(target, "out", beside=True):
+            # Staging directories of earlier runs on this out that were killed (the claim
+            # says none is running): what a failed run removes itself.
+            for stale in target.parent.glob(f"{glob.escape(target.name)}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            # Made with mkdir rather than tempfile.mkdtemp, so it gets the usual permissions
+            # (mkdtemp's are owner-only) and the saved model is as readable as any other.
+            staging = target.with_name(f"{target.name}.tmp-{secrets.token_hex(8)}")
+            staging.mkdir()
+            try:
+                yield staging
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            try:
+                if target.is_dir():
+                    shutil.copymode(target, staging)  # an empty out made by the user keeps its mode
+                os.replace(staging, target)
+            except OSError as err:
+                kind = FileExistsError if os.path.lexists(target) else OSError
+                raise kind(
+                    f"out={str(out)!r} could not be replaced by the trained model ({err}): "
+                    f"expected a new or empty directory; the trained model is kept in "
+                    f"{str(staging)!r}"
+                ) from err
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
         for parent in created:  # deepest first
             try:
                 parent.rmdir()
             except OSError:
                 break
         raise
-    try:
-        if target.is_dir():
-            shutil.copymode(target, staging)  # an empty out made by the user keeps its mode
-        os.replace(staging, target)
-    except OSError as err:
-        kind = FileExistsError if os.path.lexists(target) else OSError
-        raise kind(
-            f"out={str(out)!r} could not be replaced by the trained model ({err}): expected a "
-            f"new or empty directory; the trained model is kept in {str(staging)!r}"
-        ) from err
 
 
 def _split(pairs: list[PreferencePair], heldout: float) -> tuple[list[int], list[int]]:
@@ -401,8 +411,8 @@ def _load_backbone(backbone: str | os.PathLike | None) -> tuple[Any, torch.nn.Mo
     )
     try:
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            config = AutoConfig.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+            config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"backbone={source!r}: could not load a tokenizer and a model config ({err}); "
@@ -421,7 +431,7 @@ def _load_backbone(backbone: str | os.PathLike | None) -> tuple[Any, torch.nn.Mo
     try:
         with _quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=1, use_safetensors=True
+                source, num_labels=1, use_safetensors=True, trust_remote_code=False
             )
     except (OSError, ValueError, RuntimeError) as err:
         # RuntimeError: a head of another shape in a checkpoint whose config does not say so.
