@@ -95,8 +95,8 @@ class _ProgressCSV(KVWriter):
 
 
 class _TensorBoard(TensorBoardOutputFormat):
-    """SB3's TensorBoard output; a resumed run purges the events after its checkpoint's step
-    (``purge_step``), so TensorBoard shows one continuous curve."""
+    """SB3's TensorBoard output; a resumed run hides the events its earlier session logged
+    after the checkpoint (``purge_step``), so TensorBoard shows one continuous curve."""
 
     def __init__(self, folder: Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -130,8 +130,9 @@ class _Recorder:
         upto = resumed["step"] if resumed else None
         logs = out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        purge = None if upto is None else upto + 1  # what was logged after the checkpoint
         self.logger = Logger(
-            str(logs), [_ProgressCSV(logs / "progress.csv", upto), _TensorBoard(logs, upto)]
+            str(logs), [_ProgressCSV(logs / "progress.csv", upto), _TensorBoard(logs, purge)]
         )
         self.log = EpisodeLog(self.logger, out / "episodes.csv", upto)
         self.checkpoints = out / "checkpoints"

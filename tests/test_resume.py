@@ -1,0 +1,309 @@
+"""Long jobs survive being killed: files written atomically, runs resumed from their newest
+checkpoint, and one job per output directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from textgym.rewards import load_pairs, train_reward_model
+from textgym.runfiles import DirectoryBusyError, atomic_path, claim, write_json
+from textgym_agents.compare import compare
+from textgym_agents.gpt_policy import GPTActorCriticPolicy
+from textgym_agents.kl_experiment import run_kl_experiment
+from textgym_agents.rundir import load_sb3, read_episodes
+from textgym_agents.train import train
+from textgym_agents.zoo import make_agent
+
+GRID = {"steps": 2048, "n_steps": 32, "checkpoint_every": 256, "eval_episodes": 5}
+
+
+def text_kwargs(model: Path) -> dict:
+    return {
+        "steps": 96,
+        "checkpoint_every": 16,
+        "eval_episodes": 4,
+        "n_envs": 4,
+        "episodes_per_update": 4,
+        "env_kwargs": {"model": str(model), "prompts": ["the movie was"], "max_new_tokens": 4},
+    }
+
+
+def start_training(
+    env_id: str, agent: str, out: Path, kwargs: dict, patch: str = ""
+) -> subprocess.Popen:
+    """``train`` in a child process (that ``patch`` may alter first)."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from textgym_agents.train import train
+        {patch}
+        train({env_id!r}, {agent!r}, out={str(out)!r}, progress=False, **json.loads(sys.argv[1]))
+        """
+    )
+    return subprocess.Popen([sys.executable, "-c", script, json.dumps(kwargs)])
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"training ended (rc {process.returncode}) before {path}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def progress_steps(out: Path) -> list[float]:
+    with open(out / "logs" / "progress.csv", newline="") as f:
+        return [float(row["time/total_timesteps"]) for row in csv.DictReader(f)]
+
+
+def tensorboard_steps(out: Path, tag: str) -> list[int]:
+    accumulator = EventAccumulator(str(out / "logs"))
+    accumulator.Reload()
+    return [event.step for event in accumulator.Scalars(tag)]
+
+
+def assert_complete(out: Path, steps: int) -> dict:
+    """A finished run with continuous logs and only complete files."""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["training"]["steps"] >= steps
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert not (out / ".textgym.lock").exists()
+    episodes = read_episodes(out / "episodes.csv")
+    assert len(episodes["step"]) == summary["training"]["episodes"] > 0
+    assert np.all(np.diff(episodes["step"]) >= 0)
+    logged = progress_steps(out)
+    assert np.all(np.diff(logged) > 0) and logged[-1] <= summary["training"]["steps"]
+    shown = tensorboard_steps(out, "charts/episodic_return")
+    assert shown == sorted(set(shown)) and shown[-1] == logged[-1]
+    for state in (out / "checkpoints").glob("step_*.json"):
+        assert json.loads(state.read_text())["step"] == int(state.stem.removeprefix("step_"))
+        assert state.with_suffix(".zip").exists()
+    return summary
+
+
+def test_a_killed_sb3_run_resumes_from_its_newest_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    process = start_training("GridWorld-v0", "ppo", out, GRID)
+    wait_for(out / "checkpoints" / "step_768.json", process)
+    kill(process)
+    assert not (out / "summary.json").exists()
+    killed_at = max(int(p.stem.removeprefix("step_")) for p in out.glob("checkpoints/*.json"))
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train("GridWorld-v0", "ppo", out=out, progress=False, **GRID)
+    summary = train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **GRID)
+    assert_complete(out, GRID["steps"])
+    # Every checkpoint, from either session, loads into a fresh agent.
+    for checkpoint in sorted((out / "checkpoints").glob("step_*.zip")):
+        model = make_agent("ppo", "GridWorld-v0", n_steps=32)
+        load_sb3(model, checkpoint)
+        assert model.num_timesteps == int(checkpoint.stem.removeprefix("step_"))
+    assert killed_at >= 768 and summary["training"]["wall_seconds"] > 0
+
+
+def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(tmp_path):
+    out = tmp_path / "run"
+    # Killed while writing the zip of its third checkpoint: half a file under a temporary name.
+    patch = textwrap.dedent(
+        """
+        import os, signal, zipfile
+        write = zipfile.ZipFile.writestr
+        def dying_write(self, name, *args, **kwargs):
+            if "step_768" in str(self.filename):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return write(self, name, *args, **kwargs)
+        zipfile.ZipFile.writestr = dying_write
+        """
+    ).replace("\n", "\n        ")
+    process = start_training("GridWorld-v0", "ppo", out, GRID, patch)
+    assert process.wait(timeout=120) == -signal.SIGKILL
+    assert [p.name for p in (out / "checkpoints").glob("*.tmp-*")]  # the half-written zip
+    assert not (out / "checkpoints" / "step_768.zip").exists()
+    train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **GRID)
+    assert_complete(out, GRID["steps"])
+
+
+def test_dqn_resumes_with_its_replay_buffer(tmp_path):
+    kwargs = {**GRID, "steps": 1500, "checkpoint_every": 500, "learning_starts": 100}
+    out = tmp_path / "run"
+    process = start_training(
+        "GridWorld-v0", "dqn", out, {k: v for k, v in kwargs.items() if k != "n_steps"}
+    )
+    wait_for(out / "checkpoints" / "step_500.json", process)
+    kill(process)
+    buffer = np.load(out / "checkpoints" / "step_500.buffer.npz")
+    assert int(buffer["pos"]) == 500
+    kwargs.pop("n_steps")
+    train("GridWorld-v0", "dqn", out=out, progress=False, resume=True, **kwargs)
+    assert_complete(out, kwargs["steps"])
+
+
+def test_a_killed_sequence_ppo_run_resumes(tiny_gpt2, tmp_path):
+    kwargs = text_kwargs(tiny_gpt2)
+    out = tmp_path / "run"
+    process = start_training("TextGen-v0", "gpt", out, kwargs)
+    wait_for(out / "checkpoints" / "step_32.json", process)
+    kill(process)
+    summary = train("TextGen-v0", "gpt", out=out, progress=False, resume=True, **kwargs)
+    assert_complete(out, kwargs["steps"])
+    assert summary["reference"]["episodes"] == 4
+    for checkpoint in (out / "checkpoints").glob("step_*.zip"):
+        GPTActorCriticPolicy.load(checkpoint)
+
+
+def test_resume_restores_the_trainer_state_exactly(tiny_gpt2, tmp_path):
+    """A run resumed from its checkpoint at step N continues with the same weights, optimizer
+    moments, step counter and sampling RNG as the run that wrote it."""
+    import torch
+
+    kwargs = text_kwargs(tiny_gpt2)
+    full = tmp_path / "full"
+    train("TextGen-v0", "gpt", out=full, progress=False, **kwargs)
+    first = sorted((full / "checkpoints").glob("step_*.json"), key=lambda p: int(p.stem[5:]))[0]
+    from textgym_agents.sequence_ppo import SequencePPO
+
+    trainer = SequencePPO(kwargs["env_kwargs"], num_envs=4, episodes_per_update=4)
+    trainer.load_state(first.with_suffix(".zip"))
+    saved = GPTActorCriticPolicy.load(first.with_suffix(".zip"))
+    for (name, a), b in zip(trainer.policy.state_dict().items(), saved.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert trainer.num_timesteps == int(first.stem[5:])
+    assert trainer.optimizer.state_dict()["state"]  # Adam's moments came back
+
+
+def test_resume_refuses_other_arguments_and_finished_runs(tmp_path):
+    out = tmp_path / "run"
+    small = {**GRID, "steps": 512}
+    train("GridWorld-v0", "ppo", out=out, progress=False, **small)
+    with pytest.raises(FileExistsError, match="finished run"):
+        train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **small)
+    (out / "summary.json").unlink()
+    with pytest.raises(ValueError, match=r"seed=1 \(the run has 0\)"):
+        train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, seed=1, **small)
+
+
+def test_resume_without_a_checkpoint_starts_over_in_the_directory(tmp_path):
+    out = tmp_path / "run"
+    small = {**GRID, "steps": 512}
+    process = start_training("GridWorld-v0", "ppo", out, small)
+    wait_for(out / "config.json", process)
+    kill(process)
+    for path in (out / "checkpoints").glob("*"):
+        path.unlink()
+    train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **small)
+    assert_complete(out, small["steps"])
+
+
+def test_resume_on_a_new_directory_starts_a_run(tmp_path):
+    train(
+        "GridWorld-v0",
+        "ppo",
+        out=tmp_path / "new",
+        progress=False,
+        resume=True,
+        **{**GRID, "steps": 256},
+    )
+    assert (tmp_path / "new" / "summary.json").exists()
+
+
+def test_cli_resume_needs_out(cli_error):
+    assert "--resume: expected --out" in cli_error(
+        ["train", "GridWorld-v0", "--agent", "ppo", "--resume"]
+    )
+
+
+# ---------------------------------------------------------------------- one owner per directory
+def test_a_claimed_run_directory_is_refused_and_left_alone(tmp_path, cli_error):
+    out = tmp_path / "run"
+    with claim(out):
+        with pytest.raises(
+            DirectoryBusyError,
+            match=f"out='{out}' is in use by another textgym process \\(pid {os.getpid()}\\)",
+        ):
+            train("GridWorld-v0", "ppo", out=out, progress=False, **{**GRID, "steps": 256})
+        message = cli_error(["train", "GridWorld-v0", "--agent", "ppo", "--out", str(out)])
+        assert message.startswith("textgym train: out=") and "in use" in message
+        assert sorted(p.name for p in out.iterdir()) == [".textgym.lock"]
+    assert not (out / ".textgym.lock").exists()
+
+
+def test_compare_kl_experiment_and_train_rm_claim_their_out(tiny_reward_model, tmp_path):
+    out = tmp_path / "out"
+    with claim(out):
+        with pytest.raises(DirectoryBusyError):
+            compare(["GridWorld-v0"], ["ppo"], [0], out=out, steps=64, progress=False)
+        with pytest.raises(DirectoryBusyError):
+            run_kl_experiment(tiny_reward_model, out=out, steps=8, progress=False)
+    rm = tmp_path / "rm"
+    with claim(rm, beside=True), pytest.raises(DirectoryBusyError, match=f"out='{rm}'"):
+        train_reward_model(load_pairs()[:8], rm, progress=False)
+    assert not rm.exists()
+
+
+def test_two_runs_started_on_one_directory_do_not_mix(tmp_path):
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "textgym_agents.cli",
+        "train",
+        "GridWorld-v0",
+        "--agent",
+        "ppo",
+    ]
+    options = ["--steps", "512", "--eval-episodes", "5", "--no-progress", "--out", str(out)]
+    runs = [
+        subprocess.Popen(
+            [*command, *options, "--seed", str(seed)], stderr=subprocess.PIPE, text=True
+        )
+        for seed in (0, 1)
+    ]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert sorted(rc for rc, _ in results) == [0, 2]
+    (loser,) = [err for rc, err in results if rc == 2]
+    assert f"out={str(out)!r}" in loser and ("in use" in loser or "already holds a run" in loser)
+    config = json.loads((out / "config.json").read_text())
+    assert json.loads((out / "summary.json").read_text())["seed"] == config["seed"]
+
+
+# ---------------------------------------------------------------------- files
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "summary.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(path) as temp:
+        temp.write_text("{half")
+        raise RuntimeError("disk full")
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_episodes_csv_ignores_a_half_written_last_line(tmp_path):
+    path = tmp_path / "episodes.csv"
+    path.write_text(
+        "step,return,length,rm_score,kl_per_sequence,kl_coef\n8,1.0,8,,,\n16,0.5,8,,,\n24,0.2"
+    )
+    assert read_episodes(path)["step"].tolist() == [8.0, 16.0]
+
+
+def test_train_rm_removes_staging_directories_of_killed_runs(tmp_path):
+    stale = tmp_path / "rm.tmp-0123456789abcdef"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    train_reward_model(load_pairs()[:16], tmp_path / "rm", epochs=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
