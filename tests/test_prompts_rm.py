@@ -3,6 +3,7 @@ prompt text the policy conditioned on, and an RM input is cut so the continuatio
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from conftest import CORPUS
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.envs.textgen import TextGenEnv
-from textgym.prompts import cut_left, special_affixes
+from textgym.prompts import cut_left, load_prompts, special_affixes
 from textgym.rewards.hf import HFRewardModel, ensure_pad_token, tokenize_for_reward
 
 LONG = " ".join(CORPUS)  # ~200 tokens for the tiny tokenizers
@@ -212,3 +213,102 @@ def test_bundled_prompts_are_not_cut_and_the_rm_gets_them_as_written():
 def test_max_prompt_tokens_must_leave_room_beside_bos(tiny_llama):
     with pytest.raises(ValueError, match=r"max_prompt_tokens=1 .*model=.*1 special token"):
         TextGenEnv(model=str(tiny_llama), prompts=[SHORT], max_prompt_tokens=1)
+
+
+# ---------------------------------------------------------------- prompt files
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("p.jsonl", '"fine"\n\n{"prompt": "x"\n', r"p.jsonl' line 3 is not valid JSON"),
+        ("p.jsonl", '"fine"\n{"prompt": 3}\n', r"p.jsonl' line 2 holds 3: expected a string"),
+        ("p.jsonl", '{"title": "x"}\n', r"p.jsonl' line 1 has no field in \('prompt'"),
+        ("p.jsonl", '"\\ud800 lone"\n', r"p.jsonl' line 1 holds '\\ud800' .*not valid Unicode"),
+        ("p.JSONL", '"fine"\n[1, 2]\n', r"p.JSONL' line 2 holds the message 1"),
+        ("p.json", '["a", ]', r"p.json' is not valid JSON .*expected a JSON list"),
+        ("p.json", '{"prompt": "a"}', r"p.json' holds a JSON dict: expected a JSON list"),
+        ("p.json", '["a", 3]', r"p.json' item 1 holds 3"),
+        ("p.txt", b"caf\xe9\n", r"p.txt' is not UTF-8 text .*expected a UTF-8 encoded file"),
+        ("p.jsonl", b'"caf\xe9"\n', r"p.jsonl' is not UTF-8 text"),
+    ],
+)
+def test_malformed_prompt_files_are_refused_naming_file_and_line(tmp_path, name, content, match):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=match):
+        load_prompts(path)
+
+
+def test_prompt_files_by_suffix_in_any_case_and_without_a_bom(tmp_path):
+    chat = [{"role": "user", "content": "hi"}]
+    bom = "\ufeff"
+    files = {
+        "a.txt": bom + "first\n\nsecond\r\n",
+        "b.jsonl": bom + '"first"\n\n{"text": "second"}\n',
+        "c.JSONL": '"first"\r\n{"prompt": "second"}\r\n',
+        "d.json": bom + json.dumps(["first", {"messages": chat}]),
+        "e.Json": json.dumps(["first", "line\u2028separator"]),
+        "f.jsonl": json.dumps("a\u2028b") + "\n",  # JSON Lines split at \n only
+    }
+    loaded = {}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        loaded[name] = load_prompts(tmp_path / name)
+    assert loaded == {
+        "a.txt": ["first", "second"],
+        "b.jsonl": ["first", "second"],
+        "c.JSONL": ["first", "second"],
+        "d.json": ["first", chat],
+        "e.Json": ["first", "line\u2028separator"],
+        "f.jsonl": ["a\u2028b"],
+    }
+
+
+@pytest.mark.parametrize(
+    "prompts, match",
+    [
+        (["ok", "lone \ud800 surrogate"], r"prompts\[1\] holds '\\ud800' at character 5"),
+        ([[{"role": "user", "content": "\udfff"}]], r"prompts\[0\] holds '\\udfff'"),
+    ],
+)
+def test_prompts_with_a_lone_surrogate_are_refused_naming_the_prompt(tiny_gpt2, prompts, match):
+    with pytest.raises(ValueError, match=match):
+        TextGenEnv(model=str(tiny_gpt2), prompts=prompts)
+
+
+# ---------------------------------------------------------------- HF reward models
+
+
+@pytest.mark.parametrize("kind", ["causal-lm", "base"])
+def test_a_checkpoint_without_a_classification_head_is_refused(tiny_gpt2, tmp_path, kind):
+    """Loaded as a classifier, a causal LM or a bare trunk gets a random head: random scores."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    loader = AutoModelForCausalLM if kind == "causal-lm" else AutoModel
+    path = tmp_path / kind
+    loader.from_pretrained(str(tiny_gpt2)).save_pretrained(path)
+    AutoTokenizer.from_pretrained(str(tiny_gpt2)).save_pretrained(path)
+    match = r"reward_model='.*' has no trained weights for \['score.weight'\].*random"
+    with pytest.raises(ValueError, match=match):
+        HFRewardModel(path, label=0)
+    with pytest.raises(ValueError, match=match):
+        TextGenEnv(model=str(tiny_gpt2), prompts=[SHORT], reward_model=str(path))
+
+
+def test_a_saved_random_head_is_a_deliberate_choice_and_loads(tiny_reward_model):
+    rm = HFRewardModel(tiny_reward_model)  # head drawn once and saved with the model
+    assert rm.score([SHORT], [" and more"]).shape == (1,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"batch_size": 0}, "batch_size=0: expected an integer >= 1"),
+        ({"include_prompt": "yes"}, "include_prompt='yes' must be True or False"),
+        ({"label": True}, "label=True has type bool"),
+    ],
+)
+def test_bad_hf_reward_model_arguments_are_refused_before_loading(tiny_reward_model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        HFRewardModel(tiny_reward_model, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import warnings
@@ -140,6 +141,40 @@ def test_env_pickles_and_continues_identically(tiny_gpt2):
         np.testing.assert_array_equal(a[0]["input_ids"], b[0]["input_ids"])
         assert a[1] == pytest.approx(b[1], abs=1e-5)
         assert a[2] == b[2]
+
+
+@pytest.mark.parametrize("clone", [lambda e: pickle.loads(pickle.dumps(e)), copy.deepcopy])
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+def test_a_copy_keeps_a_scorer_that_pickles_bound_to_the_copy(tiny_gpt2, clone, vector):
+    from textgym.envs.textgen_vector import TextGenVectorEnv
+    from textgym.reference import ReferencePolicy
+
+    env = TextGenVectorEnv(2, model=str(tiny_gpt2), prompts=PROMPTS) if vector else make(tiny_gpt2)
+    env.attach_policy(ReferencePolicy(env.unwrapped.core))
+    env.reset(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        copied = clone(env)
+    scorer = copied.unwrapped.core.scorer
+    assert isinstance(scorer, ReferencePolicy) and scorer.core is copied.unwrapped.core
+    *_, info = copied.step(np.array([3, 4]) if vector else 3)
+    assert np.all(np.asarray(info["kl"]) == 0.0)  # the KL form, with the copy's own reference
+
+
+@pytest.mark.parametrize("clone", [lambda e: pickle.loads(pickle.dumps(e)), copy.deepcopy])
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+def test_a_copy_warns_when_it_drops_a_scorer_that_does_not_pickle(tiny_gpt2, clone, vector):
+    from textgym.envs.textgen_vector import TextGenVectorEnv
+
+    env = TextGenVectorEnv(2, model=str(tiny_gpt2), prompts=PROMPTS) if vector else make(tiny_gpt2)
+    n = env.unwrapped.core.num_actions
+    env.attach_policy(lambda obs: np.full((len(obs["input_ids"]), n), -np.log(n)))
+    env.reset(seed=0)
+    with pytest.warns(UserWarning, match=r"scorer <function .*<lambda>.* cannot be pickled"):
+        copied = clone(env)
+    assert copied.unwrapped.core.scorer is None and env.unwrapped.core.scorer is not None
+    *_, info = copied.step(np.array([3, 4]) if vector else 3)
+    assert "kl" not in info  # the reference-only form, as the warning says
 
 
 # ---------------------------------------------------------------- KL correctness

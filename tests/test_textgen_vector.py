@@ -165,7 +165,9 @@ def test_make_vec_uses_the_native_vector_env(tiny_gpt2):
     venv.call("attach_policy", lambda obs: _uniform(obs["input_ids"], venv.single_action_space.n))
     _, _, _, _, infos = venv.step(venv.action_space.sample())
     assert "kl" in infos and infos["kl"].shape == (3,)
-    assert venv.call("action_masks")[0].shape == (3, venv.single_action_space.n)
+    masks = venv.call("action_masks")  # gymnasium's call: one result per row
+    assert len(masks) == 3 and all(m.shape == (venv.single_action_space.n,) for m in masks)
+    np.testing.assert_array_equal(np.stack(masks), venv.unwrapped.action_masks())
 
 
 def test_vector_env_seeding_is_deterministic(tiny_gpt2):
@@ -189,3 +191,97 @@ def test_bad_vector_actions_name_actions_and_change_nothing(tiny_gpt2):
             venv.step(bad)
     obs2, *_ = venv.step(np.array([1, 2]))
     assert (obs2["attention_mask"].sum(1) == obs["attention_mask"].sum(1) + 1).all()
+
+
+def test_a_list_of_seeds_gives_each_row_the_prompts_of_a_single_env_seeded_alike(tiny_gpt2):
+    kwargs = dict(model=str(tiny_gpt2), prompts=PROMPTS, max_new_tokens=1)
+    seeds = [5, 9, 5]
+    venv = TextGenVectorEnv(3, **kwargs)
+    venv.reset(seed=seeds)
+    drawn = [venv.core.prompt_index.tolist()]
+    for _ in range(4):  # every other step restarts every row (one-token episodes)
+        venv.step(np.array([1, 2, 3]))
+        venv.step(np.array([0, 0, 0]))
+        drawn.append(venv.core.prompt_index.tolist())
+    single = TextGenEnv(**kwargs)
+    for row, seed in enumerate(seeds):
+        expected = [single.reset(seed=seed)[1]["prompt_index"]]
+        expected += [single.reset()[1]["prompt_index"] for _ in range(4)]
+        assert [indices[row] for indices in drawn] == expected
+    assert len({tuple(i[row] for i in drawn) for row in range(3)}) == 2  # rows 0 and 2 alike
+    venv.reset(seed=[6, 9, 5])  # a new list reseeds each row
+    assert venv.core.prompt_index[0] == single.reset(seed=6)[1]["prompt_index"]
+
+
+@pytest.mark.parametrize("seed", [[1, 2], [1, 2, 3, 4], [1, "2", 3], [1, -1, 3], 1.5])
+def test_bad_seeds_are_refused_naming_seed(tiny_gpt2, seed):
+    venv = TextGenVectorEnv(3, model=str(tiny_gpt2), prompts=PROMPTS)
+    with pytest.raises(ValueError, match=r"seed must be .*list of num_envs=3 seeds.*got seed="):
+        venv.reset(seed=seed)
+
+
+def test_reset_mask_restarts_only_the_masked_rows(tiny_gpt2):
+    kwargs = dict(model=str(tiny_gpt2), prompts=PROMPTS, max_new_tokens=6, reward_model=zero_rm)
+    venv, twin = TextGenVectorEnv(3, **kwargs), TextGenVectorEnv(3, **kwargs)
+    for env in (venv, twin):
+        env.reset(seed=1)
+        env.step(np.array([4, 5, 6]))
+    before = venv.core.observe()
+    mask = np.array([True, False, True])
+    obs, infos = venv.reset(options={"reset_mask": mask, "prompt_index": [3, 0, 1]})
+    assert venv.core.prompt_index.tolist() == [3, twin.core.prompt_index[1], 1]
+    assert venv.core.gen_len.tolist() == [0, 1, 0]
+    for key in obs:  # the unmasked row is untouched
+        np.testing.assert_array_equal(obs[key][1], before[key][1])
+    assert infos["_prompt"].tolist() == mask.tolist() and len(infos["prompt"]) == 3
+    assert infos["prompt_index"][[0, 2]].tolist() == [3, 1] and infos["prompt"][0] == PROMPTS[3]
+    # Row 1 goes on as if nothing happened; the cache of every row matches a full forward.
+    _, rewards, *_ = venv.step(np.array([7, 8, 9]))
+    _, twin_rewards, *_ = twin.step(np.array([7, 8, 9]))
+    assert rewards[1] == pytest.approx(twin_rewards[1], abs=1e-5)
+    assert venv.core.gen_len.tolist() == [1, 2, 1]
+    full = full_logprobs(venv.reference_model, venv.core.input_ids, venv.core.attention_mask)
+    np.testing.assert_allclose(venv.reference_logprobs(), full.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"reset_mask": [True, False]}, TypeError, r"reset_mask.*numpy array of dtype bool"),
+        ({"reset_mask": np.array([1, 0])}, TypeError, r"reset_mask.*dtype bool"),
+        ({"reset_mask": np.array([True])}, ValueError, r"reset_mask.*shape \(2,\)"),
+        ({"reset_mask": np.array([False, False])}, ValueError, r"reset_mask.*at least one True"),
+        ({"prompt_index": [1, 2, 3]}, ValueError, r"options\['prompt_index'\]=.* has 3 entries"),
+        ({"prompt_index": [1, "2"]}, ValueError, r"options\['prompt_index'\]\[1\]='2'"),
+        ({"prompt": ["a", 3]}, TypeError, r"options\['prompt'\]\[1\]=3 has type int"),
+        ({"mask": np.array([True, True])}, ValueError, r"unknown key\(s\) \['mask'\].*reset_mask"),
+    ],
+)
+def test_bad_vector_reset_options_are_refused_and_change_nothing(tiny_gpt2, options, error, match):
+    venv = TextGenVectorEnv(2, model=str(tiny_gpt2), prompts=PROMPTS, max_new_tokens=4)
+    venv.reset(seed=0)
+    venv.step(np.array([4, 5]))
+    before = venv.core.observe()
+    with pytest.raises(error, match=match):
+        venv.reset(options=options)
+    for key, value in venv.core.observe().items():
+        np.testing.assert_array_equal(value, before[key])
+    assert venv.core.gen_len.tolist() == [1, 1]
+
+
+def test_reset_mask_before_the_first_reset_is_refused(tiny_gpt2):
+    venv = TextGenVectorEnv(2, model=str(tiny_gpt2), prompts=PROMPTS)
+    with pytest.raises(RuntimeError, match="before a full reset"):
+        venv.reset(options={"reset_mask": np.array([True, False])})
+
+
+def test_vector_reset_takes_one_prompt_for_all_rows_or_one_per_row(tiny_gpt2):
+    venv = TextGenVectorEnv(2, model=str(tiny_gpt2), prompts=PROMPTS)
+    _, infos = venv.reset(options={"prompt": "the same"})
+    assert (
+        infos["prompt"].tolist() == ["the same"] * 2 and infos["prompt_index"].tolist() == [-1] * 2
+    )
+    _, infos = venv.reset(options={"prompt": ["one", "two"]})
+    assert infos["prompt"].tolist() == ["one", "two"]
+    _, infos = venv.reset(options={"prompt_index": 2})
+    assert infos["prompt_index"].tolist() == [2, 2]

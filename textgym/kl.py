@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from textgym._checks import check_int, check_number
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
@@ -34,7 +36,7 @@ class FixedKLController:
     """A constant KL coefficient beta."""
 
     def __init__(self, kl_coef: float) -> None:
-        self.value = float(kl_coef)
+        self.value = check_number("kl_coef", kl_coef, at_least=0)
 
     def update(self, kl_per_sequence: float, n_sequences: int) -> None:
         """A fixed coefficient ignores the observed KL."""
@@ -47,17 +49,14 @@ class AdaptiveKLController:
     finished sequences with mean KL per sequence ``KL``.
 
     :param init_kl_coef: starting beta.
-    :param target: the KL per sequence (nats) to track.
-    :param horizon: how many sequences a full correction is spread over.
+    :param target: the KL per sequence (nats) to track, > 0.
+    :param horizon: how many sequences a full correction is spread over, an int >= 1.
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: int = 10_000) -> None:
-        if target <= 0:
-            raise ValueError(f"kl_target={target!r} must be a positive number of nats")
-        if horizon <= 0:
-            raise ValueError(f"horizon={horizon!r} must be a positive number of sequences")
-        self.value = float(init_kl_coef)
-        self.target = float(target)
+        self.value = check_number("init_kl_coef", init_kl_coef, at_least=0)
+        self.target = check_number("target", target, above=0)
+        check_int("horizon", horizon, low=1)
         self.horizon = int(horizon)
 
     def update(self, kl_per_sequence: float, n_sequences: int) -> None:

@@ -2,8 +2,8 @@
 
 A prompt is a string or a chat conversation: a list of ``{"role": ..., "content": ...}``
 messages, rendered with the tokenizer's chat template and ``add_generation_prompt=True``, as
-TRL does. Prompt sets come from a list, a .txt (one per line) or .jsonl file, or the bundled
-set. A prompt longer than its budget is cut from the left, keeping the special tokens the
+TRL does. Prompt sets come from a list, a .txt (one per line), .jsonl or .json file, or the
+bundled set. A prompt longer than its budget is cut from the left, keeping the special tokens the
 tokenizer puts around every text (BOS), so the model still sees the start it was trained on.
 """
 
@@ -25,6 +25,7 @@ Prompt = str | list[dict[str, str]]
 
 _JSONL_KEYS = ("prompt", "text", "messages")
 _EXPECTED = 'a string or a list of {"role": str, "content": str} chat messages'
+_RECORD = f"{_EXPECTED}, or an object with one of them in a field {_JSONL_KEYS}"
 
 
 class EncodedPrompt(NamedTuple):
@@ -38,11 +39,18 @@ class EncodedPrompt(NamedTuple):
 def load_prompts(source: str | os.PathLike | Sequence[Prompt] | None = None) -> list[Prompt]:
     """Load prompts from ``source``; ``None`` gives the bundled review openings.
 
-    ``source`` is a list of prompts (strings or chat conversations) or a path. A ``.jsonl``
-    file holds one JSON value per line: a string, a list of chat messages, or an object whose
-    ``"prompt"``, ``"text"`` or ``"messages"`` field holds one of those. Any other file holds
-    one string prompt per line. Blank lines are skipped. Raises ``ValueError`` for an empty set
-    or a malformed prompt and ``FileNotFoundError`` for a missing file.
+    ``source`` is a list of prompts (strings or chat conversations) or a path to a UTF-8 file
+    (a leading byte-order mark is dropped), chosen by its suffix, in any case:
+
+    - ``.jsonl``: one JSON record per line, blank lines skipped. A record is a string, a list
+      of chat messages, or an object whose ``"prompt"``, ``"text"`` or ``"messages"`` field
+      holds one of those.
+    - ``.json``: one JSON list of such records.
+    - anything else: one string prompt per line, blank lines skipped.
+
+    Raises ``ValueError`` for an empty set, a malformed prompt or record (naming the file and
+    the line), a file that is not UTF-8 or a string that is not valid Unicode (a lone
+    surrogate), and ``FileNotFoundError`` for a missing file.
     """
     if source is None:
         source = BUNDLED_PROMPTS
@@ -53,7 +61,7 @@ def load_prompts(source: str | os.PathLike | Sequence[Prompt] | None = None) -> 
     else:
         raise TypeError(
             f"prompts={source!r} has type {type(source).__name__}: expected a list of prompts "
-            f"({_EXPECTED}) or a path to a .txt or .jsonl file"
+            f"({_EXPECTED}) or a path to a .txt, .jsonl or .json file"
         )
     if not prompts:
         raise ValueError(f"prompts={source!r} is empty: expected at least one prompt")
@@ -63,6 +71,7 @@ def load_prompts(source: str | os.PathLike | Sequence[Prompt] | None = None) -> 
 def check_prompt(prompt: Any, argument: str) -> Prompt:
     """Return ``prompt`` if it is a string or a list of chat messages, else raise naming it."""
     if isinstance(prompt, str):
+        _check_unicode(prompt, argument)
         return prompt
     if not isinstance(prompt, list):
         hint = " (pass one conversation as prompts=[messages])" if isinstance(prompt, dict) else ""
@@ -78,7 +87,21 @@ def check_prompt(prompt: Any, argument: str) -> Prompt:
             and isinstance(message.get("content"), str)
         ):
             raise ValueError(f"{argument} holds the message {message!r}: expected {_EXPECTED}")
+        _check_unicode(message["role"], argument)
+        _check_unicode(message["content"], argument)
     return prompt
+
+
+def _check_unicode(text: str, argument: str) -> None:
+    """Refuse a string that cannot be encoded (a lone surrogate, from a bad JSON escape or a
+    mis-decoded file): tokenizers fail on it with errors that do not say which prompt."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{argument} holds {text[err.start : err.end]!r} at character {err.start}, which is "
+            "not valid Unicode (a lone surrogate): expected text that encodes as UTF-8"
+        ) from None
 
 
 def encode_prompt(
@@ -149,24 +172,60 @@ def cut_left(ids: list[int], max_tokens: int, prefix: list[int], suffix: list[in
 
 
 def _read_file(path: Path) -> list[Prompt]:
+    where = f"prompts={str(path)!r}"
     if not path.is_file():
         raise FileNotFoundError(
-            f"prompts={str(path)!r} is not a file: expected a list of prompts or a path to a "
-            ".txt (one prompt per line) or .jsonl file"
+            f"{where} is not a file: expected a list of prompts or a path to a .txt (one prompt "
+            "per line), .jsonl or .json file"
         )
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.suffix != ".jsonl":
-        return lines
-    prompts = []
-    for number, line in enumerate(lines, start=1):
-        record = json.loads(line)
-        where = f"prompts={str(path)!r} line {number}"
-        if isinstance(record, dict):
-            key = next((k for k in _JSONL_KEYS if k in record), None)
-            if key is None:
-                raise ValueError(f"{where} has no field in {_JSONL_KEYS}")
-            record = record[key]
-        if not isinstance(record, str | list):
-            raise ValueError(f"{where} holds {record!r}: expected {_EXPECTED}")
-        prompts.append(check_prompt(record, where))
-    return prompts
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading BOM is not prompt text
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{where} is not UTF-8 text (byte {err.start} is {err.object[err.start : err.end]!r}):"
+            " expected a UTF-8 encoded file"
+        ) from None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        records = _parse_json(text, where, "a JSON list of prompt records")
+        if not isinstance(records, list):
+            raise ValueError(
+                f"{where} holds a JSON {type(records).__name__}: expected a JSON list of prompt "
+                f"records, each {_RECORD}"
+            )
+        return [_record(record, f"{where} item {i}") for i, record in enumerate(records)]
+    if suffix == ".jsonl":
+        # JSON Lines are split at "\n" only: a JSON string may hold U+2028 and friends.
+        numbered = enumerate(text.split("\n"), start=1)
+        return [
+            _record(_parse_json(line, f"{where} line {number}", _RECORD), f"{where} line {number}")
+            for number, line in numbered
+            if line.strip()
+        ]
+    return [
+        check_prompt(line, f"{where} line {number}")
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+
+
+def _parse_json(text: str, where: str, expected: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        at = f"line {err.lineno}, column {err.colno}" if "\n" in text else f"column {err.colno}"
+        raise ValueError(
+            f"{where} is not valid JSON ({err.msg} at {at}): expected {expected}"
+        ) from None
+
+
+def _record(record: Any, where: str) -> Prompt:
+    """The prompt a JSON record holds (see `load_prompts`)."""
+    if isinstance(record, dict):
+        key = next((k for k in _JSONL_KEYS if k in record), None)
+        if key is None:
+            raise ValueError(f"{where} has no field in {_JSONL_KEYS}: expected {_RECORD}")
+        record = record[key]
+    if not isinstance(record, str | list):
+        raise ValueError(f"{where} holds {record!r}: expected {_EXPECTED}")
+    return check_prompt(record, where)

@@ -8,7 +8,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from textgym.envs.textgen_core import PolicyScorer, TextGenCore
+from textgym._checks import check_options, check_seed
+from textgym.envs.textgen_core import RESET_OPTIONS, PolicyScorer, TextGenCore
 from textgym.render import render_ansi, render_rgb
 
 
@@ -51,7 +52,15 @@ class TextGenEnv(gym.Env):
     ## Starting State
 
     A prompt drawn uniformly from the prompt set with ``self.np_random``, or the one given
-    by ``reset(options={"prompt": text})`` / ``options={"prompt_index": i}``.
+    by ``reset(options={"prompt": text})`` (a string or a chat conversation) /
+    ``options={"prompt_index": i}`` (an int in ``[0, len(env.prompts))``); no other options,
+    and at most one of these. Options are checked before anything changes, so a refused reset
+    leaves the env as it was (the episode in progress, if any, goes on). One caveat comes from
+    gymnasium (1.x), not from the env: when the *first* ``reset()`` of an env made by
+    ``gym.make`` raises, its passive env checker fails every later ``step()`` with
+    ``TypeError: cannot unpack non-iterable NoneType object`` (after the env stepped). Make the
+    first reset a plain ``env.reset(seed=...)``, pass ``disable_env_checker=True`` to
+    ``gym.make``, or make a new env after such a failure.
 
     ## Rewards
 
@@ -104,13 +113,15 @@ class TextGenEnv(gym.Env):
     - ``reward_model``: a `textgym.rewards.RewardModel`, a callable ``(prompts, texts) ->
       scores``, a name (``"sentiment"``) or a path to a HF sequence-classification model.
     - ``prompts``: a list of prompts (strings, or chat conversations as lists of
-      ``{"role", "content"}`` messages, rendered with the tokenizer's chat template), a .txt /
-      .jsonl path, or ``None`` for the bundled set.
+      ``{"role", "content"}`` messages, rendered with the tokenizer's chat template), a path to
+      a UTF-8 file (.txt: one prompt per line; .jsonl: one JSON record per line; .json: a JSON
+      list of records; see `textgym.prompts.load_prompts`), or ``None`` for the bundled set.
     - ``max_new_tokens`` (24), ``max_prompt_tokens`` (24): episode length and prompt budget;
       longer prompts are cut from the left, keeping the tokenizer's special tokens (BOS), with
       a one-time warning. The reward model receives the prompt as the policy saw it.
-    - ``kl_coef`` (0.05), ``kl_estimator`` (``"k1"``, ``"k2"``, ``"k3"``), ``kl_target``
-      (adaptive beta, Ziegler et al.) and ``kl_horizon`` (10000).
+    - ``kl_coef`` (0.05, a finite number >= 0), ``kl_estimator`` (``"k1"``, ``"k2"``,
+      ``"k3"``), ``kl_target`` (None, or a finite number > 0 of nats per sequence: adaptive beta,
+      Ziegler et al.) and ``kl_horizon`` (10000, an int >= 1).
     - ``action_mode`` (``"vocab"`` / ``"topk"``), ``top_k`` (10), ``top_p`` (1.0): the
       candidate set of ``"topk"`` mode and of `action_masks`.
     - ``missing_eos_penalty`` (0.0): subtracted when an episode ends without EOS.
@@ -171,26 +182,23 @@ class TextGenEnv(gym.Env):
         ``obs`` is the batched observation of the rows being stepped (every key of the
         observation space, ``[B, ...]``); the scorer returns the acting policy's log-probs over
         the action space, ``[B, A]``, finite rows that sum to 1. Anything else (or an exception
-        inside the scorer) raises `ScorerError`, and the step changes nothing."""
+        inside the scorer) raises `ScorerError`, and the step changes nothing.
+
+        A pickled or deep-copied env keeps the scorer if it pickles (a scorer bound to this env
+        is bound to the copy); one that does not (a lambda) is left out with a warning, and the
+        copy uses the reference-only reward until a scorer is attached."""
         self.core.attach_policy(scorer)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        seed = check_seed(seed)
+        options = check_options(options, RESET_OPTIONS, "TextGenEnv")
+        starts = self.core.reset_starts(options, 1, per_row=False)
         super().reset(seed=seed)
-        options = options or {}
-        if "prompt" in options:
-            self.core.start_rows([0], prompt_texts=[options["prompt"]])
-        else:
-            index = options.get("prompt_index")
-            if index is None:
-                index = int(self.np_random.integers(len(self.core.prompts)))
-            elif not 0 <= int(index) < len(self.core.prompts):
-                raise ValueError(
-                    f"options['prompt_index']={index!r} is out of range: expected an integer "
-                    f"in [0, {len(self.core.prompts)})"
-                )
-            self.core.start_rows([0], prompt_indices=[int(index)])
+        if starts is None:
+            starts = self.core.prompt_starts([int(self.np_random.integers(len(self.core.prompts)))])
+        self.core.begin([0], starts)
         self._episode_tokens, self._step_rewards, self._rm_score = [], [], None
         self._penalty = 0.0
         info = {key: values.item(0) for key, values in self.core.reset_info([0]).items()}
@@ -202,7 +210,7 @@ class TextGenEnv(gym.Env):
                 "step() called before reset() or after the episode ended (terminated=True): "
                 "call reset() to start a new episode"
             )
-        result = self.core.step(action)
+        result = self.core.step(action, batched=False)
         info = result.row_info(0)
         reward = float(result.rewards[0])
         position = self.core.prompt_len[0] + self.core.gen_len[0] - 1
@@ -227,6 +235,7 @@ class TextGenEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode= to gym.make")
             return None
+        self.core.check_started("render()")
         tokens = [self.core.tokenizer.decode([t]) for t in self._episode_tokens]
         prompt = self.core.row_prompt[0]
         picture = (prompt, tokens, self._step_rewards, self._rm_score)

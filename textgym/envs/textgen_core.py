@@ -6,19 +6,21 @@ reward semantics live in exactly one place.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import pickle
 import warnings
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from textgym._checks import check_int, is_number
+from textgym._checks import check_int, check_number, is_int
 from textgym.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl_estimate
 from textgym.lm import IncrementalLM, load_causal_lm, load_tokenizer
 from textgym.prompts import EncodedPrompt, Prompt, encode_prompt, load_prompts, special_affixes
@@ -28,6 +30,7 @@ from textgym.rewards import RewardModel, checked_score, resolve_reward_model
 logger = logging.getLogger(__name__)
 
 ACTION_MODES = ("vocab", "topk")
+RESET_OPTIONS = ("prompt", "prompt_index")  # the keys of reset(options=...); at most one
 _KL_WINDOW = 64  # finished episodes whose mean KL is checked for a negative sign
 
 PolicyScorer = Callable[[dict[str, np.ndarray]], Any]
@@ -39,6 +42,20 @@ the action space out, ``[B, A]`` (a numpy array or a tensor), finite, each row a
 
 class ScorerError(RuntimeError):
     """A policy scorer raised, or returned something that is not log-probs over the actions."""
+
+
+class PromptStarts(NamedTuple):
+    """The prompts new episodes begin from, checked and encoded: one entry per row started."""
+
+    ids: list[list[int]]  # the token ids the policy conditions on
+    texts: list[str]  # their text (see `encode_prompt`), what the RM and info["prompt"] get
+    indices: np.ndarray  # (k,) int64: index in the prompt set, -1 for a prompt given as text
+
+    def take(self, rows: np.ndarray) -> PromptStarts:
+        """The entries of ``rows``."""
+        return PromptStarts(
+            [self.ids[r] for r in rows], [self.texts[r] for r in rows], self.indices[rows]
+        )
 
 
 # The info keys of every step (and the fields of `StepResult` that hold them), in the order
@@ -172,20 +189,24 @@ class TextGenCore:
             raise ValueError(
                 f"kl_estimator={kl_estimator!r} is not known: expected one of {KL_ESTIMATORS}"
             )
-        if not (is_number(kl_coef) and kl_coef >= 0 and np.isfinite(kl_coef)):
-            raise ValueError(f"kl_coef={kl_coef!r} must be a finite number >= 0")
+        check_number("kl_coef", kl_coef, at_least=0)
+        if kl_target is not None:
+            check_number("kl_target", kl_target, above=0)
+        check_int("kl_horizon", kl_horizon, low=1)
         if top_k is not None:
             check_int("top_k", top_k, low=1)
         elif action_mode == "topk":
             raise ValueError(
                 "top_k=None is not allowed with action_mode='topk': expected an int >= 1"
             )
-        if not (is_number(top_p) and 0 < top_p <= 1):
-            raise ValueError(f"top_p={top_p!r} must be a number in (0, 1]")
-        if not (is_number(missing_eos_penalty) and np.isfinite(missing_eos_penalty)):
-            raise ValueError(f"missing_eos_penalty={missing_eos_penalty!r} must be a finite number")
-        if not isinstance(normalize_reward, bool | np.bool_):
-            raise ValueError(f"normalize_reward={normalize_reward!r} must be True or False")
+        check_number("top_p", top_p, above=0, at_most=1)
+        check_number("missing_eos_penalty", missing_eos_penalty)
+        for name, flag in (
+            ("normalize_reward", normalize_reward),
+            ("trust_remote_code", trust_remote_code),  # a truthy "no" must not run remote code
+        ):
+            if not isinstance(flag, bool | np.bool_):
+                raise ValueError(f"{name}={flag!r} must be True or False")
 
         self.num_rows = num_rows
         self.max_new_tokens = max_new_tokens
@@ -272,18 +293,22 @@ class TextGenCore:
         self.prompt_index = np.zeros(n, dtype=np.int64)
         self.row_prompt: list[str] = [""] * n
         self.active = np.zeros(n, dtype=bool)
+        self.started = False  # whether reset() began every row once (then every row has a state)
         self.kl_sum = np.zeros(n, dtype=np.float64)
-        self._lm = IncrementalLM(self.reference_model, n, self.pad_token_id)
+        # The reference's KV cache over every row's tokens; None when it must be rebuilt from
+        # them (after unpickling, or a forward that failed midway): see `_kv`.
+        self._lm: IncrementalLM | None = None
         self._all_rows = np.arange(n)
         # The reference's next-token distribution per row, written in place every step.
-        self._next_logprobs = torch.zeros(n, self.vocab_size, device=self._lm.device)  # (N, V)
-        self._cand_ids = torch.zeros(n, top_k or 1, dtype=torch.long, device=self._lm.device)
-        self._cand_logprobs = torch.zeros(n, top_k or 1, device=self._lm.device)  # (N, k)
+        device = self.reference_model.device
+        self._next_logprobs = torch.zeros(n, self.vocab_size, device=device)  # (N, V)
+        self._cand_ids = torch.zeros(n, top_k or 1, dtype=torch.long, device=device)
+        self._cand_logprobs = torch.zeros(n, top_k or 1, device=device)  # (N, k)
         # Ids that are not text: special tokens but EOS (pad, bos, ...) and ids beyond the
         # tokenizer. They stay legal actions; action_masks() never offers them.
         not_text = set(self.tokenizer.all_special_ids) - {self.eos_token_id, None}
         not_text.update(range(len(self.tokenizer), self.vocab_size))
-        self._not_text = torch.tensor(sorted(not_text), dtype=torch.long, device=self._lm.device)
+        self._not_text = torch.tensor(sorted(not_text), dtype=torch.long, device=device)
         self._make_host_views()
         if normalize_reward:
             self.reward_gain, self.reward_bias = self._reference_reward_stats()
@@ -342,11 +367,12 @@ class TextGenCore:
             raise ScorerError(f"the policy scorer {self.scorer!r} raised: {err!r}") from err
         finally:
             self.scoring_rows = None
-        if isinstance(out, torch.Tensor):
-            out = out.detach().float().cpu().numpy()
+        if isinstance(out, torch.Tensor):  # a float tensor of any precision, never ints or bools
+            out = out.detach().cpu()
+            out = (out.float() if out.is_floating_point() else out).numpy()
         out = np.asarray(out)
         expected = (len(rows), self.num_actions)
-        if out.shape != expected or not np.issubdtype(out.dtype, np.floating):
+        if out.shape != expected or out.dtype.kind != "f":
             raise ScorerError(
                 f"the policy scorer {self.scorer!r} returned {out.dtype} of shape {out.shape}: "
                 f"expected floats of shape {expected}, log-probs over the action space per row"
@@ -364,6 +390,54 @@ class TextGenCore:
         return out[np.arange(len(rows)), actions].astype(np.float64)
 
     # ------------------------------------------------------------------ episodes
+    def prompt_starts(self, indices: Sequence[int] | np.ndarray) -> PromptStarts:
+        """The prompts of the prompt set at ``indices`` (valid indices, as drawn by an env)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return PromptStarts(
+            [self._prompt_ids[i] for i in indices],
+            [self._prompt_texts[i] for i in indices],
+            indices,
+        )
+
+    def given_starts(self, prompts: Sequence[Prompt], arguments: Sequence[str]) -> PromptStarts:
+        """``prompts`` (strings or conversations) checked and encoded; a bad one raises naming
+        its ``arguments`` entry."""
+        encoded = [self.encode_prompt(p, name) for p, name in zip(prompts, arguments, strict=True)]
+        return PromptStarts(
+            [e.ids for e in encoded], [e.text for e in encoded], np.full(len(encoded), -1)
+        )
+
+    def reset_starts(
+        self, options: Mapping[str, Any], count: int, per_row: bool
+    ) -> PromptStarts | None:
+        """The prompts that ``reset(options=...)`` asks for, for ``count`` rows, checked before
+        anything changes; None when the options choose none (the env draws them).
+
+        ``options`` (keys already checked against `RESET_OPTIONS`) holds at most one of
+        ``"prompt_index"``, an index into the prompt set, and ``"prompt"``, a prompt (a string
+        or a chat conversation). With ``per_row`` (the vector env) either may also be a list of
+        ``count`` of them, one per row; a single one then applies to every row.
+        """
+        if "prompt" in options and "prompt_index" in options:
+            raise ValueError(
+                f"options={dict(options)!r} gives both 'prompt' and 'prompt_index': expected "
+                "at most one of them"
+            )
+        if "prompt_index" in options:
+            entries = _option_entries(options, "prompt_index", count, per_row, is_int)
+            size = len(self.prompts)
+            for name, index in entries:
+                if not (is_int(index) and 0 <= index < size):
+                    raise ValueError(
+                        f"{name}={index!r}: expected an integer in [0, {size}), an index into "
+                        f"the {size} prompts"
+                    )
+            return self.prompt_starts([index for _, index in entries])
+        if "prompt" in options:
+            entries = _option_entries(options, "prompt", count, per_row, lambda p: type(p) is str)
+            return self.given_starts([p for _, p in entries], [name for name, _ in entries])
+        return None
+
     def start_rows(
         self,
         rows: Sequence[int],
@@ -375,29 +449,65 @@ class TextGenCore:
         ``row_prompt`` holds the text the policy conditions on (see `encode_prompt`): the RM
         scores it, and ``info["prompt"]`` reports it.
         """
-        rows = np.asarray(rows, dtype=np.int64)
         if prompt_texts is not None:
-            given = [self.encode_prompt(prompt) for prompt in prompt_texts]
-            encoded = [prompt.ids for prompt in given]
-            texts = [prompt.text for prompt in given]
-            indices = np.full(len(rows), -1)
+            starts = self.given_starts(prompt_texts, ["prompt"] * len(prompt_texts))
         else:
-            indices = np.asarray(prompt_indices, dtype=np.int64)
-            encoded = [self._prompt_ids[i] for i in indices]
-            texts = [self._prompt_texts[i] for i in indices]
-        logits = self._lm.start(rows.tolist(), encoded)
+            starts = self.prompt_starts(prompt_indices)
+        self.begin(rows, starts)
+
+    def begin(self, rows: Sequence[int] | np.ndarray, starts: PromptStarts) -> None:
+        """Begin a new episode in each of ``rows`` (sorted) from ``starts``, one per row.
+
+        Nothing changes when this raises: a forward that fails midway drops the KV cache (see
+        `_kv`), and the rows' state is written only after it succeeded.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        logits = self._forward(IncrementalLM.start, rows.tolist(), starts.ids)
+        self._commit_starts(rows, starts, logits)
+
+    def _commit_starts(self, rows: np.ndarray, starts: PromptStarts, logits: torch.Tensor) -> None:
         self._set_next(rows, logits)
         self.input_ids[rows] = self._obs_pad
         self.attention_mask[rows] = 0
-        for row, ids, text in zip(rows, encoded, texts):
+        for row, ids, text in zip(rows, starts.ids, starts.texts):
             self.input_ids[row, : len(ids)] = ids
             self.attention_mask[row, : len(ids)] = 1
             self.row_prompt[row] = text
-        self.prompt_len[rows] = [len(ids) for ids in encoded]
-        self.prompt_index[rows] = indices
+        self.prompt_len[rows] = [len(ids) for ids in starts.ids]
+        self.prompt_index[rows] = starts.indices
         self.gen_len[rows] = 0
         self.kl_sum[rows] = 0.0
         self.active[rows] = True
+        self.started = True
+
+    def _forward(self, run: Callable[..., Any], *args: Any) -> Any:
+        """``run(kv, *args)`` on the KV-cached reference ``kv``; if it raises, the cache (perhaps
+        updated in some layers and not in others) is dropped, to be rebuilt from the unchanged
+        tokens."""
+        kv = self._lm if self._lm is not None else self._kv()
+        try:
+            return run(kv, *args)
+        except BaseException:
+            self._lm = None
+            raise
+
+    def _kv(self) -> IncrementalLM:
+        """The KV-cached reference over every row's tokens, rebuilt by one forward over each
+        row's whole sequence when it was dropped (by pickling, or by a failed forward)."""
+        if self._lm is None:
+            kv = IncrementalLM(self.reference_model, self.num_rows, self.pad_token_id)
+            if self.started:  # ended rows too: a partial start later needs every row cached
+                lengths = self.prompt_len + self.gen_len
+                sequences = [ids[:length].tolist() for ids, length in zip(self.input_ids, lengths)]
+                kv.start(list(range(self.num_rows)), sequences)
+            self._lm = kv
+        return self._lm
+
+    def check_started(self, what: str) -> None:
+        """Raise naming ``what`` unless reset() has begun every row (before it nothing that
+        reads the state of an episode has an answer)."""
+        if not self.started:
+            raise RuntimeError(f"{what} called before reset(): call reset() first")
 
     def _make_host_views(self) -> None:
         """On the CPU, numpy views of the distribution tensors: reading one entry per row
@@ -469,6 +579,7 @@ class TextGenCore:
         In ``"topk"`` mode they are renormalised over the candidates. Sampling from them acts
         as the reference policy; as a policy scorer they make every KL step reward 0.
         """
+        self.check_started("reference_logprobs()")
         index = slice(None) if rows is None else torch.as_tensor(np.asarray(rows))
         source = self._cand_logprobs if self.action_mode == "topk" else self._next_logprobs
         return _fresh(source[index])
@@ -476,6 +587,7 @@ class TextGenCore:
     def action_masks(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """``(rows, A)`` bool: the reference's top-k / top-p tokens (plus EOS in vocab mode,
         minus the special tokens that are not EOS and the ids beyond the tokenizer)."""
+        self.check_started("action_masks()")
         index = slice(None) if rows is None else torch.as_tensor(np.asarray(rows))
         if self.action_mode == "topk":
             probs = self._cand_logprobs[index].exp()  # sorted, renormalised over the k candidates
@@ -491,11 +603,22 @@ class TextGenCore:
         return mask.cpu().numpy()
 
     def step(
-        self, actions: np.ndarray, rows: np.ndarray | None = None, argument: str = "action"
+        self,
+        actions: Any,
+        rows: np.ndarray | None = None,
+        argument: str = "action",
+        *,
+        batched: bool = True,
+        restart: tuple[np.ndarray, PromptStarts] | None = None,
     ) -> StepResult:
-        """Apply ``actions`` (one per row) to the live ``rows`` (bool mask; default: all rows).
+        """Apply ``actions`` to the live ``rows`` (bool mask; default: all rows), and begin new
+        episodes in the ``restart`` rows (sorted, outside ``rows``) from their prompts.
 
-        Nothing is changed when this raises (bad action, failing RM or scorer).
+        ``actions`` holds one action per row, each checked (a restarting row's is then
+        ignored); ``batched=False``: one action for the one row, a scalar. Nothing changes
+        when this raises (a bad action, a failing scorer, RM or KL controller, a failed
+        forward): what can fail runs before any state is written, a changed KL controller is
+        restored, and a forward that fails midway drops the KV cache (see `_kv`).
         """
         n = self.num_rows
         idx = self._all_rows if rows is None else np.flatnonzero(np.asarray(rows, dtype=bool))
@@ -504,7 +627,7 @@ class TextGenCore:
                 "step() called on a sequence whose episode has ended (or never started): "
                 "call reset() first"
             )
-        acts = self._check_actions(actions, idx, argument)
+        acts = self._check_actions(actions, idx, argument, batched)
         if self.action_mode == "topk":
             tokens = self._gather("cand_ids", idx, acts)
             ref_lp = self._gather("cand_logprobs", idx, acts).astype(np.float64)
@@ -517,31 +640,50 @@ class TextGenCore:
         result.prompt[:] = self.row_prompt
         result.prompt_index[:] = self.prompt_index
         result.ref_logprob[idx] = ref_lp
+        kl = None
         if self.scorer is not None:
-            pol_lp = self._policy_logprobs(idx, acts)
+            pol_lp = self._policy_logprobs(idx, acts) if idx.size else ref_lp
             kl = kl_estimate(pol_lp, ref_lp, self.kl_estimator)
             rewards = -beta * kl
             result.policy_logprob[idx] = pol_lp
             result.kl[idx] = kl
             result.episode_kl[idx] = self.kl_sum[idx] + kl
         else:
-            self._warn_no_scorer()
-            kl = None
+            if idx.size:
+                self._warn_no_scorer()
             rewards = beta * ref_lp
 
         result.kl_reward[idx] = rewards
         gen_len = self.gen_len[idx] + 1
         hit_eos = tokens == self.eos_token_id
         done = hit_eos | (gen_len >= self.max_new_tokens)
-        done_rows = idx[done]
+        done_rows, going = idx[done], idx[~done]
         if done_rows.size:
             rewards = rewards.copy()
-            rm = self._finish(done_rows, tokens[done], hit_eos[done], result)
-            rewards[done] += rm
+            rewards[done] += self._finish(done_rows, tokens[done], hit_eos[done], result)
         result.rewards[idx] = rewards
         result.terminated[done_rows] = True
+        adapt = kl is not None and done_rows.size > 0
+        episode_kl = self.kl_sum[done_rows] + kl[done] if adapt else None
 
-        # Commit: nothing above changed the state.
+        # State changes that can fail: the KL controller (restored if anything below fails),
+        # then the forwards (a failed one drops the KV cache).
+        controller = vars(self.kl_controller).copy() if adapt else None
+        next_logits = restart_logits = None
+        try:
+            if adapt:
+                self.kl_controller.update(float(episode_kl.mean()), len(done_rows))
+            if going.size or restart is not None:
+                next_logits, restart_logits = self._forward(
+                    self._step_forwards, idx, tokens, going, restart
+                )
+        except BaseException:
+            if controller is not None:
+                vars(self.kl_controller).clear()
+                vars(self.kl_controller).update(controller)
+            raise
+
+        # Commit: plain writes that cannot fail.
         positions = self.prompt_len[idx] + self.gen_len[idx]
         self.input_ids[idx, positions] = tokens
         self.attention_mask[idx, positions] = 1
@@ -551,22 +693,38 @@ class TextGenCore:
         self.active[done_rows] = False
         if done_rows.size and self.action_mode == "topk":
             self._end_candidates(done_rows)
-        if done_rows.size and kl is not None:
-            episode_kl = self.kl_sum[done_rows]
-            self.kl_controller.update(float(episode_kl.mean()), len(done_rows))
+        if adapt:
             self._check_kl_sign(episode_kl)
-
-        going = idx[~done]
-        if going.size == n:
-            self._set_next(going, self._lm.advance(torch.from_numpy(tokens)))
-        elif going.size:
-            feed = np.full(n, self._obs_pad, dtype=np.int64)
-            feed[idx] = tokens
-            step_rows = np.zeros(n, dtype=bool)
-            step_rows[going] = True
-            logits = self._lm.advance(torch.from_numpy(feed), step_rows)
-            self._set_next(going, logits[torch.as_tensor(going, device=logits.device)])
+        if going.size:
+            self._set_next(going, next_logits)
+        if restart is not None:
+            self._commit_starts(*restart, restart_logits)
         return result
+
+    def _step_forwards(
+        self,
+        kv: IncrementalLM,
+        idx: np.ndarray,
+        tokens: np.ndarray,
+        going: np.ndarray,
+        restart: tuple[np.ndarray, PromptStarts] | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The forwards of a step: ``tokens`` (of rows ``idx``) fed to the rows still
+        ``going``, then the prompts of the ``restart`` rows; the next logits of each."""
+        logits = None
+        if going.size == self.num_rows:
+            logits = kv.advance(torch.from_numpy(tokens))
+        elif going.size:
+            feed = np.full(self.num_rows, self._obs_pad, dtype=np.int64)
+            feed[idx] = tokens
+            step_rows = np.zeros(self.num_rows, dtype=bool)
+            step_rows[going] = True
+            logits = kv.advance(torch.from_numpy(feed), step_rows)
+            logits = logits[torch.as_tensor(going, device=logits.device)]
+        if restart is None:
+            return logits, None
+        rows, starts = restart
+        return logits, kv.start(rows.tolist(), starts.ids)
 
     def _check_kl_sign(self, episode_kl: np.ndarray) -> None:
         """Log when the mean KL over the last `_KL_WINDOW` episodes is negative: a bug symptom.
@@ -617,8 +775,11 @@ class TextGenCore:
         self._cand_ids[target] = self._obs_pad
         self._cand_logprobs[target] = 0.0
 
-    def _check_actions(self, actions: Any, idx: np.ndarray, argument: str) -> np.ndarray:
-        if type(actions) is int and self.num_rows == 1 and 0 <= actions < self.num_actions:
+    def _check_actions(
+        self, actions: Any, idx: np.ndarray, argument: str, batched: bool
+    ) -> np.ndarray:
+        """The actions of rows ``idx`` as int64; every row's action is checked, stepped or not."""
+        if type(actions) is int and not batched and 0 <= actions < self.num_actions:
             return np.array([actions], dtype=np.int64)  # the common single-env case, fast
         arr = np.asarray(actions)
         expected = f"an integer in [0, {self.num_actions})"
@@ -627,17 +788,16 @@ class TextGenCore:
                 f"{argument}={actions!r} has type {type(actions).__name__} ({arr.dtype}): "
                 f"expected {expected}"
             )
-        arr = arr.reshape(-1) if arr.ndim == 0 else arr
-        if arr.shape != (self.num_rows,):
-            per_row = "" if self.num_rows == 1 else f" shape ({self.num_rows},) with"
+        shape = (self.num_rows,) if batched else ()
+        if arr.shape != shape:
             raise ValueError(
-                f"{argument}={actions!r} has shape {arr.shape}: expected{per_row} {expected}"
+                f"{argument}={actions!r} has shape {arr.shape}: expected "
+                + (f"shape {shape} with {expected} per row" if batched else f"{expected}, a scalar")
             )
-        chosen = arr[idx]
-        bad = (chosen < 0) | (chosen >= self.num_actions)
-        if bad.any():
+        arr = arr.reshape(self.num_rows)
+        if ((arr < 0) | (arr >= self.num_actions)).any():
             raise ValueError(f"{argument}={actions!r} is out of range: expected {expected}")
-        return chosen.astype(np.int64)
+        return arr[idx].astype(np.int64)
 
     def _warn_no_scorer(self) -> None:
         if not self._warned_no_scorer:
@@ -682,29 +842,69 @@ class TextGenCore:
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
+        """Pickle (and deepcopy) everything but the KV cache, which the copy rebuilds from the
+        token ids, and the numpy views. The scorer is kept when it pickles; when it does not,
+        the copy has none (so its rewards take the reference-only form), with a warning."""
         state = self.__dict__.copy()
         state["_views"] = None
-        state["_lm"] = None  # the KV cache is rebuilt from the token ids on unpickling
-        state["scorer"] = None
+        state["_lm"] = None
+        if self.scorer is not None and not self._scorer_pickles():
+            state["scorer"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._make_host_views()
-        self._lm = IncrementalLM(self.reference_model, self.num_rows, self.pad_token_id)
-        rows = np.flatnonzero(self.active)
-        if rows.size == 0:
-            return
-        if rows.size < self.num_rows:  # the first start must begin every row
-            sequences = [[self.eos_token_id]] * self.num_rows
-        else:
-            sequences = [None] * self.num_rows
-        for row in rows:
-            sequences[row] = self.input_ids[
-                row, : self.prompt_len[row] + self.gen_len[row]
-            ].tolist()
-        logits = self._lm.start(list(range(self.num_rows)), sequences)
-        self._set_next(rows, logits[torch.as_tensor(rows)])
+
+    def _scorer_pickles(self) -> bool:
+        """Whether the scorer pickles, or else a warning. Tried on its own, with this core
+        standing in for itself (a scorer bound to the env, like `ReferencePolicy`, pickles
+        it along), and written nowhere."""
+        core = self
+
+        class Probe(pickle.Pickler):
+            def persistent_id(self, obj: Any) -> Any:
+                return "core" if obj is core else None
+
+        try:
+            Probe(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump(self.scorer)
+        except Exception as err:
+            warnings.warn(
+                f"the policy scorer {self.scorer!r} cannot be pickled ({type(err).__name__}: "
+                f"{err}), so the copy of the env has no scorer: its KL step reward takes the "
+                "reference-only form r_t = kl_coef * log pi_ref(a_t|s_t) until a scorer is "
+                "attached with attach_policy()",
+                UserWarning,
+                stacklevel=3,
+            )
+            return False
+        return True
+
+
+class _Discard(io.RawIOBase):
+    """A file that forgets what is written to it."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def _option_entries(
+    options: Mapping[str, Any], key: str, count: int, per_row: bool, is_one: Callable[[Any], bool]
+) -> list[tuple[str, Any]]:
+    """``options[key]`` as ``count`` entries ``(name, value)``, one per row: a single value
+    (``is_one``) applies to every row; with ``per_row`` a list of ``count`` gives one each."""
+    value, name = options[key], f"options[{key!r}]"
+    if per_row and not is_one(value) and isinstance(value, list | tuple | np.ndarray):
+        if len(value) != count:
+            raise ValueError(
+                f"{name}={value!r} has {len(value)} entries: expected one per row ({count}), "
+                "or a single one for every row"
+            )
+        return [(f"{name}[{i}]", entry) for i, entry in enumerate(value)]
+    return [(name, value)] * count
 
 
 def _fresh(tensor: torch.Tensor) -> np.ndarray:

@@ -12,10 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textgym.envs.textgen_core import PolicyScorer, StepResult, TextGenCore
+from textgym._checks import check_options, check_reset_mask, check_seed
+from textgym.envs.textgen_core import RESET_OPTIONS, PolicyScorer, TextGenCore
+
+# Methods whose answer differs per row: `call` gives each row its own.
+_PER_ROW = ("action_masks", "reference_logprobs")
 
 
 class TextGenVectorEnv(VectorEnv):
@@ -23,11 +28,24 @@ class TextGenVectorEnv(VectorEnv):
 
     Made by ``gym.make_vec("TextGen-v0", num_envs=N, vectorization_mode="vector_entry_point")``;
     takes the arguments of `TextGenEnv`. Rows start from prompts drawn from ``self.np_random``;
-    the step after a row terminates ignores its action and returns that row's new first
-    observation with reward 0. Infos are dicts of arrays with ``_key`` masks: a row that steps
-    has every key of `TextGenEnv`'s step info (see its Information section), with the same
-    values; a row that restarts has its reset info (``prompt``, ``prompt_index``), as in
-    gymnasium's own vector envs.
+    the step after a row terminates ignores its action (which must still be a valid one) and
+    returns that row's new first observation with reward 0. Infos are dicts of arrays with
+    ``_key`` masks: a row that steps has every key of `TextGenEnv`'s step info (see its
+    Information section), with the same values; a row that restarts has its reset info
+    (``prompt``, ``prompt_index``), as in gymnasium's own vector envs.
+
+    ``reset`` takes, as gymnasium's vector envs do:
+
+    - ``seed``: None, an int (seeds the generator all rows draw their prompts from), or a list
+      of N seeds, one per row (None: the row keeps its generator), after which row ``i`` draws
+      the prompts a `TextGenEnv` reset with ``seed=s_i`` draws, at this and every later reset.
+    - ``options={"reset_mask": mask}``: a bool array of shape ``(N,)``; only the rows where it
+      is True begin a new episode, the others keep theirs untouched. The returned observation
+      and the infos' values cover every row; the ``_key`` masks are ``mask``.
+    - ``options={"prompt_index": ...}`` / ``options={"prompt": ...}``: as for `TextGenEnv`, a
+      single one for every reset row, or a list of N, one per row (entries of rows outside
+      ``reset_mask`` are checked but not used). A conversation for every row is
+      ``[conversation] * N``.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -46,7 +64,9 @@ class TextGenVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._restart = np.zeros(num_envs, dtype=bool)
-        self._started = False
+        # One generator per row after a reset with a list of seeds; None: all rows share
+        # self.np_random.
+        self._row_rngs: list[np.random.Generator] | None = None
 
     @property
     def reference_model(self):
@@ -61,45 +81,80 @@ class TextGenVectorEnv(VectorEnv):
         self.core.attach_policy(scorer)
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        """Call a method once on the batched env (attributes are returned as they are)."""
+        """Gymnasium's ``call``: a tuple of N results, one per row.
+
+        ``action_masks`` and ``reference_logprobs`` give each row its own ``(A,)`` array (so
+        ``np.stack(envs.call("action_masks"))`` is the ``(N, A)`` batch, as with gymnasium's
+        sync vector env). Anything else belongs to the batched env as a whole: a method runs
+        once (``call("attach_policy", scorer)`` attaches one scorer to every row) and its result,
+        or the attribute, is repeated per row.
+        """
         attribute = getattr(self, name)
         result = attribute(*args, **kwargs) if callable(attribute) else attribute
+        if name in _PER_ROW:
+            return tuple(result)
         return (result,) * self.num_envs
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
         return (getattr(self, name),) * self.num_envs
 
     def reset(
-        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        if options:
-            raise ValueError(f"options={options!r}: TextGenVectorEnv.reset takes no options")
-        if isinstance(seed, Sequence):
-            seed = seed[0] if seed else None
-        super().reset(seed=seed)
-        rows = np.arange(self.num_envs)
-        self._start(rows)
-        self._restart[:] = False
-        self._started = True
-        infos = self.core.reset_info(rows)
-        infos.update({f"_{key}": np.ones(self.num_envs, dtype=bool) for key in list(infos)})
+        # Everything is checked before anything changes: a refused reset leaves the env as it was.
+        options = check_options(options, (*RESET_OPTIONS, "reset_mask"), "TextGenVectorEnv")
+        seeds = check_seed(seed, self.num_envs)
+        mask = np.ones(self.num_envs, dtype=bool)
+        if "reset_mask" in options:
+            mask = check_reset_mask(options["reset_mask"], self.num_envs)
+            if not self.core.started:
+                raise RuntimeError(
+                    "reset() with options['reset_mask'] was called before a full reset(); "
+                    "call envs.reset() first"
+                )
+        prompt_options = {k: v for k, v in options.items() if k != "reset_mask"}
+        starts = self.core.reset_starts(prompt_options, self.num_envs, per_row=True)
+        rows = np.flatnonzero(mask)
+
+        if isinstance(seeds, list):
+            if self._row_rngs is None:  # rows without a seed continue the shared stream
+                self._row_rngs = self.np_random.spawn(self.num_envs)
+            for row in rows:
+                if seeds[row] is not None:
+                    self._row_rngs[row] = seeding.np_random(seeds[row])[0]
+        else:
+            super().reset(seed=seeds)
+            if seeds is not None:
+                self._row_rngs = None
+        starts = self.core.prompt_starts(self._draw(rows)) if starts is None else starts.take(rows)
+        self.core.begin(rows, starts)
+        self._restart[rows] = False
+        infos = self.core.reset_info(np.arange(self.num_envs))
+        infos.update({f"_{key}": mask.copy() for key in list(infos)})
         return self.core.observe(), infos
 
     def step(
         self, actions: Any
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if not self._started:
-            raise RuntimeError("step() called before reset(): call reset() first")
+        self.core.check_started("step()")
         live = ~self._restart
-        if live.any():
-            result = self.core.step(actions, rows=live, argument="actions")
-        else:
-            scored = self.core.scorer is not None
-            result = StepResult.empty(self.num_envs, self.core.kl_controller.value, scored=scored)
-        infos = result.batched_info(live)
         restart_rows = np.flatnonzero(self._restart)
+        restart, generators, saved = None, [], []
         if restart_rows.size:
-            self._start(restart_rows)
+            generators = self._generators(restart_rows)
+            saved = [generator.bit_generator.state for generator in generators]
+            restart = (restart_rows, self.core.prompt_starts(self._draw(restart_rows)))
+        try:
+            result = self.core.step(actions, rows=live, argument="actions", restart=restart)
+        except BaseException:  # the step changed nothing: neither do the draws
+            for generator, state in zip(generators, saved):
+                generator.bit_generator.state = state
+            raise
+        infos = result.batched_info(live)
+        if restart_rows.size:
             for key, values in self.core.reset_info(restart_rows).items():
                 infos[key][restart_rows] = values
                 infos[f"_{key}"][restart_rows] = True
@@ -121,6 +176,14 @@ class TextGenVectorEnv(VectorEnv):
         """``(N, A)`` the reference policy's log-probs over the action space per row."""
         return self.core.reference_logprobs()
 
-    def _start(self, rows: np.ndarray) -> None:
-        indices = self.np_random.integers(len(self.core.prompts), size=len(rows))
-        self.core.start_rows(rows, prompt_indices=indices)
+    def _generators(self, rows: np.ndarray) -> list[np.random.Generator]:
+        """The generators the prompts of ``rows`` are drawn from."""
+        return [self.np_random] if self._row_rngs is None else [self._row_rngs[r] for r in rows]
+
+    def _draw(self, rows: np.ndarray) -> np.ndarray:
+        """Prompt indices for ``rows``: from the shared generator, or each row's own (drawn as a
+        single `TextGenEnv` draws, so a row seeded ``s`` repeats a single env seeded ``s``)."""
+        size = len(self.core.prompts)
+        if self._row_rngs is None:
+            return self.np_random.integers(size, size=len(rows))
+        return np.array([int(self._row_rngs[row].integers(size)) for row in rows], dtype=np.int64)

@@ -49,7 +49,7 @@ def resolve_reward_model(spec: Any = None, **hf_kwargs: Any) -> RewardModel:
 
     :param spec: ``None`` (VADER sentiment), a `RewardModel`, a callable
         ``(prompts, texts) -> scores``, a name (``"sentiment"``), or a path to a HF
-        sequence-classification model.
+        sequence-classification model saved with its trained head (see `HFRewardModel`).
     :param hf_kwargs: passed to `HFRewardModel` when ``spec`` is a path.
     """
     if spec is None:

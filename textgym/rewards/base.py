@@ -46,20 +46,30 @@ class CallableRewardModel:
         self.name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
 
     def score(self, prompts: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.fn(list(prompts), list(texts)), dtype=np.float64)
+        # No cast: `checked_score` refuses strings and bools, which a float cast would parse.
+        return np.asarray(self.fn(list(prompts), list(texts)))
 
     def __repr__(self) -> str:
         return f"CallableRewardModel({self.name})"
 
 
 def checked_score(model: RewardModel, prompts: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-    """Score ``texts`` and check the result; any failure raises `RewardModelError` naming the RM."""
+    """Score ``texts`` and check the result; any failure raises `RewardModelError` naming the RM.
+
+    Scores are numbers (ints or floats): strings such as ``"0.5"`` and bools are refused, not
+    parsed, since they mean the RM is not doing what its author thinks.
+    """
     name = getattr(model, "name", type(model).__name__)
     try:
         raw = model.score(prompts, texts)
-        scores = np.asarray(raw, dtype=np.float64)
+        scores = np.asarray(raw)
     except Exception as err:
         raise RewardModelError(f"reward model {name!r} raised {type(err).__name__}: {err}") from err
+    if scores.dtype.kind not in "iuf":
+        raise RewardModelError(
+            f"reward model {name!r} returned {scores.dtype} scores {scores.tolist()!r}: expected "
+            "numbers (ints or floats, not strings, bools or objects), one finite number per text"
+        )
     if scores.shape != (len(texts),):
         raise RewardModelError(
             f"reward model {name!r} returned scores of shape {scores.shape} for {len(texts)} "
@@ -70,4 +80,4 @@ def checked_score(model: RewardModel, prompts: Sequence[str], texts: Sequence[st
             f"reward model {name!r} returned non-finite scores {scores.tolist()}: expected one "
             "finite number per text"
         )
-    return scores
+    return scores.astype(np.float64)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from textgym._checks import check_int, is_int
 from textgym.prompts import cut_left, special_affixes
 
 if TYPE_CHECKING:  # transformers is imported only when a model is loaded
@@ -68,7 +69,9 @@ class HFRewardModel:
     format (one of the same model family, or one trained with `train_reward_model` on such
     prompts).
 
-    :param path: model name or local directory (loaded from safetensors).
+    :param path: model name or local directory (loaded from safetensors) holding a trained
+        classification head; a checkpoint without one (a base or causal LM, whose head would be
+        drawn at random) is refused.
     :param label: which output is the reward: ``None`` for a model with a single logit (a
         Bradley-Terry RM), else a label index or a label name from ``config.id2label``.
     :param include_prompt: score the prompt and the continuation together (default) or the
@@ -92,20 +95,43 @@ class HFRewardModel:
 
         from textgym.lm import quiet_loading, resolve_device
 
+        check_int("batch_size", batch_size, low=1)
+        if not isinstance(include_prompt, bool):
+            raise ValueError(f"include_prompt={include_prompt!r} must be True or False")
+        if not (label is None or isinstance(label, str) or is_int(label)):
+            raise ValueError(
+                f"label={label!r} has type {type(label).__name__}: expected None, a label index "
+                "or a label name"
+            )
         self.name = os.fspath(path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 self.name, trust_remote_code=trust_remote_code
             )
             with quiet_loading():
-                self.model = AutoModelForSequenceClassification.from_pretrained(
-                    self.name, trust_remote_code=trust_remote_code, use_safetensors=True
+                self.model, loading = AutoModelForSequenceClassification.from_pretrained(
+                    self.name,
+                    trust_remote_code=trust_remote_code,
+                    use_safetensors=True,
+                    output_loading_info=True,
                 )
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"reward_model={self.name!r}: could not load a sequence-classification model "
                 f"({err}); expected a directory saved with save_pretrained or a Hub name"
             ) from err
+        # A base or causal-LM checkpoint loads "successfully" with a freshly drawn head.
+        fresh = sorted({*loading["missing_keys"], *(k[0] for k in loading["mismatched_keys"])})
+        if fresh:
+            raise ValueError(
+                f"reward_model={self.name!r} has no trained weights for {fresh}: loading it as "
+                "a sequence classifier draws them at random (a base or causal-LM checkpoint "
+                "has no classification head), so its scores would be random; expected a model "
+                "saved with its sequence-classification head (a trained reward model, e.g. from "
+                "textgym.rewards.train_reward_model). For a deliberately random head, save one "
+                "once with AutoModelForSequenceClassification.from_pretrained(path, "
+                "num_labels=1).save_pretrained(new_path) and load new_path"
+            )
         self.model.to(resolve_device(device)).eval().requires_grad_(False)
         ensure_pad_token(self.tokenizer, f"reward_model={self.name!r}")
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
