@@ -42,7 +42,7 @@ from stable_baselines3.common.utils import get_device
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTrainedModel
 
-from textgym.envs.textgen_core import TextGenCore
+from textgym.envs.textgen_core import core_of
 from textgym.lm import quiet_loading
 from textgym.runfiles import atomic_path
 
@@ -84,10 +84,8 @@ def gpt_policy_kwargs(env: gym.Env | Any, **overrides: Any) -> dict[str, Any]:
 
 def _reference_model(env: Any) -> nn.Module | None:
     """The TextGen reference model behind ``env``, if it is a TextGen env."""
-    # Every TextGen class (env, vector env, SB3 VecEnv: ``unwrapped`` is the innermost one)
-    # keeps its state in a TextGenCore.
-    core = getattr(getattr(env, "unwrapped", env), "core", None)
-    return core.reference_model if isinstance(core, TextGenCore) else None
+    core = core_of(env)
+    return core.reference_model if core is not None else None
 
 
 class GPTActorCriticPolicy(ActorCriticPolicy):

@@ -1,13 +1,20 @@
 """A run directory: what `textgym_agents.train.train` writes and `textgym eval` reads.
 
-A run directory holds everything a run made, so scripts can read it back::
+A run directory holds everything a run made, so scripts can read it back (every file is
+written atomically; a running job holds ``.textgym.lock``, see `textgym.runfiles`)::
 
     config.json    env id, agent, seed, budget, env arguments (what `load_agent` needs)
-    model.zip      the trained agent (SB3's format; the GPT policy's for ``gpt`` on TextGen)
-    summary.json   the summary printed at the end (`evaluate` before and after training)
+    model.zip      the trained agent (SB3's format; for ``gpt`` on TextGen the GPT policy's
+                   and trainer's: JSON and weights, `SequencePPO.save`)
+    summary.json   the summary printed at the end (`evaluate` before and after training);
+                   written last: a run directory with a summary holds a finished run
     episodes.csv   every training episode: step, return, length, rm_score, kl, kl_coef
+                   (appended as episodes finish)
     curve.png      the learning curve (TextGen: also the RM score and the KL per sequence)
-    checkpoints/   the agent every ``--checkpoint-every`` steps
+    checkpoints/   step_N.zip (the agent with its optimizer and counters), step_N.buffer.npz
+                   (an off-policy agent's replay buffer) and step_N.json (RNG states and the
+                   evaluation before training; written last), every ``--checkpoint-every``
+                   steps: what ``--resume`` continues from
     logs/          TensorBoard events and progress.csv: charts/episodic_return,
                    charts/episode_length, text/rm_score, text/positive_share,
                    text/kl_per_sequence, text/kl_coef, train/..., time/...

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym._checks import check_int
+from textgym.envs.textgen_core import core_of
 from textgym.runfiles import atomic_path, claim, write_csv, write_json
 from textgym.threads import torch_threads
 from textgym_agents.curves import plot_curves, reference_baseline
@@ -186,6 +187,9 @@ class _Recorder:
             "rng": _rng_state(model),
             **self.before,
         }
+        core = core_of(_training_env(model))
+        if core is not None:  # the adaptive KL coefficient moved with training
+            state["kl_coef"] = core.kl_controller.value
         write_json(base.with_suffix(".json"), state)
         self.last_checkpoint = step
 
@@ -333,6 +337,13 @@ def _restore(model: Any, checkpoint: Path, state: dict[str, Any]) -> None:
         # The env restarts: seeded anew, so it does not replay the run's first episodes.
         model.env.seed(model.seed + state["step"])
     _set_rng_state(model, state["rng"])
+    core = core_of(_training_env(model))
+    if core is not None and "kl_coef" in state:
+        core.kl_controller.value = float(state["kl_coef"])
+
+
+def _training_env(model: Any) -> Any:
+    return model.env if isinstance(model, SequencePPO) else model.get_env()
 
 
 def _remove_temporaries(out: Path) -> None:

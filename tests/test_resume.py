@@ -169,22 +169,31 @@ def test_a_killed_sequence_ppo_run_resumes(tiny_gpt2, tmp_path):
 
 def test_resume_restores_the_trainer_state_exactly(tiny_gpt2, tmp_path):
     """A run resumed from its checkpoint at step N continues with the same weights, optimizer
-    moments, step counter and sampling RNG as the run that wrote it."""
+    moments, step counter, sampling RNG and adaptive KL coefficient as the run that wrote it."""
     import torch
 
+    from textgym.envs.textgen_core import core_of
+    from textgym_agents.train import _restore
+
     kwargs = text_kwargs(tiny_gpt2)
+    kwargs["env_kwargs"] = {**kwargs["env_kwargs"], "kl_target": 0.01, "kl_horizon": 4}
     full = tmp_path / "full"
     train("TextGen-v0", "gpt", out=full, progress=False, **kwargs)
     first = sorted((full / "checkpoints").glob("step_*.json"), key=lambda p: int(p.stem[5:]))[0]
-    from textgym_agents.sequence_ppo import SequencePPO
+    state = json.loads(first.read_text())
+    assert state["kl_coef"] != 0.05  # the controller moved from its start
 
-    trainer = SequencePPO(kwargs["env_kwargs"], num_envs=4, episodes_per_update=4)
-    trainer.load_state(first.with_suffix(".zip"))
+    trainer = make_agent(
+        "gpt", "TextGen-v0", n_envs=4, env_kwargs=kwargs["env_kwargs"], episodes_per_update=4
+    )
+    _restore(trainer, first.with_suffix(".zip"), state)
+    assert torch.get_rng_state().tolist() == state["rng"]["torch"]
     saved = GPTActorCriticPolicy.load(first.with_suffix(".zip"))
     for (name, a), b in zip(trainer.policy.state_dict().items(), saved.state_dict().values()):
         assert torch.equal(a, b), name
-    assert trainer.num_timesteps == int(first.stem[5:])
+    assert trainer.num_timesteps == state["step"] == int(first.stem[5:])
     assert trainer.optimizer.state_dict()["state"]  # Adam's moments came back
+    assert core_of(trainer.env).kl_controller.value == state["kl_coef"]
 
 
 def test_resume_refuses_other_arguments_and_finished_runs(tmp_path):

@@ -881,6 +881,13 @@ class TextGenCore:
         return True
 
 
+def core_of(env: Any) -> TextGenCore | None:
+    """The `TextGenCore` behind a TextGen env (single, vector, or another library's adapter,
+    wrapped or not: ``env.unwrapped`` is the innermost one), or None for any other env."""
+    core = getattr(getattr(env, "unwrapped", env), "core", None)
+    return core if isinstance(core, TextGenCore) else None
+
+
 class _Discard(io.RawIOBase):
     """A file that forgets what is written to it."""
 
