@@ -30,8 +30,8 @@ from pathlib import Path
 
 CASES = {
     # name: (env, agent, steps, checkpoint_every, eval episodes)
-    "grid": ("GridWorld-v0", "ppo", 50_000, 10_000, 100),
-    "text": ("TextGen-v0", "gpt", 30_000, 6_000, 100),
+    "grid": ("GridWorld-v0", "ppo", 200_000, 40_000, 100),  # the zoo's budget
+    "text": ("TextGen-v0", "gpt", 40_000, 8_000, 100),
 }
 FIGURES = ("mean_return", "success_rate", "mean_rm_score", "mean_kl_per_sequence")
 
