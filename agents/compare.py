@@ -43,6 +43,8 @@ def compare(
 
     Writes under ``out``: one run directory per (env, agent, seed), ``compare.csv`` (one row
     per run), ``compare.md`` (the Markdown table, also returned) and ``curves_<env>.png``.
+    Runs already in ``out`` (made with the same arguments) are reused and unfinished ones
+    resumed (`train`'s ``resume``): a killed compare, started again, goes on where it stopped.
     On TextGen the reference policy gets rows too (`evaluate_reference`, per action mode):
     the return to beat.
 
@@ -73,6 +75,7 @@ def compare(
                         progress=progress,
                         eval_episodes=eval_episodes,
                         threads=threads,
+                        resume=True,  # a compare started again goes on where it stopped
                     )
                     episodes = read_episodes(run_dir / "episodes.csv")
                     curves.setdefault(agent, []).append(episodes)

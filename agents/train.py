@@ -408,7 +408,8 @@ def train(
         replay buffer, RNG states, episode log and logs as they were at that step. The envs
         start afresh (the episodes in flight at the checkpoint are not resumed), so the
         figures are close to, not bit-identical with, an uninterrupted run's. Without a
-        checkpoint the run starts over in the same directory; without a run, a new one starts.
+        checkpoint the run starts over in the same directory; without a run, a new one starts;
+        a finished run is not trained again: its summary is returned.
     :param overrides: algorithm keywords replacing the zoo's.
     """
     with torch_threads(threads) as threads:
@@ -458,6 +459,8 @@ def _train_claimed(
     """`train` once ``out`` is claimed: from the start or from ``out``'s newest checkpoint."""
     env_id, steps, seed = config["env_id"], config["steps"], config["seed"]
     resumed = _check_resume(out, config) if resume else False
+    if resumed and (out / "summary.json").exists():
+        return json.loads((out / "summary.json").read_text())  # it finished meanwhile
     if not resumed:
         if (out / "config.json").exists():
             raise FileExistsError(
@@ -533,16 +536,11 @@ def _train_claimed(
 
 
 def _check_resume(out: Path, config: dict[str, Any]) -> bool:
-    """Whether ``out`` holds a run to resume (else it is new); refuse a finished run or one
+    """Whether ``out`` holds a run to resume, finished or not (else it is new); refuse one
     made with other arguments."""
     path = out / "config.json"
     if not path.exists():
         return False
-    if (out / "summary.json").exists():
-        raise FileExistsError(
-            f"out={str(out)!r} holds a finished run (summary.json): expected an unfinished run "
-            "to resume; `textgym eval` evaluates it"
-        )
     saved = json.loads(path.read_text())
     changed = [
         f"{key}={config.get(key)!r} (the run has {saved.get(key)!r})"

@@ -196,13 +196,13 @@ def test_resume_restores_the_trainer_state_exactly(tiny_gpt2, tmp_path):
     assert core_of(trainer.env).kl_controller.value == state["kl_coef"]
 
 
-def test_resume_refuses_other_arguments_and_finished_runs(tmp_path):
+def test_resume_returns_a_finished_run_and_refuses_other_arguments(tmp_path):
     out = tmp_path / "run"
     small = {**GRID, "steps": 512}
-    train("GridWorld-v0", "ppo", out=out, progress=False, **small)
-    with pytest.raises(FileExistsError, match="finished run"):
-        train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **small)
-    (out / "summary.json").unlink()
+    summary = train("GridWorld-v0", "ppo", out=out, progress=False, **small)
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    again = train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **small)
+    assert again == summary and files == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     with pytest.raises(ValueError, match=r"seed=1 \(the run has 0\)"):
         train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, seed=1, **small)
 
@@ -316,3 +316,22 @@ def test_train_rm_removes_staging_directories_of_killed_runs(tmp_path):
     (stale / "model.safetensors").write_bytes(b"half")
     train_reward_model(load_pairs()[:16], tmp_path / "rm", epochs=1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
+
+
+def test_compare_started_again_reuses_finished_runs_and_resumes_the_rest(tmp_path):
+    kwargs = {"out": tmp_path, "steps": 256, "eval_episodes": 2, "progress": False}
+    compare(["GridWorld-v0"], ["ppo"], [0, 1], **kwargs)
+    first = compare_rows(tmp_path)
+    unfinished = tmp_path / "GridWorld-v0" / "ppo" / "seed_1"
+    (unfinished / "summary.json").unlink()  # as if killed after training, before its summary
+    finished = tmp_path / "GridWorld-v0" / "ppo" / "seed_0" / "summary.json"
+    written = finished.stat().st_mtime_ns
+    compare(["GridWorld-v0"], ["ppo"], [0, 1], **kwargs)
+    assert compare_rows(tmp_path) == first  # the same runs, the same evaluations
+    assert finished.stat().st_mtime_ns == written and (unfinished / "summary.json").exists()
+
+
+def compare_rows(out: Path) -> list[dict]:
+    """compare.csv without its wall times (a resumed run's adds up both sessions)."""
+    with open(out / "compare.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in csv.DictReader(f)]
