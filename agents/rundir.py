@@ -12,9 +12,9 @@ written atomically; a running job holds ``.textgym.lock``, see `textgym.runfiles
                    (appended as episodes finish)
     curve.png      the learning curve (TextGen: also the RM score and the KL per sequence)
     checkpoints/   step_N.zip (the agent with its optimizer and counters), step_N.buffer.npz
-                   (an off-policy agent's replay buffer) and step_N.json (RNG states and the
-                   evaluation before training; written last), every ``--checkpoint-every``
-                   steps: what ``--resume`` continues from
+                   (an off-policy agent's replay buffer, newest only) and step_N.json (RNG
+                   states, KL coefficient, evaluation before training; written last), every
+                   ``--checkpoint-every`` steps: what ``--resume`` continues from
     logs/          TensorBoard events and progress.csv: charts/episodic_return,
                    charts/episode_length, text/rm_score, text/positive_share,
                    text/kl_per_sequence, text/kl_coef, train/..., time/...

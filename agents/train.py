@@ -110,8 +110,9 @@ class _Recorder:
     """Progress bar, episode log, logger and checkpoints of one run, for either trainer.
 
     A checkpoint ``checkpoints/step_N`` is the agent (``.zip``: weights, optimizer, counters),
-    an off-policy agent's replay buffer (``.buffer.npz``), and last, marking it complete,
-    ``.json``: the RNG states and what the run did before training (evaluations, cloning).
+    an off-policy agent's replay buffer (``.buffer.npz``, kept for the newest checkpoint
+    only), and last, marking it complete, ``.json``: the RNG states, the adaptive KL
+    coefficient and what the run did before training (evaluations, cloning).
     SB3 agents are checkpointed between rollouts (after an update, before the next
     collection), `SequencePPO` after an update.
 
@@ -168,7 +169,8 @@ class _Recorder:
 
     def checkpoint(self, model: Any, step: int, final: bool = False) -> None:
         """Save a checkpoint at ``step`` when one is due (``final``: unless there is one)."""
-        if not (step >= self.next_checkpoint if not final else step != self.last_checkpoint):
+        due = step != self.last_checkpoint if final else step >= self.next_checkpoint
+        if not due:
             return
         if self.checkpoint_every:
             self.next_checkpoint = (step // self.checkpoint_every + 1) * self.checkpoint_every
@@ -192,6 +194,10 @@ class _Recorder:
             state["kl_coef"] = core.kl_controller.value
         write_json(base.with_suffix(".json"), state)
         self.last_checkpoint = step
+        # Only a resume reads a replay buffer, and only the newest: keep one (tens of MB).
+        for older in self.checkpoints.glob("step_*.buffer.npz"):
+            if older.name != f"step_{step}.buffer.npz":
+                older.unlink()
 
     def close(self) -> None:
         self.stopped = time.perf_counter()

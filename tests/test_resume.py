@@ -152,6 +152,8 @@ def test_dqn_resumes_with_its_replay_buffer(tmp_path):
     kwargs.pop("n_steps")
     train("GridWorld-v0", "dqn", out=out, progress=False, resume=True, **kwargs)
     assert_complete(out, kwargs["steps"])
+    # One replay buffer is kept: the newest checkpoint's, what a resume reads.
+    assert [p.name for p in out.glob("checkpoints/*.npz")] == ["step_1500.buffer.npz"]
 
 
 def test_a_killed_sequence_ppo_run_resumes(tiny_gpt2, tmp_path):
