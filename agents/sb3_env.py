@@ -1,18 +1,21 @@
 """stable-baselines3 ``VecEnv``s for any textgym env, batched where the env supports it.
 
 `make_sb3_vec_env` gives TextGen the natively batched `TextGenSB3VecEnv` (one forward pass for
-all rows, over the env's public `TextGenCore`) and every other env SB3's ``DummyVecEnv``.
+all rows, over the env's public `TextGenCore`) and every other env SB3's ``DummyVecEnv``. Both
+pickle and deepcopy, and refuse a batch of actions that is not one valid action per row before
+any row steps.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.envs.textgen_core import PolicyScorer, TextGenCore
@@ -34,8 +37,45 @@ def make_sb3_vec_env(
     :param kwargs: constructor arguments of the env.
     """
     if gym.spec(env_id).entry_point == _TEXTGEN:
-        return VecMonitor(TextGenSB3VecEnv(n_envs, seed=seed, **kwargs))
-    return make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs)
+        return _VecMonitor(TextGenSB3VecEnv(n_envs, seed=seed, **kwargs))
+    return make_vec_env(
+        env_id, n_envs=n_envs, seed=seed, env_kwargs=kwargs, vec_env_cls=_DummyVecEnv
+    )
+
+
+class _VecMonitor(VecMonitor):
+    """SB3's ``VecMonitor``, picklable: every SB3 ``VecEnvWrapper`` keeps its class's members
+    (a ``mappingproxy`` among them) in ``class_attributes``, which pickle refuses."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["class_attributes"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.class_attributes = dict(inspect.getmembers(self.__class__))
+
+
+class _DummyVecEnv(DummyVecEnv):
+    """SB3's ``DummyVecEnv``, checking the whole batch of actions before the first env steps
+    (SB3's steps the envs one by one: too few actions fail half way, with an IndexError, and
+    extra ones are dropped)."""
+
+    def step_async(self, actions: np.ndarray) -> None:
+        expected = (self.num_envs, *self.action_space.shape)
+        if np.shape(actions) != expected:
+            raise ValueError(
+                f"actions has shape {np.shape(actions)}: expected shape {expected}, one action "
+                f"of {self.action_space} per env, got actions={actions!r}"
+            )
+        for row, action in enumerate(actions):
+            if not self.action_space.contains(action):
+                raise ValueError(
+                    f"actions[{row}]={action!r} is not in the action space: expected an "
+                    f"element of {self.action_space}, got actions={actions!r}"
+                )
+        super().step_async(actions)
 
 
 class TextGenSB3VecEnv(VecEnv):
@@ -82,9 +122,8 @@ class TextGenSB3VecEnv(VecEnv):
     def step_wait(self):
         if not self._started:
             raise RuntimeError("step() called before reset(): call reset() first")
-        result = self.core.step(
-            np.asarray(self._actions).reshape(self.num_envs), argument="actions"
-        )
+        # The core checks the actions (one per row) before changing anything.
+        result = self.core.step(np.asarray(self._actions), argument="actions")
         infos = [result.row_info(row) for row in range(self.num_envs)]
         done_rows = np.flatnonzero(result.terminated)
         if done_rows.size:

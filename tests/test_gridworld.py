@@ -422,6 +422,46 @@ def test_step_after_termination_raises_and_reset_recovers() -> None:
     assert env.step(RIGHT)[1:3] == (1.0, True)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"options": {"prompt_index": 1}},
+            ValueError,
+            r"options has unknown key\(s\) \['prompt_index'\]",
+        ),
+        (
+            {"options": {"reset_mask": np.array([True])}},
+            ValueError,
+            "GridWorldEnv.reset takes no options",
+        ),
+        ({"options": ["reset_mask"]}, TypeError, r"options must be a dict or None"),
+        ({"seed": -1}, ValueError, r"seed must be None or an integer >= 0, got seed=-1"),
+        ({"seed": 1.5}, ValueError, r"seed must be None or an integer >= 0, got seed=1.5"),
+        ({"seed": [1]}, ValueError, r"seed must be None or an integer >= 0, got seed=\[1\]"),
+        ({"seed": True}, ValueError, r"got seed=True"),
+    ],
+)
+def test_bad_reset_arguments_are_refused_naming_them_and_change_nothing(
+    kwargs: dict, error: type[Exception], message: str
+) -> None:
+    env = GridWorldEnv(random_map=True, slip=0.5, obs_mode="grid")
+    env.reset(seed=0)
+    env.step(DOWN)
+    state = pickle.dumps(env)
+    with pytest.raises(error, match=message):
+        env.reset(**kwargs)
+    clone = pickle.loads(state)
+    assert _same(env.step(RIGHT), clone.step(RIGHT))  # state and random stream untouched
+    assert _same(env.reset(), clone.reset())
+
+
+def test_reset_takes_empty_options_and_numpy_integer_seeds() -> None:
+    env = GridWorldEnv(random_map=True, obs_mode="grid")
+    first = env.reset(seed=np.int64(3), options={})
+    assert _same(first, GridWorldEnv(random_map=True, obs_mode="grid").reset(seed=3))
+
+
 # --- action masks and rendering -------------------------------------------------------------
 
 
@@ -639,6 +679,146 @@ def test_vector_bad_actions_and_step_before_reset_raise() -> None:
         with pytest.raises((ValueError, TypeError), match=r"actions must be .* in \[0, 4\)"):
             envs.step(bad)
     assert envs.step(np.array([RIGHT, DOWN]))[4]["position"].tolist() == [[0, 1], [1, 0]]
+
+
+def test_vector_reset_mask_resets_only_the_selected_rows() -> None:
+    envs = GridWorldVectorEnv(num_envs=3, max_episode_steps=5)
+    envs.reset(seed=0)
+    envs.step(np.array([RIGHT, DOWN, RIGHT]))
+    envs.step(np.array([RIGHT, DOWN, RIGHT]))
+    obs, info = envs.reset(options={"reset_mask": np.array([False, True, False])})
+    np.testing.assert_array_equal(obs, [2, 0, 2])  # rows 0 and 2 stay where they were
+    np.testing.assert_array_equal(info["_position"], [False, True, False])
+    np.testing.assert_array_equal(info["position"][1], [0, 0])
+    # Row 1's step count restarted: rows 0 and 2 truncate at 5 steps, row 1 two steps later.
+    truncated = [envs.step(np.full(3, UP))[3].tolist() for _ in range(5)]
+    assert truncated[2] == [True, False, True] and truncated[4] == [False, True, False]
+
+
+def test_vector_reset_mask_clears_a_pending_autoreset() -> None:
+    envs = GridWorldVectorEnv(num_envs=2, map=["SD"])
+    envs.reset(seed=0)
+    envs.step(np.array([RIGHT, RIGHT]))  # both reach the diamond
+    envs.reset(options={"reset_mask": np.array([True, False])})
+    obs, reward, terminated, _, _ = envs.step(np.array([RIGHT, RIGHT]))
+    # Row 0 was reset by hand, so it steps; row 1 autoresets and ignores its action.
+    np.testing.assert_array_equal(obs, [1, 0])
+    np.testing.assert_array_equal(reward, [1.0, 0.0])
+    np.testing.assert_array_equal(terminated, [True, False])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"slip": 0.3},
+        {"slip": 0.3, "random_map": True, "size": 4, "obs_mode": "grid"},
+        {"random_map": True, "size": 3, "obs_mode": "tokens"},
+    ],
+)
+def test_vector_rows_seeded_by_a_list_replay_single_envs(kwargs: dict) -> None:
+    """A list of seeds makes row i replay GridWorldEnv seeded seeds[i], through autoresets and
+    partial resets: the native env equals gymnasium's SyncVectorEnv of single envs."""
+    n, make = 4, {"max_episode_steps": 7, **kwargs}
+    native = gym.make_vec("GridWorld-v0", n, vectorization_mode="vector_entry_point", **make)
+    sync = gym.make_vec("GridWorld-v0", n, vectorization_mode="sync", **make)
+    assert _same(native.reset(seed=[5, 6, 7, 8])[0], sync.reset(seed=[5, 6, 7, 8])[0])
+    rng = np.random.default_rng(0)
+    for t in range(120):
+        actions = rng.integers(0, 4, size=n)
+        assert _same(native.step(actions)[:4], sync.step(actions)[:4])
+        if t % 25 == 10:
+            mask = np.array([True, False, True, False]) if t % 50 else np.ones(n, dtype=bool)
+            seeds = [int(rng.integers(100)), None, None, int(rng.integers(100))]
+            obs, info = native.reset(seed=seeds, options={"reset_mask": mask})
+            sync_obs, sync_info = sync.reset(seed=seeds, options={"reset_mask": mask.copy()})
+            assert _same(obs, sync_obs)
+            np.testing.assert_array_equal(info["_position"], sync_info["_position"])
+
+
+def test_vector_rows_seeded_by_a_list_depend_only_on_their_own_seed() -> None:
+    def grids(seeds: list[int]) -> np.ndarray:
+        envs = GridWorldVectorEnv(num_envs=3, random_map=True, slip=0.3, obs_mode="grid")
+        trace = [envs.reset(seed=seeds)[0]]
+        for actions in np.random.default_rng(0).integers(0, 4, size=(40, 3)):
+            trace.append(envs.step(actions)[0])
+        return np.stack(trace)  # (steps, rows, r, c)
+
+    first, second = grids([1, 2, 3]), grids([9, 2, 4])
+    assert _same(first[:, 1], second[:, 1]) and not _same(first[:, 0], second[:, 0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"seed": [1, 2]},
+            ValueError,
+            r"list of num_envs=3 seeds.*\(got 2 entries\), got seed=\[1, 2\]",
+        ),
+        ({"seed": [1, 2, 3, 4]}, ValueError, r"\(got 4 entries\), got seed=\[1, 2, 3, 4\]"),
+        ({"seed": [1, -2, 3]}, ValueError, r"seed must be None, an integer >= 0 or a list"),
+        ({"seed": [1, "2", 3]}, ValueError, r"got seed=\[1, '2', 3\]"),
+        ({"seed": -1}, ValueError, r"got seed=-1"),
+        ({"seed": "0"}, ValueError, r"got seed='0'"),
+        (
+            {"options": {"reset_mask": [True, False, True]}},
+            TypeError,
+            r"reset_mask'\] must be a numpy array of dtype bool",
+        ),
+        (
+            {"options": {"reset_mask": np.array([1, 0, 1])}},
+            TypeError,
+            r"\(ndarray of dtype int64\)",
+        ),
+        (
+            {"options": {"reset_mask": np.array([True, False])}},
+            ValueError,
+            r"shape \(3,\).*got options\['reset_mask'\]=array\(\[ True, False\]\)",
+        ),
+        ({"options": {"reset_mask": np.array([[True, False, True]])}}, ValueError, r"shape \(3,\)"),
+        ({"options": {"reset_mask": np.zeros(3, dtype=bool)}}, ValueError, r"at least one True"),
+        (
+            {"options": {"reset_mask": np.ones(3, dtype=bool), "seed": 1}},
+            ValueError,
+            r"unknown key\(s\) \['seed'\]: GridWorldVectorEnv.reset takes only 'reset_mask'",
+        ),
+        ({"options": "reset_mask"}, TypeError, r"options must be a dict or None"),
+    ],
+)
+def test_vector_bad_reset_arguments_are_refused_naming_them_and_change_nothing(
+    kwargs: dict, error: type[Exception], message: str
+) -> None:
+    envs = GridWorldVectorEnv(num_envs=3, random_map=True, slip=0.3, obs_mode="grid")
+    envs.reset(seed=[4, 5, 6])
+    envs.step(np.array([DOWN, RIGHT, UP]))
+    state = pickle.dumps(envs)
+    with pytest.raises(error, match=message):
+        envs.reset(**kwargs)
+    clone = pickle.loads(state)
+    for actions in np.random.default_rng(0).integers(0, 4, size=(20, 3)):
+        assert _same(envs.step(actions)[:4], clone.step(actions)[:4])
+    assert _same(envs.reset()[0], clone.reset()[0])
+
+
+def test_vector_partial_reset_before_a_full_reset_is_refused() -> None:
+    envs = GridWorldVectorEnv(num_envs=2)
+    with pytest.raises(RuntimeError, match=r"reset_mask.*before a full reset\(\)"):
+        envs.reset(options={"reset_mask": np.array([True, False])})
+    with pytest.raises(RuntimeError, match="before reset"):
+        envs.step(np.array([0, 0]))
+    assert envs.reset(seed=0)[1]["_position"].all()
+
+
+def test_vector_integer_seed_after_a_seed_list_returns_to_the_shared_stream() -> None:
+    def rollout(first_seed: object) -> list:
+        envs = GridWorldVectorEnv(num_envs=3, slip=0.4, random_map=True, obs_mode="grid")
+        envs.reset(seed=first_seed)
+        trace = [envs.reset(seed=11)[0]]
+        for actions in np.random.default_rng(2).integers(0, 4, size=(30, 3)):
+            trace.append(envs.step(actions)[:4])
+        return trace
+
+    assert _same(rollout([1, 2, 3]), rollout(None))
 
 
 def test_vector_render_returns_one_frame_per_row() -> None:

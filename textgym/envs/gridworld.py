@@ -13,10 +13,11 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textgym._checks import check_int
+from textgym._checks import check_int, check_options, check_reset_mask, check_seed
 from textgym.envs.gridworld_maps import (
     _N_ACTIONS,
     _REWARD,
@@ -117,7 +118,8 @@ class GridWorldEnv(gym.Env[GridObs, int]):
       `"ansi"` rendering.
 
     ## Starting State
-    The robot starts on the `S` cell.
+    The robot starts on the `S` cell. `reset` takes a `seed` (None or an integer >= 0) and
+    no `options` (None or `{}`); anything else is refused with the env unchanged.
 
     ## Rewards
     - Reach the diamond: +1
@@ -128,7 +130,7 @@ class GridWorldEnv(gym.Env[GridObs, int]):
     - Termination: the robot reaches a diamond or walks into fire.
     - Truncation (by the `TimeLimit` wrapper of `gym.make`): 100 steps.
 
-    Calling `step` after termination raises a `RuntimeError`; call `reset`.
+    Calling `step` before `reset` or after termination raises a `RuntimeError`; call `reset`.
 
     ## Information
     `reset` and `step` return `{"position": (row, col)}`, the robot's cell.
@@ -196,7 +198,8 @@ class GridWorldEnv(gym.Env[GridObs, int]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[GridObs, dict[str, Any]]:
-        super().reset(seed=seed)
+        check_options(options, (), "GridWorldEnv")
+        super().reset(seed=check_seed(seed))
         if self._fixed_map is None:
             self._map = _random_map(self._rows, self.np_random)
         self._moves_list = self._map.moves.tolist()
@@ -291,6 +294,22 @@ class GridWorldVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
     `{"position": (N, 2) int64 array of (row, col), "_position": (N,) all True}`;
     `action_masks()` returns an (N, 4) boolean array.
 
+    `reset(seed=..., options=...)`, as gymnasium's `SyncVectorEnv` takes them:
+
+    - `seed=None` continues the random streams; an integer seeds the one generator all rows
+      draw slips and random maps from (`self.np_random`); a list of N seeds (each None or an
+      integer) gives each row its own generator, so that row i replays
+      `GridWorldEnv.reset(seed=seeds[i])` and its episodes exactly, random maps and slips
+      included (a None entry keeps the row's generator). Rows keep their own generators
+      until an integer seed is given again.
+    - `options={"reset_mask": mask}` (a bool array of shape (N,) with at least one True)
+      resets only the rows where `mask` is True (seeded by their entries of a seed list);
+      the other rows keep their state and the returned observations show where they are.
+      The info's `_position` is `mask`: the rows that were reset.
+
+    Any other option, a malformed mask or seed, or a partial reset before the first full one
+    is refused with the env unchanged.
+
     Create it with
     `gym.make_vec("GridWorld-v0", num_envs=N, vectorization_mode="vector_entry_point")`.
 
@@ -350,18 +369,45 @@ class GridWorldVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
         self._prev_done = np.zeros(self.num_envs, dtype=bool)
         self._last_action = np.full(self.num_envs, -1, dtype=np.int64)  # -1: none yet
+        # One generator per row after a reset with a list of seeds; None: all rows share
+        # self.np_random.
+        self._row_rngs: list[np.random.Generator] | None = None
 
     def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> tuple[Any, dict[str, Any]]:
-        super().reset(seed=seed)
-        everyone = np.ones(self.num_envs, dtype=bool)
-        self._draw_maps(everyone)
-        self._position = self._start.copy()
-        self._steps[:] = 0
-        self._prev_done[:] = False
-        self._last_action[:] = -1
-        return self._observation(), self._info()
+        options = check_options(options, ("reset_mask",), "GridWorldVectorEnv")
+        seeds = check_seed(seed, self.num_envs)
+        rows = np.ones(self.num_envs, dtype=bool)
+        if "reset_mask" in options:
+            rows = check_reset_mask(options["reset_mask"], self.num_envs)
+            if self._position is None:
+                raise RuntimeError(
+                    "reset() with options['reset_mask'] was called before a full reset(); "
+                    "call envs.reset() first"
+                )
+        if isinstance(seeds, list):
+            if self._row_rngs is None:  # rows without a seed continue the shared stream
+                self._row_rngs = self.np_random.spawn(self.num_envs)
+            for i in np.flatnonzero(rows):
+                if seeds[i] is not None:
+                    self._row_rngs[i] = seeding.np_random(seeds[i])[0]
+        else:
+            super().reset(seed=seeds)
+            if seeds is not None:
+                self._row_rngs = None
+        self._draw_maps(rows)
+        kept = self._start if self._position is None else self._position
+        self._position = np.where(rows, self._start, kept)
+        self._steps[rows] = 0
+        self._prev_done[rows] = False
+        self._last_action[rows] = -1
+        info = self._info()
+        info["_position"] = rows
+        return self._observation(), info
 
     def step(
         self, actions: np.ndarray
@@ -370,16 +416,16 @@ class GridWorldVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
             raise RuntimeError("step() was called before reset(); call envs.reset() first")
         acts = _check_actions(actions, (self.num_envs,), "actions")
         rows = np.arange(self.num_envs)
-        moves = _slip(acts, self.np_random.random(self.num_envs), self.slip)
+        # NEXT_STEP autoreset: rows whose episode ended on the previous step start a new
+        # episode now, ignoring their action.
+        restart = self._prev_done
+        moves = _slip(acts, self._uniforms(restart), self.slip)
         position = self._moves[rows, self._position, moves]
         code = self._cells[rows, position]
         reward, terminated = _REWARD[code], _TERMINAL[code]
         self._steps += 1
         truncated = self._steps >= self.max_episode_steps
 
-        # NEXT_STEP autoreset: rows whose episode ended on the previous step start a new
-        # episode now, ignoring their action.
-        restart = self._prev_done
         if restart.any():
             self._draw_maps(restart)
             position[restart] = self._start[restart]
@@ -426,12 +472,28 @@ class GridWorldVectorEnv(VectorEnv[Any, np.ndarray, np.ndarray]):
             for cells, pos in zip(self._cells, self._position)
         )
 
+    def _uniforms(self, restart: np.ndarray) -> np.ndarray:
+        """(N,) uniform draws for the slips of a step.
+
+        From the shared generator, one per row. Rows with their own generators draw as a single
+        env would: one per row that steps, none for a row that restarts (the single env's
+        `reset` draws only its map), and none at all where nothing is random.
+        """
+        if self._row_rngs is None:
+            return self.np_random.random(self.num_envs)
+        uniforms = np.zeros(self.num_envs)
+        if self.slip or self._fixed_map is None:
+            for i in np.flatnonzero(~restart):
+                uniforms[i] = self._row_rngs[i].random()
+        return uniforms
+
     def _draw_maps(self, rows: np.ndarray) -> None:
         """Give the selected rows a new random map (fixed maps never change)."""
         if self._fixed_map is not None:
             return
         for i in np.flatnonzero(rows):
-            m = _random_map(self._rows, self.np_random)
+            rng = self.np_random if self._row_rngs is None else self._row_rngs[i]
+            m = _random_map(self._rows, rng)
             self._cells[i], self._moves[i], self._start[i] = m.cells, m.moves, m.start
 
     def _observation(self) -> Any:
