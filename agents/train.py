@@ -102,6 +102,11 @@ class _TensorBoard(TensorBoardOutputFormat):
     def __init__(self, folder: Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        # TensorBoard reads a directory's event files in name order, and a name starts with
+        # the second it was made in: a resumed session's file must sort after the others.
+        made = [int(p.name.split(".")[3]) for p in folder.glob("events.out.tfevents.*")]
+        while made and time.time() < max(made) + 1:
+            time.sleep(0.05)
         self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
         self._is_closed = False
 

@@ -41,26 +41,47 @@ def text_kwargs(model: Path) -> dict:
 
 
 def start_training(
-    env_id: str, agent: str, out: Path, kwargs: dict, patch: str = ""
+    env_id: str, agent: str, out: Path, kwargs: dict, patch: str = "", block_at: int | None = None
 ) -> subprocess.Popen:
-    """``train`` in a child process (that ``patch`` may alter first)."""
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        from textgym_agents.train import train
-        {patch}
-        train({env_id!r}, {agent!r}, out={str(out)!r}, progress=False, **json.loads(sys.argv[1]))
-        """
+    """``train`` in a child process (that ``patch`` may alter first). With ``block_at`` the
+    child stops at the first step at or past it, once it logged it, and touches
+    ``<out>.blocked``: a known point to kill it at, whatever the machine's speed."""
+    if block_at is not None:
+        patch += textwrap.dedent(
+            f"""
+            import pathlib, time
+            from textgym_agents import train as _train
+            _advance = _train._Recorder.advance
+            def blocking(self, step):
+                _advance(self, step)
+                if step >= {block_at}:
+                    pathlib.Path({str(out) + ".blocked"!r}).touch()
+                    time.sleep(3600)
+            _train._Recorder.advance = blocking
+            """
+        )
+    script = (
+        "import json, sys\n"
+        "from textgym_agents.train import train\n"
+        + patch
+        + f"\ntrain({env_id!r}, {agent!r}, out={str(out)!r}, progress=False, "
+        "**json.loads(sys.argv[1]))\n"
     )
     return subprocess.Popen([sys.executable, "-c", script, json.dumps(kwargs)])
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+def kill_when_blocked(out: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    """SIGKILL the child of `start_training` once it blocked."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"training ended (rc {process.returncode}) before {path}"
-        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+    while not Path(str(out) + ".blocked").exists():
+        assert process.poll() is None, f"training ended (rc {process.returncode}) unblocked"
+        assert time.monotonic() < deadline, f"not blocked after {timeout} s"
         time.sleep(0.05)
+    kill(process)
+
+
+def newest_checkpoint(out: Path) -> int:
+    return max(int(p.stem.removeprefix("step_")) for p in out.glob("checkpoints/*.json"))
 
 
 def kill(process: subprocess.Popen) -> None:
@@ -100,21 +121,25 @@ def assert_complete(out: Path, steps: int) -> dict:
 
 def test_a_killed_sb3_run_resumes_from_its_newest_checkpoint(tmp_path):
     out = tmp_path / "run"
-    process = start_training("GridWorld-v0", "ppo", out, GRID)
-    wait_for(out / "checkpoints" / "step_768.json", process)
-    kill(process)
-    assert not (out / "summary.json").exists()
-    killed_at = max(int(p.stem.removeprefix("step_")) for p in out.glob("checkpoints/*.json"))
+    kwargs = {**GRID, "checkpoint_every": 512}  # rollouts of 256 steps: logs between checkpoints
+    process = start_training("GridWorld-v0", "ppo", out, kwargs, block_at=1300)
+    kill_when_blocked(out, process)
+    assert not (out / "summary.json").exists() and newest_checkpoint(out) == 1024
+    # The killed run logged past its checkpoint: a resume drops that and plays it again.
+    assert read_episodes(out / "episodes.csv")["step"].max() > 1024
+    assert max(progress_steps(out)) == 1280 and 1280 in tensorboard_steps(
+        out, "charts/episodic_return"
+    )
     with pytest.raises(FileExistsError, match="already holds a run"):
-        train("GridWorld-v0", "ppo", out=out, progress=False, **GRID)
-    summary = train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **GRID)
-    assert_complete(out, GRID["steps"])
+        train("GridWorld-v0", "ppo", out=out, progress=False, **kwargs)
+    summary = train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **kwargs)
+    assert_complete(out, kwargs["steps"])
     # Every checkpoint, from either session, loads into a fresh agent.
     for checkpoint in sorted((out / "checkpoints").glob("step_*.zip")):
         model = make_agent("ppo", "GridWorld-v0", n_steps=32)
         load_sb3(model, checkpoint)
         assert model.num_timesteps == int(checkpoint.stem.removeprefix("step_"))
-    assert killed_at >= 768 and summary["training"]["wall_seconds"] > 0
+    assert summary["training"]["wall_seconds"] > 0
 
 
 def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(tmp_path):
@@ -130,7 +155,7 @@ def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(tmp_path):
             return write(self, name, *args, **kwargs)
         zipfile.ZipFile.writestr = dying_write
         """
-    ).replace("\n", "\n        ")
+    )
     process = start_training("GridWorld-v0", "ppo", out, GRID, patch)
     assert process.wait(timeout=120) == -signal.SIGKILL
     assert [p.name for p in (out / "checkpoints").glob("*.tmp-*")]  # the half-written zip
@@ -142,14 +167,11 @@ def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(tmp_path):
 def test_dqn_resumes_with_its_replay_buffer(tmp_path):
     kwargs = {**GRID, "steps": 1500, "checkpoint_every": 500, "learning_starts": 100}
     out = tmp_path / "run"
-    process = start_training(
-        "GridWorld-v0", "dqn", out, {k: v for k, v in kwargs.items() if k != "n_steps"}
-    )
-    wait_for(out / "checkpoints" / "step_500.json", process)
-    kill(process)
+    kwargs.pop("n_steps")
+    process = start_training("GridWorld-v0", "dqn", out, kwargs, block_at=700)
+    kill_when_blocked(out, process)
     buffer = np.load(out / "checkpoints" / "step_500.buffer.npz")
     assert int(buffer["pos"]) == 500
-    kwargs.pop("n_steps")
     train("GridWorld-v0", "dqn", out=out, progress=False, resume=True, **kwargs)
     assert_complete(out, kwargs["steps"])
     # One replay buffer is kept: the newest checkpoint's, what a resume reads.
@@ -159,9 +181,9 @@ def test_dqn_resumes_with_its_replay_buffer(tmp_path):
 def test_a_killed_sequence_ppo_run_resumes(tiny_gpt2, tmp_path):
     kwargs = text_kwargs(tiny_gpt2)
     out = tmp_path / "run"
-    process = start_training("TextGen-v0", "gpt", out, kwargs)
-    wait_for(out / "checkpoints" / "step_32.json", process)
-    kill(process)
+    process = start_training("TextGen-v0", "gpt", out, kwargs, block_at=40)
+    kill_when_blocked(out, process)
+    assert newest_checkpoint(out) < read_episodes(out / "episodes.csv")["step"].max()
     summary = train("TextGen-v0", "gpt", out=out, progress=False, resume=True, **kwargs)
     assert_complete(out, kwargs["steps"])
     assert summary["reference"]["episodes"] == 4
@@ -212,11 +234,9 @@ def test_resume_returns_a_finished_run_and_refuses_other_arguments(tmp_path):
 def test_resume_without_a_checkpoint_starts_over_in_the_directory(tmp_path):
     out = tmp_path / "run"
     small = {**GRID, "steps": 512}
-    process = start_training("GridWorld-v0", "ppo", out, small)
-    wait_for(out / "config.json", process)
-    kill(process)
-    for path in (out / "checkpoints").glob("*"):
-        path.unlink()
+    process = start_training("GridWorld-v0", "ppo", out, small, block_at=1)
+    kill_when_blocked(out, process)
+    assert not (out / "checkpoints").exists() and (out / "episodes.csv").exists()
     train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **small)
     assert_complete(out, small["steps"])
 
