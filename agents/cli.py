@@ -276,6 +276,7 @@ def render(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from textgym.render import html_page, render_ansi, render_html, render_rgb, shared_scale
+    from textgym.runfiles import atomic_path, write_text
 
     check_positive(args, "episodes")
     out = None if args.out is None else Path(args.out)
@@ -334,10 +335,11 @@ def render(args: argparse.Namespace) -> None:
         images = [draw(render_rgb, episode) for episode in episodes]
         rule = np.full((2, images[0].shape[1], 3), 160, dtype=np.uint8)  # between episodes
         stacked = np.concatenate([part for image in images for part in (image, rule)][:-1])
-        Image.fromarray(stacked).save(out)
+        with atomic_path(out) as temp:
+            Image.fromarray(stacked).save(temp)
     else:
         fragments = [draw(render_html, episode) for episode in episodes]
-        out.write_text(html_page(fragments, f"textgym render {args.source}"), encoding="utf-8")
+        write_text(out, html_page(fragments, f"textgym render {args.source}"))
     print(f"wrote {len(episodes)} episodes to {out}")
 
 

@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
+from textgym.runfiles import write_json
 
 
 @dataclass
@@ -418,7 +419,7 @@ def main(argv=None) -> None:
     }
     print(table(results))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import textgym  # noqa: E402, F401  (registers the envs)
+from textgym.runfiles import write_json  # noqa: E402
 
 
 @dataclass
@@ -532,7 +533,7 @@ def main(argv=None) -> None:
         results = json.loads(out.read_text()) if out.exists() else {}
         results["trl"] = result
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(out, results)
         print(f"wrote {args.out} (key 'trl')", file=sys.stderr)
 
 

@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from textgym.runfiles import write_json
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             "transformers": transformers.__version__,
         },
     }
-    (args.out / "preferences.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out / "preferences.json", report)
     print(json.dumps(report, indent=2))
 
 
