@@ -149,3 +149,12 @@ def test_train_records_the_threads_it_used(tmp_path, capsys):
         )
         config = json.loads((run / "config.json").read_text())
         assert config["threads"] == (1 if name == "auto" else 2)
+
+
+def test_a_failing_reward_model_prints_one_line_naming_it(tiny_gpt2, cli_error, monkeypatch):
+    monkeypatch.setattr(
+        "textgym.rewards.sentiment.VaderSentiment.score", lambda self, p, t: [float("nan")] * len(t)
+    )
+    argv = ["rollout", "TextGen-v0", "--episodes", "1", "--env-arg", f"model={tiny_gpt2}"]
+    line = cli_error(argv)
+    assert "reward model 'sentiment' returned non-finite scores [nan]" in line

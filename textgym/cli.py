@@ -26,6 +26,8 @@ import gymnasium as gym
 import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
+from textgym.envs.textgen_core import ScorerError
+from textgym.rewards import RewardModelError
 from textgym.threads import ONE_THREAD_BELOW_BYTES, default_threads, torch_threads
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -51,8 +53,9 @@ COLOR.add_argument(
     help="ANSI colours: on a terminal only (auto, the default), always, or never",
 )
 
-# What a user's input can cause: printed as one line (``--debug`` for the traceback).
-_USER_ERRORS = (ValueError, TypeError, OSError, gym.error.Error)
+# What a user's input can cause, a reward model or scorer of theirs included: printed as one
+# line (``--debug`` for the traceback).
+_USER_ERRORS = (ValueError, TypeError, OSError, gym.error.Error, RewardModelError, ScorerError)
 
 
 def parse_env_args(pairs: Sequence[str]) -> dict[str, Any]:
