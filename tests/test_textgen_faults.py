@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from packaging.version import Version
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.envs.textgen import TextGenEnv
@@ -454,6 +455,7 @@ def test_gymnasium_env_checker_workaround_plain_first_reset(tiny_gpt2):
 
 
 @pytest.mark.xfail(
+    Version(gym.__version__) >= Version("1.3"),  # 1.2.2, RLlib's pin, is not affected
     strict=True,
     raises=TypeError,
     reason="gymnasium's PassiveEnvChecker keeps no reset data when the first reset raises, "

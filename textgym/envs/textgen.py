@@ -56,7 +56,7 @@ class TextGenEnv(gym.Env):
     ``options={"prompt_index": i}`` (an int in ``[0, len(env.prompts))``); no other options,
     and at most one of these. Options are checked before anything changes, so a refused reset
     leaves the env as it was (the episode in progress, if any, goes on). One caveat comes from
-    gymnasium (1.x), not from the env: when the *first* ``reset()`` of an env made by
+    gymnasium 1.4 (not 1.2.2), not from the env: when the *first* ``reset()`` of an env made by
     ``gym.make`` raises, its passive env checker fails every later ``step()`` with
     ``TypeError: cannot unpack non-iterable NoneType object`` (after the env stepped). Make the
     first reset a plain ``env.reset(seed=...)``, pass ``disable_env_checker=True`` to
