@@ -25,11 +25,8 @@ log-probs of the forward pass that chose the actions (`attach_sb3_policy` attach
 
 from __future__ import annotations
 
-import importlib
-import io
 import json
 import os
-import warnings
 import zipfile
 from typing import Any
 
@@ -44,7 +41,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTraine
 
 from textgym.envs.textgen_core import core_of
 from textgym.lm import quiet_loading
-from textgym.runfiles import atomic_path
+from textgym_agents.saving import (
+    from_bytes,
+    kwargs_from_json,
+    kwargs_to_json,
+    space_from_json,
+    space_to_json,
+    to_bytes,
+    warn_pickle,
+    write_archive,
+)
 
 HEADS = ("lm", "candidates", "linear")
 
@@ -151,7 +157,7 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         kwargs = self._get_constructor_parameters()
         spaces = {name: space_to_json(kwargs.pop(name)) for name in SPACES}
         kwargs.pop("lr_schedule")  # the trainer's business, not the policy's
-        meta = {"format": POLICY_FORMAT, "spaces": spaces, "kwargs": _kwargs_to_json(kwargs)}
+        meta = {"format": POLICY_FORMAT, "spaces": spaces, "kwargs": kwargs_to_json(kwargs)}
         return {
             "policy.json": json.dumps(meta, indent=2).encode(),
             "policy.pth": to_bytes(self.state_dict()),
@@ -194,7 +200,7 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
                 f"{POLICY_FORMAT!r}"
             )
         spaces = {name: space_from_json(meta["spaces"][name]) for name in SPACES}
-        policy = cls(**spaces, lr_schedule=lambda _: 0.0, **_kwargs_from_json(meta["kwargs"]))
+        policy = cls(**spaces, lr_schedule=lambda _: 0.0, **kwargs_from_json(meta["kwargs"]))
         policy.load_state_dict(state)
         return policy.to(device)
 
@@ -321,99 +327,6 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
 
 POLICY_FORMAT = "textgym-gpt-policy-1"
 SPACES = ("observation_space", "action_space")
-# Classes among a policy's arguments are saved by name and imported only from these packages.
-_CLASS_PACKAGES = ("torch.", "stable_baselines3.", "textgym_agents.")
-
-
-def to_bytes(state: Any) -> bytes:
-    """``torch.save`` of tensors and plain containers, to bytes."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def from_bytes(data: bytes, device: torch.device | str = "cpu") -> Any:
-    """What `to_bytes` wrote; ``weights_only``: tensors and plain containers, no code."""
-    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-
-
-def write_archive(path: str | os.PathLike, entries: dict[str, bytes]) -> None:
-    """A zip of ``entries`` at ``path``, written atomically."""
-    with atomic_path(path) as temp, zipfile.ZipFile(temp, "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-
-
-def warn_pickle(path: str | os.PathLike) -> None:
-    """The warning of every opted-in unpickling."""
-    warnings.warn(
-        f"unpickling {str(path)!r} (allow_pickle): a pickle runs any code it holds; load only "
-        "files you or someone you trust made",
-        UserWarning,
-        stacklevel=3,
-    )
-
-
-def space_to_json(space: gym.Space) -> dict[str, Any]:
-    """A ``Discrete``, ``Box`` or ``Dict`` of them as JSON."""
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, gym.spaces.Box):
-        return {
-            "type": "Box",
-            "low": space.low.tolist(),
-            "high": space.high.tolist(),
-            "dtype": str(space.dtype),
-        }
-    if isinstance(space, gym.spaces.Dict):
-        return {"type": "Dict", "spaces": {k: space_to_json(v) for k, v in space.spaces.items()}}
-    raise TypeError(f"{space} cannot be saved: expected a Discrete, Box or Dict space")
-
-
-def space_from_json(data: dict[str, Any]) -> gym.Space:
-    kind = data["type"]
-    if kind == "Discrete":
-        return gym.spaces.Discrete(data["n"], start=data["start"])
-    if kind == "Box":
-        dtype = np.dtype(data["dtype"])
-        return gym.spaces.Box(
-            np.array(data["low"], dtype), np.array(data["high"], dtype), None, dtype
-        )
-    if kind == "Dict":
-        return gym.spaces.Dict({k: space_from_json(v) for k, v in data["spaces"].items()})
-    raise ValueError(f"space type {kind!r} is unknown: expected Discrete, Box or Dict")
-
-
-def _kwargs_to_json(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in kwargs.items():
-        if isinstance(value, type):
-            value = {"class": f"{value.__module__}.{value.__qualname__}"}
-        try:
-            json.dumps(value)
-        except TypeError:
-            raise TypeError(
-                f"policy argument {key}={value!r} cannot be saved as JSON: expected numbers, "
-                "strings, lists, dicts or classes"
-            ) from None
-        out[key] = value
-    return out
-
-
-def _kwargs_from_json(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in kwargs.items():
-        if isinstance(value, dict) and set(value) == {"class"}:
-            name = value["class"]
-            if not name.startswith(_CLASS_PACKAGES):
-                raise ValueError(
-                    f"policy argument {key} names class {name!r}: expected one from "
-                    f"{_CLASS_PACKAGES} (no other code is imported when loading)"
-                )
-            module, _, attr = name.rpartition(".")
-            value = getattr(importlib.import_module(module), attr)
-        out[key] = value
-    return out
 
 
 def causal_lm_forward(

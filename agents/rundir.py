@@ -34,21 +34,19 @@ import io
 import json
 import time
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.save_util import load_from_zip_file
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.runfiles import write_csv
 from textgym_agents.evaluation import (
     POSITIVE_THRESHOLD,
 )
-from textgym_agents.gpt_policy import GPTActorCriticPolicy, warn_pickle
+from textgym_agents.gpt_policy import GPTActorCriticPolicy
+from textgym_agents.saving import load_sb3, warn_pickle
 from textgym_agents.zoo import ALGORITHMS, is_sequence_agent, make_agent
 
 EPISODE_FIELDS = ("step", "return", "length", "rm_score", "kl_per_sequence", "kl_coef")
@@ -218,38 +216,6 @@ def safe_env_kwargs(
         )
         return {**env_kwargs, "trust_remote_code": False}
     return env_kwargs
-
-
-# The counters of an SB3 agent that its ``model.zip`` holds as plain JSON values.
-_SB3_COUNTERS = (
-    "num_timesteps",
-    "_n_updates",
-    "_n_calls",
-    "_episode_num",
-    "_current_progress_remaining",
-    "exploration_rate",
-)
-
-
-def load_sb3(model: BaseAlgorithm, path: str | Path) -> None:
-    """Weights, optimizer state and counters of an SB3 ``model.zip`` into ``model`` (built
-    with the same configuration), without unpickling: SB3 reads the tensors with
-    ``torch.load(weights_only=True)``; the pickled ``data`` entries are not read."""
-    _, params, _ = load_from_zip_file(path, load_data=False, device=model.device)
-    with zipfile.ZipFile(path) as archive:
-        data = json.loads(archive.read("data"))
-    try:
-        model.set_parameters(params, exact_match=True, device=model.device)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(
-            f"{path} does not fit the agent its run's config.json builds ({err}): expected a "
-            "model.zip of this run; an agent built with arguments config.json could not keep "
-            "(classes among the overrides) loads only with --allow-pickle (allow_pickle=True), "
-            "which runs any code the file holds"
-        ) from err
-    for key in _SB3_COUNTERS:
-        if key in data and isinstance(data[key], int | float):
-            setattr(model, key, data[key])
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -49,13 +49,8 @@ from torch import nn
 from textgym._checks import check_int
 from textgym.envs.textgen_vector import TextGenVectorEnv
 from textgym.lm import IncrementalLM
-from textgym_agents.gpt_policy import (
-    GPTActorCriticPolicy,
-    from_bytes,
-    gpt_policy_kwargs,
-    to_bytes,
-    write_archive,
-)
+from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.saving import from_bytes, to_bytes, write_archive
 
 __all__ = ["Episode", "SequencePPO", "UpdateStats"]
 

@@ -46,10 +46,10 @@ from textgym_agents.rundir import (
     default_out,
     jsonable,
     load_agent,
-    load_sb3,
     make_summary,
     read_episodes,
 )
+from textgym_agents.saving import load_sb3
 from textgym_agents.sequence_ppo import SequencePPO, UpdateStats
 from textgym_agents.zoo import (
     AGENTS,

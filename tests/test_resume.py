@@ -22,7 +22,8 @@ from textgym.runfiles import DirectoryBusyError, atomic_path, claim, write_json
 from textgym_agents.compare import compare
 from textgym_agents.gpt_policy import GPTActorCriticPolicy
 from textgym_agents.kl_experiment import run_kl_experiment
-from textgym_agents.rundir import load_sb3, read_episodes
+from textgym_agents.rundir import read_episodes
+from textgym_agents.saving import load_sb3
 from textgym_agents.train import train
 from textgym_agents.zoo import make_agent
 
