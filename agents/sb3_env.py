@@ -69,12 +69,19 @@ class _DummyVecEnv(DummyVecEnv):
                 f"actions has shape {np.shape(actions)}: expected shape {expected}, one action "
                 f"of {self.action_space} per env, got actions={actions!r}"
             )
-        for row, action in enumerate(actions):
-            if not self.action_space.contains(action):
-                raise ValueError(
-                    f"actions[{row}]={action!r} is not in the action space: expected an "
-                    f"element of {self.action_space}, got actions={actions!r}"
-                )
+        space = self.action_space
+        actions = np.asarray(actions)
+        if isinstance(space, gym.spaces.Discrete) and np.issubdtype(actions.dtype, np.integer):
+            # One vectorised check a step rather than one call per env.
+            bad = np.flatnonzero((actions < space.start) | (actions >= space.start + space.n))
+        else:
+            bad = [row for row, action in enumerate(actions) if not space.contains(action)]
+        if len(bad):
+            row = int(bad[0])
+            raise ValueError(
+                f"actions[{row}]={actions[row]!r} is not in the action space: expected an "
+                f"element of {space}, got actions={actions!r}"
+            )
         super().step_async(actions)
 
 
