@@ -331,7 +331,7 @@ def test_invalid_map_raises_value_error_naming_map(bad_map: list[str], expected:
     assert expected in str(error.value) and repr(bad_map) in str(error.value)
 
 
-@pytest.mark.parametrize("bad_map", ["S.D", [["S", "D"]], 42])
+@pytest.mark.parametrize("bad_map", [[["S", "D"]], 42])
 def test_map_that_is_not_a_list_of_strings_raises_type_error(bad_map: object) -> None:
     with pytest.raises(TypeError, match="map must be a list of strings"):
         GridWorldEnv(map=bad_map)  # type: ignore[arg-type]
@@ -848,3 +848,35 @@ def test_sb3_contrib_maskable_ppo_smoke_run_completes() -> None:
     model = MaskablePPO("MlpPolicy", env, n_steps=128, batch_size=64, seed=0)
     model.learn(total_timesteps=256)
     assert model.num_timesteps == 256
+
+
+@pytest.mark.parametrize(("name", "moves"), [("4x4", 4), ("6x6", 10), ("8x8", 18)])
+def test_named_maps_are_solvable_in_their_shortest_route(name, moves):
+    env = GridWorldEnv(map=name)
+    env.reset(seed=0)
+    for step in range(moves):
+        _, reward, terminated, _, _ = env.step(int(np.flatnonzero(env.shortest_path_actions())[0]))
+        assert terminated == (step == moves - 1)
+    assert reward == 1.0
+    vector = GridWorldVectorEnv(3, map=name)
+    vector.reset(seed=0)
+    assert vector.shortest_path_actions().any(axis=1).all()
+
+
+def test_the_default_map_is_the_named_6x6_and_unknown_names_are_refused():
+    default, named = GridWorldEnv(render_mode="ansi"), GridWorldEnv(render_mode="ansi", map="6x6")
+    default.reset(seed=0), named.reset(seed=0)
+    assert default.render() == named.render()
+    for name in ("5x5", "S.D"):  # a string names a map; a custom map is a list of rows
+        with pytest.raises(ValueError, match=rf"map='{name}' is not a named map: expected one"):
+            GridWorldEnv(map=name)
+    with pytest.raises(ValueError, match="map='8x8'"):
+        GridWorldEnv(map="8x8", random_map=True, obs_mode="grid")
+
+
+def test_the_4x4_map_has_fire_one_step_up_and_the_diamond_to_the_right():
+    env = GridWorldEnv(map="4x4")
+    env.reset(seed=0)
+    assert env.step(UP)[1] == -1.0  # fire, one step up
+    env.reset(seed=0)
+    assert env.shortest_path_actions()[RIGHT]
