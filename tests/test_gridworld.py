@@ -880,3 +880,20 @@ def test_the_4x4_map_has_fire_one_step_up_and_the_diamond_to_the_right():
     assert env.step(UP)[1] == -1.0  # fire, one step up
     env.reset(seed=0)
     assert env.shortest_path_actions()[RIGHT]
+
+
+def test_random_walk_success_on_the_named_maps_is_as_the_readme_says():
+    """The README's figures: a uniform random walk of up to 100 steps finds the diamond in
+    15% of 2,000 episodes on 4x4, 0.8% on 6x6 and never on 8x8."""
+    found = {}
+    for name in ("4x4", "6x6", "8x8"):
+        env, wins, rng = GridWorldEnv(map=name), 0, np.random.default_rng(0)
+        for episode in range(2000):
+            env.reset(seed=episode)
+            for _ in range(100):
+                _, reward, terminated, _, _ = env.step(int(rng.integers(4)))
+                if terminated:
+                    wins += reward > 0
+                    break
+        found[name] = wins / 2000
+    assert found == {"4x4": 0.1475, "6x6": 0.008, "8x8": 0.0}
