@@ -56,3 +56,14 @@ def test_deterministic_kl_bound_finds_the_least_likely_cost_exactly_when_the_bea
     best_cost, best = min(_complete_continuations(core, prompt, 3), key=lambda item: item[0])
     assert cost == pytest.approx(best_cost, abs=1e-5)
     assert length == len(best)
+
+
+def test_stock_defaults_trains_an_sb3_agent_and_measures_greedy_success():
+    stock = _load("stock_defaults")
+    act = stock.sb3("ppo", "4x4", steps=64, seed=0)
+    success, mean_return = stock.greedy_success(act, "4x4", episodes=3)
+    assert 0.0 <= success <= 1.0 and -1.0 <= mean_return <= 1.0
+    # On 4x4 the fire is one step up from the start; always right runs into the edge and
+    # times out.
+    assert stock.greedy_success(lambda obs: 3, "4x4", episodes=2) == (0.0, -1.0)
+    assert stock.greedy_success(lambda obs: 2, "4x4", episodes=2) == (0.0, 0.0)
