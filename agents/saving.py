@@ -3,9 +3,11 @@
 Weights and optimizer states are written with ``torch.save`` and read with
 ``torch.load(weights_only=True)`` (tensors and plain containers only); everything else is
 JSON: gym spaces, constructor arguments (classes by name, imported only from trusted
-packages), counters. `load_sb3` reads an SB3 ``model.zip`` this way, leaving out the
-entries SB3 pickles with cloudpickle. `warn_pickle` is the warning of the one opt-in
-(``allow_pickle``, ``--allow-pickle``) that unpickles.
+packages), counters. `load_sb3` reads an SB3 ``model.zip`` this way: its tensors through
+SB3's ``load_from_zip_file(load_data=False)`` (weights-only), its counters as JSON values; the
+serialized objects in its ``data`` entry are never decoded. Only the user's explicit opt-in
+(``allow_pickle=True``, ``--allow-pickle``) reaches a loader that unpickles, and `warn_pickle`
+warns whenever it does.
 """
 
 from __future__ import annotations
