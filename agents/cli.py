@@ -62,6 +62,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the unfinished run in --out (killed, crashed) from its newest "
         "checkpoint; give the arguments it was started with",
     )
+    trn.add_argument(
+        "--backend",
+        choices=("sb3", "rllib"),
+        default="sb3",
+        help="sb3: this process (SB3, or SequencePPO for gpt on TextGen); rllib: Ray RLlib's "
+        "PPO over env runners, on this machine or a Ray cluster (agents ppo and gpt; "
+        'pip install -e ".[rllib]")',
+    )
+    trn.add_argument(
+        "--num-env-runners",
+        type=int,
+        default=2,
+        metavar="N",
+        help="rllib: Ray actors that step envs, each with one vector env (default 2)",
+    )
+    trn.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="rllib: join the Ray cluster at ADDR (`ray start --head` prints it; auto: the one "
+        "on this machine); default: a local Ray instance for this run",
+    )
+    trn.add_argument(
+        "--num-gpus-per-env-runner",
+        type=float,
+        default=0,
+        metavar="G",
+        help="rllib: GPUs each env runner reserves; its env and module run there",
+    )
     add_threads(trn)
     trn.set_defaults(func=train)
 
@@ -197,6 +226,13 @@ def train(args: argparse.Namespace) -> None:
         raise UsageError("--resume: expected --out, the run directory to continue")
     if args.imitate is not None and args.imitate < 0:
         raise UsageError(f"--imitate {args.imitate}: expected a number of steps >= 0")
+    if args.num_env_runners < 0:
+        raise UsageError(f"--num-env-runners {args.num_env_runners}: expected a count >= 0")
+    if args.num_gpus_per_env_runner < 0:
+        raise UsageError(f"--num-gpus-per-env-runner {args.num_gpus_per_env_runner}: expected >= 0")
+    rllib_only = ("address", "num_gpus_per_env_runner")
+    if args.backend != "rllib" and any(getattr(args, name) for name in rllib_only):
+        raise UsageError("--address and --num-gpus-per-env-runner: expected --backend rllib")
     env_kwargs = parse_env_args(args.env_arg)
     summary = train_run(
         args.env,
@@ -211,8 +247,20 @@ def train(args: argparse.Namespace) -> None:
         eval_episodes=args.eval_episodes,
         imitate=args.imitate,
         resume=args.resume,
+        **_backend_arguments(args),
     )
     print(format_summary(summary))
+
+
+def _backend_arguments(args: argparse.Namespace) -> dict:
+    if args.backend != "rllib":
+        return {}
+    return {
+        "backend": "rllib",
+        "num_env_runners": args.num_env_runners,
+        "address": args.address,
+        "num_gpus_per_env_runner": args.num_gpus_per_env_runner,
+    }
 
 
 def evaluate(args: argparse.Namespace) -> None:

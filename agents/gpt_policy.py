@@ -124,8 +124,7 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         if not isinstance(action_space, gym.spaces.Discrete):
             raise ValueError(f"action_space={action_space}: expected a Discrete action space")
         self.lm_config, self.init_from, self.head = dict(lm_config), init_from, head
-        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (ids, log-probs) of forward
-        self.scorer_misses = 0  # scorer calls that needed a forward of their own
+        self.memory = ForwardMemory()  # what the last forward pass saw and gave, for `score`
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     # ------------------------------------------------------------------ building
@@ -259,18 +258,34 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
             return token_logits.gather(-1, candidate_ids.long()).float()
         return token_logits.float()
 
-    def _logits_and_values(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits_and_values(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action logits ``(B, A)`` and values ``(B,)`` of a batch of observations.
+
+        Rows that are prefixes of a longer row of the batch (the states of one episode, as
+        RLlib's and SB3's per-token batches hold them) are read from that row's forward pass
+        (`prefix_groups`): causal attention makes the logits at a position independent of
+        what follows it, so this is the same computation, done once per sequence.
+        """
         ids = obs["input_ids"].long()  # (B, L); SB3 hands Box observations over as floats
         mask = obs["attention_mask"].long()
-        width = int(mask.sum(-1).max())  # right-padded: nothing real lies beyond the longest row
-        ids, mask = ids[:, :width], mask[:, :width]
-        last = (mask.sum(-1) - 1)[:, None]  # (B, 1)
-        candidates = obs["candidate_ids"][:, None] if self.head == "candidates" else None
-        logits, values = self.action_logits_and_values(ids, mask, last, candidates)
-        return logits[:, 0], values[:, 0]
+        lengths = mask.sum(-1)
+        leaders, slots = prefix_groups(ids, lengths)
+        width = int(lengths.max())  # right-padded: nothing real lies beyond the longest row
+        positions = (lengths - 1)[slots]  # (G, T) the rows' last positions, in their leaders
+        candidates = obs["candidate_ids"][slots] if self.head == "candidates" else None
+        logits, values = self.action_logits_and_values(
+            ids[leaders, :width], mask[leaders, :width], positions, candidates
+        )
+        found = slots >= 0
+        rows = slots[found]
+        out_logits = logits.new_empty((len(ids), logits.shape[-1]))
+        out_values = values.new_empty(len(ids))
+        out_logits[rows] = logits[found]
+        out_values[rows] = values[found]
+        return out_logits, out_values
 
     def _distribution(self, obs) -> tuple[CategoricalDistribution, torch.Tensor]:
-        logits, values = self._logits_and_values(obs)
+        logits, values = self.logits_and_values(obs)
         return self.action_dist.proba_distribution(action_logits=logits), values
 
     def forward(self, obs, deterministic: bool = False):
@@ -286,10 +301,7 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
 
     def _remember(self, obs, dist: CategoricalDistribution) -> None:
         """Keep what acted, so the env's scorer call costs no second forward pass."""
-        self._last = (
-            obs["input_ids"].long().cpu().numpy(),
-            torch.log_softmax(dist.distribution.logits, -1).detach().cpu().numpy(),
-        )
+        self.memory.remember(obs["input_ids"], dist.distribution.logits)
 
     def evaluate_actions(self, obs, actions: torch.Tensor):
         dist, values = self._distribution(obs)
@@ -299,7 +311,7 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         return self._distribution(obs)[0]
 
     def predict_values(self, obs) -> torch.Tensor:
-        return self._logits_and_values(obs)[1].unsqueeze(-1)
+        return self.logits_and_values(obs)[1].unsqueeze(-1)
 
     # ------------------------------------------------------------------ the KL scorer
     def score(self, obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -309,20 +321,78 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         Rows seen by the last forward pass are answered from it; others (rare: only when
         something other than this policy acted) get a forward pass of their own.
         """
+        logprobs = self.memory.recall(obs)
+        if logprobs is not None:
+            return logprobs
+        obs_t, _ = self.obs_to_tensor(obs)
+        with torch.no_grad():
+            logits, _ = self.logits_and_values(obs_t)
+        return torch.log_softmax(logits, -1).cpu().numpy()
+
+    @property
+    def scorer_misses(self) -> int:
+        """Scorer calls that needed a forward pass of their own."""
+        return self.memory.misses
+
+
+class ForwardMemory:
+    """The token ids a policy's last forward pass read and the log-probs it gave, so a KL
+    scorer call for the same rows (the env's, right after the policy acted) is answered from
+    it rather than by a second forward pass."""
+
+    def __init__(self) -> None:
+        self.last: tuple[np.ndarray, np.ndarray] | None = None  # (ids (B, L), log-probs (B, A))
+        self.misses = 0  # recalls it could not answer
+
+    def remember(self, input_ids: torch.Tensor, logits: torch.Tensor) -> None:
+        self.last = (
+            input_ids.long().cpu().numpy(),
+            torch.log_softmax(logits.detach().float(), -1).cpu().numpy(),
+        )
+
+    def recall(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The remembered log-probs of the rows of ``obs`` (each row matched by its token ids),
+        or None when some row was not in the last forward pass."""
         ids = np.asarray(obs["input_ids"])
-        if self._last is not None:
-            seen_ids, seen_logprobs = self._last
+        if self.last is not None:
+            seen_ids, seen_logprobs = self.last
             if seen_ids.shape == ids.shape and np.array_equal(seen_ids, ids):
                 return seen_logprobs
             if seen_ids.shape[1] == ids.shape[1]:
                 match = (seen_ids[None, :, :] == ids[:, None, :]).all(-1)  # (b, B)
                 if match.any(1).all():
                     return seen_logprobs[match.argmax(1)]
-        self.scorer_misses += 1
-        obs_t, _ = self.obs_to_tensor(obs)
-        with torch.no_grad():
-            logits, _ = self._logits_and_values(obs_t)
-        return torch.log_softmax(logits, -1).cpu().numpy()
+        self.misses += 1
+        return None
+
+
+def prefix_groups(ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a right-padded batch grouped under the longest rows that extend them.
+
+    :param ids: ``(B, L)`` token ids.
+    :param lengths: ``(B,)`` real tokens per row.
+    :return: ``leaders`` ``(G,)``, the rows whose forward passes are run, and ``slots``
+        ``(G, T)``, the rows read from each leader's pass (the leader first; ``-1`` pads a
+        shorter group). Every row is in exactly one slot.
+    """
+    ids_np = ids.detach().cpu().numpy()
+    lengths_np = lengths.detach().cpu().numpy()
+    owner: dict[bytes, int] = {}  # a prefix -> the group whose leader holds it
+    groups: list[list[int]] = []
+    for row in np.argsort(-lengths_np, kind="stable"):
+        n = int(lengths_np[row])
+        key = ids_np[row, :n].tobytes()
+        if key in owner:
+            groups[owner[key]].append(int(row))
+            continue
+        owner.update({ids_np[row, :p].tobytes(): len(groups) for p in range(1, n + 1)})
+        groups.append([int(row)])
+    width = max(len(group) for group in groups)
+    slots = np.full((len(groups), width), -1, dtype=np.int64)
+    for g, group in enumerate(groups):
+        slots[g, : len(group)] = group
+    leaders = torch.as_tensor(slots[:, 0], device=ids.device)
+    return leaders, torch.as_tensor(slots, device=ids.device)
 
 
 POLICY_FORMAT = "textgym-gpt-policy-1"

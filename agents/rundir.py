@@ -185,6 +185,10 @@ def load_agent(
             )
     config = json.loads(config_path.read_text())
     config["env_kwargs"] = safe_env_kwargs(config["env_kwargs"], trust_remote_code, config_path)
+    if config.get("backend") == "rllib":
+        from textgym_agents.rllib import load_module  # needs the rllib extra
+
+        return load_module(model_path), config
     if is_sequence_agent(config["agent"], config["env_id"]):
         return GPTActorCriticPolicy.load(model_path, allow_pickle=allow_pickle), config
     if allow_pickle:

@@ -23,7 +23,6 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
 from textgym.envs.textgen_core import PolicyScorer
-from textgym_agents.gpt_policy import GPTActorCriticPolicy
 from textgym_agents.sb3_env import TextGenSB3VecEnv
 
 
@@ -86,12 +85,13 @@ def sb3_scorer(
     using one) scores itself; DQN, MaskablePPO (``action_masks`` required) and other
     actor-critic algorithms get their adapter."""
     policy = model if isinstance(model, BasePolicy) else model.policy
-    if isinstance(policy, GPTActorCriticPolicy):
+    if callable(getattr(policy, "score", None)):
         return policy.score
     if isinstance(model, BasePolicy):
         raise TypeError(
-            f"model={type(model).__name__}: a bare policy scores only if it is a "
-            "GPTActorCriticPolicy; pass the algorithm (PPO, DQN, ...) instead"
+            f"model={type(model).__name__}: a bare policy scores only if it has a score method "
+            "(GPTActorCriticPolicy, textgym_agents.rllib.RLlibPolicy); pass the algorithm "
+            "(PPO, DQN, ...) instead"
         )
     if isinstance(model, DQN):
         return DQNScorer(model)

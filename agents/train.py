@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputFormat
@@ -194,9 +195,9 @@ class _Recorder:
             "rng": _rng_state(model),
             **self.before,
         }
-        core = core_of(_training_env(model))
-        if core is not None:  # the adaptive KL coefficient moved with training
-            state["kl_coef"] = core.kl_controller.value
+        kl_coef = _kl_coef(model)
+        if kl_coef is not None:  # the adaptive KL coefficient moved with training
+            state["kl_coef"] = kl_coef
         write_json(base.with_suffix(".json"), state)
         self.last_checkpoint = step
         # Only a resume reads a replay buffer, and only the newest: keep one (tens of MB).
@@ -259,9 +260,38 @@ def _sequence_callback(recorder: _Recorder):
     return callback
 
 
+def _rllib_callback(recorder: _Recorder):
+    def callback(agent: Any, stats: Any) -> None:  # RLlibAgent, IterationStats
+        for e in stats.episodes:
+            recorder.log.add(
+                stats.timesteps, e["return"], e["length"], e["rm_score"], e["kl"], e["kl_coef"]
+            )
+        logger = recorder.logger
+        for name, key in _RLLIB_LEARNER_KEYS.items():
+            if key in stats.learner:
+                logger.record(name, stats.learner[key])
+        logger.record("time/fps", stats.env_steps / max(stats.seconds, 1e-9))
+        logger.record(STEP_KEY, stats.timesteps)
+        logger.dump(stats.timesteps)
+        recorder.advance(stats.timesteps)
+        recorder.checkpoint(agent, stats.timesteps)
+
+    return callback
+
+
+# RLlib's learner figures under SequencePPO's names.
+_RLLIB_LEARNER_KEYS = {
+    "train/policy_loss": "policy_loss",
+    "train/value_loss": "vf_loss",
+    "train/entropy": "entropy",
+    "train/approx_kl": "mean_kl_loss",
+}
+
+
 def save_agent(model: Any, path: Path) -> None:
-    """The agent (SB3's zip, or `SequencePPO.save`'s) at ``path``, atomically."""
-    if isinstance(model, SequencePPO):
+    """The agent (SB3's zip, or `SequencePPO.save`'s, `RLlibAgent.save`'s) at ``path``,
+    atomically."""
+    if not isinstance(model, BaseAlgorithm):
         model.save(path)  # atomic itself
         return
     with atomic_path(path) as temp:
@@ -338,7 +368,7 @@ def _latest_checkpoint(out: Path) -> tuple[Path, dict[str, Any]] | None:
 
 def _restore(model: Any, checkpoint: Path, state: dict[str, Any]) -> None:
     """Continue ``model`` (built with the run's configuration) from a checkpoint."""
-    if isinstance(model, SequencePPO):
+    if not isinstance(model, BaseAlgorithm):  # SequencePPO, RLlibAgent
         model.load_state(checkpoint)
     else:
         load_sb3(model, checkpoint)
@@ -348,13 +378,25 @@ def _restore(model: Any, checkpoint: Path, state: dict[str, Any]) -> None:
         # The env restarts: seeded anew, so it does not replay the run's first episodes.
         model.env.seed(model.seed + state["step"])
     _set_rng_state(model, state["rng"])
-    core = core_of(_training_env(model))
-    if core is not None and "kl_coef" in state:
-        core.kl_controller.value = float(state["kl_coef"])
+    if "kl_coef" in state:
+        _set_kl_coef(model, float(state["kl_coef"]))
 
 
-def _training_env(model: Any) -> Any:
-    return model.env if isinstance(model, SequencePPO) else model.get_env()
+def _kl_coef(model: Any) -> float | None:
+    """The training env's KL coefficient (it moves when adaptive), None off TextGen."""
+    if not isinstance(model, BaseAlgorithm | SequencePPO):
+        return model.kl_coef  # RLlibAgent: its runners'
+    env = model.env if isinstance(model, SequencePPO) else model.get_env()
+    core = core_of(env)
+    return None if core is None else core.kl_controller.value
+
+
+def _set_kl_coef(model: Any, value: float) -> None:
+    if not isinstance(model, BaseAlgorithm | SequencePPO):
+        model.kl_coef = value
+        return
+    env = model.env if isinstance(model, SequencePPO) else model.get_env()
+    core_of(env).kl_controller.value = value
 
 
 def _remove_temporaries(out: Path) -> None:
@@ -365,7 +407,7 @@ def _remove_temporaries(out: Path) -> None:
 
 
 # Settings that may change when a run resumes (its results do not depend on them).
-_RESUMABLE_CHANGES = ("threads",)
+_RESUMABLE_CHANGES = ("threads", "num_env_runners", "address", "num_gpus_per_env_runner")
 
 
 def train(
@@ -383,6 +425,10 @@ def train(
     imitate: int | None = None,
     threads: int | None = None,
     resume: bool = False,
+    backend: str = "sb3",
+    num_env_runners: int = 2,
+    address: str | None = None,
+    num_gpus_per_env_runner: float = 0,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train ``agent`` on ``env_id`` into a run directory and return (and save) its summary.
@@ -421,8 +467,40 @@ def train(
         figures are close to, not bit-identical with, an uninterrupted run's. Without a
         checkpoint the run starts over in the same directory; without a run, a new one starts;
         a finished run is not trained again: its summary is returned.
-    :param overrides: algorithm keywords replacing the zoo's.
+    :param backend: ``"sb3"`` (this process: SB3, or `SequencePPO` for ``gpt`` on TextGen)
+        or ``"rllib"``: Ray RLlib's PPO over ``num_env_runners`` env runners
+        (`textgym_agents.rllib`, agents ``ppo`` and ``gpt``; ``pip install -e ".[rllib]"``).
+        The run directory is the same either way.
+    :param num_env_runners: RLlib: Ray actors stepping envs (0: this process steps them).
+    :param address: RLlib: the Ray cluster to join (``ray start --head`` prints it; ``"auto"``:
+        the one running on this machine); default: a local Ray instance for this run.
+    :param num_gpus_per_env_runner: RLlib: GPUs each env runner reserves (its env and module
+        run there).
+    :param overrides: algorithm keywords replacing the zoo's (RLlib: ``PPOConfig.training``
+        keywords replacing `RLLIB_HYPERPARAMS`).
     """
+    if backend == "rllib":
+        return _train_rllib(
+            env_id,
+            agent,
+            steps=steps,
+            seed=seed,
+            env_kwargs=env_kwargs,
+            out=out,
+            progress=progress,
+            checkpoint_every=checkpoint_every,
+            eval_episodes=eval_episodes,
+            n_envs=n_envs,
+            imitate=imitate,
+            threads=threads,
+            resume=resume,
+            num_env_runners=num_env_runners,
+            address=address,
+            num_gpus_per_env_runner=num_gpus_per_env_runner,
+            **overrides,
+        )
+    if backend != "sb3":
+        raise ValueError(f"backend={backend!r} is not known: expected 'sb3' or 'rllib'")
     with torch_threads(threads) as threads:
         if agent not in AGENTS:
             raise ValueError(f"agent={agent!r} is unknown: expected one of {AGENTS}")
@@ -457,6 +535,92 @@ def train(
             )
         with claim(out):
             return _train_claimed(model, config, out, progress, checkpoint_every, resume)
+
+
+def _train_rllib(
+    env_id: str,
+    agent: str,
+    *,
+    steps: int | None,
+    seed: int,
+    env_kwargs: dict[str, Any] | None,
+    out: str | Path | None,
+    progress: bool,
+    checkpoint_every: int | None,
+    eval_episodes: int,
+    n_envs: int | None,
+    imitate: int | None,
+    threads: int | None,
+    resume: bool,
+    num_env_runners: int,
+    address: str | None,
+    num_gpus_per_env_runner: float,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """`train` on Ray RLlib (``backend="rllib"``): the same run directory."""
+    try:
+        import ray
+
+        from textgym_agents import rllib
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"backend='rllib' needs Ray RLlib ({err}): pip install -e '.[rllib]'"
+        ) from err
+    with torch_threads(threads) as threads:
+        hyper = rllib.rllib_hyperparams(agent, env_id)
+        env_kwargs = rllib.rllib_env_kwargs(agent, env_id, env_kwargs)
+        steps = hyper["n_timesteps"] if steps is None else steps
+        check_int("steps", steps, 1)
+        check_int("num_env_runners", num_env_runners, 0)
+        if imitate:
+            raise ValueError(f"imitate={imitate}: the RLlib backend does not clone an expert")
+        if resume and out is None:
+            raise ValueError("resume=True needs out: the run directory to continue")
+        out = Path(out) if out is not None else default_out(env_id, agent, seed)
+        config = {
+            "env_id": env_id,
+            "agent": agent,
+            "seed": seed,
+            "steps": steps,
+            "env_kwargs": env_kwargs,
+            "n_envs": n_envs,
+            "imitate": 0,
+            "eval_episodes": eval_episodes,
+            "threads": threads,
+            "overrides": {k: v for k, v in overrides.items() if jsonable(v)},
+            "backend": "rllib",
+            "num_env_runners": num_env_runners,
+            "address": address,
+            "num_gpus_per_env_runner": num_gpus_per_env_runner,
+        }
+        # A resumed run's envs start afresh, seeded anew (as `_restore` seeds SB3's).
+        latest = _latest_checkpoint(out) if resume and (out / "config.json").exists() else None
+        env_seed = seed + (latest[1]["step"] if latest else 0)
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            # Bad env arguments or overrides fail here, before the run directory is claimed.
+            model = rllib.RLlibAgent(
+                rllib.rllib_config(
+                    env_id,
+                    agent,
+                    seed=env_seed,
+                    env_kwargs=env_kwargs,
+                    num_env_runners=num_env_runners,
+                    n_envs=n_envs,
+                    num_gpus_per_env_runner=num_gpus_per_env_runner,
+                    **overrides,
+                )
+            )
+            try:
+                with claim(out):
+                    return _train_claimed(model, config, out, progress, checkpoint_every, resume)
+            finally:
+                model.close()
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def _train_claimed(
@@ -510,6 +674,8 @@ def _train_claimed(
         remaining = steps - model.num_timesteps
         if remaining > 0 and isinstance(model, SequencePPO):
             model.learn(remaining, callback=_sequence_callback(recorder))
+        elif remaining > 0 and not isinstance(model, BaseAlgorithm):
+            model.learn(remaining, callback=_rllib_callback(recorder))
         elif remaining > 0:
             model.set_logger(recorder.logger)
             model.learn(remaining, callback=_SB3Callback(recorder), reset_num_timesteps=False)

@@ -158,3 +158,24 @@ def test_a_failing_reward_model_prints_one_line_naming_it(tiny_gpt2, cli_error, 
     argv = ["rollout", "TextGen-v0", "--episodes", "1", "--env-arg", f"model={tiny_gpt2}"]
     line = cli_error(argv)
     assert "reward model 'sentiment' returned non-finite scores [nan]" in line
+
+
+def test_rllib_options_are_refused_without_the_rllib_backend(cli_error, tmp_path):
+    out = str(tmp_path / "run")
+    for option in (["--address", "auto"], ["--num-gpus-per-env-runner", "1"]):
+        line = cli_error(["train", "GridWorld-v0", "--agent", "ppo", "--out", out, *option])
+        assert "expected --backend rllib" in line
+    line = cli_error(["train", "GridWorld-v0", "--agent", "ppo", "--num-env-runners", "-1"])
+    assert "--num-env-runners -1: expected a count >= 0" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_rllib_backend_without_ray_says_how_to_install_it(cli_error, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed here")
+    argv = ["train", "GridWorld-v0", "--agent", "ppo", "--backend", "rllib"]
+    line = cli_error([*argv, "--out", str(tmp_path / "run")])
+    assert "needs Ray RLlib" in line and "pip install -e '.[rllib]'" in line
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,7 @@ import torch
 from stable_baselines3 import PPO
 
 import textgym  # noqa: F401  (registers the envs)
-from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs, prefix_groups
 from textgym_agents.sb3_env import make_sb3_vec_env
 from textgym_agents.scorer import AttachPolicyCallback, attach_sb3_policy
 
@@ -128,3 +128,40 @@ def test_bad_heads_are_refused(tiny_gpt2):
         PPO(GPTActorCriticPolicy, venv, policy_kwargs={**gpt_policy_kwargs(venv), "head": "lm"})
     with pytest.raises(ValueError, match="head='tree'"):
         PPO(GPTActorCriticPolicy, venv, policy_kwargs={**gpt_policy_kwargs(venv), "head": "tree"})
+
+
+@pytest.mark.parametrize("action_mode", ["vocab", "topk"])
+def test_rows_of_one_sequence_share_a_forward_pass_with_the_same_results(tiny_gpt2, action_mode):
+    """A per-token batch (the states of whole episodes, shuffled, as RLlib's and SB3's
+    minibatches hold them) runs one forward pass per sequence, and every row's logits and
+    value equal those of a forward pass of that row alone."""
+    model, venv = textgen_ppo(tiny_gpt2, n_envs=3, action_mode=action_mode, max_new_tokens=5)
+    obs = venv.reset()
+    states = [obs]
+    for _ in range(4):
+        obs, *_ = venv.step(model.predict(obs)[0])
+        states.append(obs)
+    batch = {key: np.concatenate([s[key] for s in states]) for key in obs}
+    order = np.random.default_rng(0).permutation(len(batch["input_ids"]))
+    batch = {key: value[order] for key, value in batch.items()}
+    policy = model.policy
+    tensors, _ = policy.obs_to_tensor(batch)
+    leaders, slots = prefix_groups(tensors["input_ids"].long(), tensors["attention_mask"].sum(-1))
+    assert len(leaders) == 3  # 15 states of 3 sequences (no episode ended in 4 steps)
+    assert sorted(slots[slots >= 0].tolist()) == list(range(15))
+    with torch.no_grad():
+        logits, values = policy.logits_and_values(tensors)
+        for row in range(15):
+            alone = {key: value[row : row + 1] for key, value in tensors.items()}
+            row_logits, row_values = policy.logits_and_values(alone)
+            torch.testing.assert_close(logits[row], row_logits[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(values[row], row_values[0], atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_groups_keeps_rows_that_share_no_prefix_apart():
+    ids = torch.tensor([[1, 2, 3, 0], [1, 2, 0, 0], [1, 3, 0, 0], [1, 2, 3, 4], [5, 0, 0, 0]])
+    lengths = torch.tensor([3, 2, 2, 4, 1])
+    leaders, slots = prefix_groups(ids, lengths)
+    groups = {int(g[0]): sorted(int(r) for r in g if r >= 0) for g in slots}
+    assert groups == {3: [0, 1, 3], 2: [2], 4: [4]}
+    assert sorted(leaders.tolist()) == [2, 3, 4]

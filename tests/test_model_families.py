@@ -155,7 +155,7 @@ def test_sb3_policy_scores_the_reference_before_training(family_models, family):
     model = PPO(
         GPTActorCriticPolicy, venv, n_steps=4, seed=0, policy_kwargs=gpt_policy_kwargs(venv)
     )
-    model.policy.scorer_misses = 0
+    model.policy.memory.misses = 0
     venv.env_method("attach_policy", model.policy.score, indices=[0])
     obs = venv.reset()
     for _ in range(4):

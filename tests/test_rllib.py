@@ -7,8 +7,10 @@ not installed they are skipped.
 
 from __future__ import annotations
 
+import json
 import os
 
+import numpy as np
 import pytest
 
 # .ci/run's RLlib environment sets TEXTGYM_RLLIB_TESTS=1: there a missing ray fails, not skips.
@@ -77,3 +79,237 @@ def test_stock_ppo_runs_textgen_on_the_native_vector_env(local_ray, tiny_gpt2):
     runners = result["env_runners"]
     assert runners["num_env_steps_sampled_lifetime"] >= 128
     assert runners["num_episodes"] > 0 and runners["episode_len_mean"] <= 4
+
+
+# ---------------------------------------------------------------------------- textgym's backend
+from ray.rllib.core.columns import Columns  # noqa: E402
+
+from textgym.kl import kl_estimate  # noqa: E402
+from textgym_agents import rllib as tg_rllib  # noqa: E402
+from textgym_agents.train import evaluate_run, train  # noqa: E402
+
+
+def _sample(algo, steps: int):
+    """Episodes sampled by the first remote env runner (explore, as in training)."""
+    return algo.env_runner_group.foreach_env_runner(
+        lambda runner: runner.sample(num_timesteps=steps, random_actions=False),
+        local_env_runner=False,
+    )[0]
+
+
+def _perturb(agent, scale: float = 0.05) -> None:
+    """Move the learner's module away from the reference and send it to the runners."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in agent.module.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    agent.algo.env_runner_group.sync_weights(
+        from_worker_or_learner_group=agent.algo.learner_group, inference_only=True
+    )
+
+
+@pytest.mark.parametrize("action_mode", ["vocab", "topk"])
+def test_gpt_module_starts_as_the_reference(local_ray, tiny_gpt2, action_mode):
+    env_kwargs = {"model": str(tiny_gpt2), "max_new_tokens": 6, "action_mode": action_mode}
+    agent = tg_rllib.RLlibAgent(
+        tg_rllib.rllib_config(
+            "TextGen-v0", "gpt", env_kwargs=env_kwargs, num_env_runners=1, n_envs=4
+        )
+    )
+    try:
+        episodes = [e for e in _sample(agent.algo, 48) if e.is_done]
+    finally:
+        agent.close()
+    kls = [info["kl"] for e in episodes for info in e.get_infos()[1:]]
+    assert episodes and len(kls) >= 24
+    assert max(abs(k) for k in kls) < 1e-4, kls
+
+
+@pytest.mark.parametrize(
+    ("agent_name", "env_kwargs"),
+    [
+        ("gpt", {"action_mode": "vocab", "kl_estimator": "k3"}),
+        ("gpt", {"action_mode": "topk", "kl_estimator": "k1"}),
+        ("ppo", {"kl_estimator": "k2"}),  # ReferencePriorPolicy on the topk candidates
+    ],
+)
+def test_rewards_rllib_trains_on_are_the_exact_kl_rewards(
+    local_ray, tiny_gpt2, agent_name, env_kwargs
+):
+    """For a fixed policy away from the reference: every step reward RLlib records equals
+    -beta * k(log pi, log pi_ref) + RM + EOS penalty, with log pi RLlib's own log-prob of the
+    action under the distribution that sampled it (ACTION_LOGP), within 1e-5."""
+    env_kwargs = {"model": str(tiny_gpt2), "max_new_tokens": 6, "kl_coef": 0.3, **env_kwargs}
+    config = tg_rllib.rllib_config(
+        "TextGen-v0", agent_name, env_kwargs=env_kwargs, num_env_runners=1, n_envs=4
+    )
+    agent = tg_rllib.RLlibAgent(config)
+    try:
+        _perturb(agent)
+        episodes = _sample(agent.algo, 64)
+    finally:
+        agent.close()
+    checked, kl_total = 0, 0.0
+    for episode in episodes:
+        rewards = np.asarray(episode.get_rewards())
+        logp = np.asarray(episode.get_extra_model_outputs(Columns.ACTION_LOGP))
+        infos = episode.get_infos()[1:]  # infos[0] is the reset's
+        ref = np.array([info["ref_logprob"] for info in infos])
+        beta = np.array([info["kl_coef"] for info in infos])
+        extra = np.array([info["rm_score"] - info["eos_penalty"] for info in infos])
+        expected = -beta * kl_estimate(logp, ref, env_kwargs["kl_estimator"]) + extra
+        np.testing.assert_allclose(rewards, expected, atol=1e-5)
+        np.testing.assert_allclose([info["policy_logprob"] for info in infos], logp, atol=1e-5)
+        checked += len(rewards)
+        kl_total += float(np.abs(logp - ref).sum())
+    assert checked >= 48
+    assert kl_total > 0.1  # the policy is not the reference: the test can fail
+
+
+class _Runner:
+    def __init__(self, env):
+        self.env = env
+
+
+class _Group:
+    def __init__(self, runners):
+        self.runners = runners
+
+    def foreach_env_runner(self, func, **kwargs):
+        return [func(runner) for runner in self.runners]
+
+
+def test_adaptive_kl_coef_is_combined_over_runners_as_one_controller(tiny_gpt2):
+    """Two runners' controllers, each updated on its own episodes, are combined into the
+    coefficient one controller would reach on all of them, and sent to both."""
+    import gymnasium as gym
+
+    from textgym.kl import AdaptiveKLController
+
+    kwargs = {"model": str(tiny_gpt2), "kl_coef": 0.1, "kl_target": 2.0, "kl_horizon": 100}
+    envs = [gym.make("TextGen-v0", **kwargs) for _ in range(2)]
+    algorithm = type("Algo", (), {})()
+    algorithm.env_runner_group = _Group([_Runner(env) for env in envs])
+    assert tg_rllib.synchronise_kl_coef(algorithm) == pytest.approx(0.1)
+    batches = [(5.0, 8), (0.5, 3)]  # (KL per sequence, sequences) seen by each runner
+    one = AdaptiveKLController(0.1, 2.0, 100)
+    for env, (kl, n) in zip(envs, batches):
+        env.unwrapped.core.kl_controller.update(kl, n)
+        one.update(kl, n)
+    combined = tg_rllib.synchronise_kl_coef(algorithm)
+    assert combined == pytest.approx(one.value, rel=1e-12) and combined != pytest.approx(0.1)
+    assert [env.unwrapped.core.kl_controller.value for env in envs] == [combined, combined]
+
+
+def test_adaptive_kl_coef_is_the_same_on_every_runner_after_an_iteration(local_ray, tiny_gpt2):
+    env_kwargs = {"model": str(tiny_gpt2), "max_new_tokens": 4, "kl_target": 0.01, "kl_horizon": 10}
+    config = tg_rllib.rllib_config(
+        "TextGen-v0",
+        "gpt",
+        env_kwargs=env_kwargs,
+        num_env_runners=2,
+        n_envs=8,
+        train_batch_size_per_learner=64,
+        minibatch_size=32,
+        num_epochs=1,
+        lr=1e-3,
+    )
+    agent = tg_rllib.RLlibAgent(config)
+    try:
+        agent.learn(128)
+        values = agent.algo.env_runner_group.foreach_env_runner(
+            tg_rllib._runner_kl_coef, local_env_runner=False
+        )
+    finally:
+        agent.close()
+    assert len(values) == 2 and values[0] == values[1] != 0.05
+
+
+@pytest.mark.parametrize(
+    ("env_id", "agent_name", "env_kwargs", "steps"),
+    [
+        ("GridWorld-v0", "ppo", {"map": "4x4"}, 512),
+        ("GridWorld-v0", "gpt", {"map": "4x4"}, 256),
+        ("TextGen-v0", "gpt", None, 256),
+        ("TextGen-v0", "ppo", None, 256),
+    ],
+)
+def test_train_backend_rllib_writes_the_run_directory(
+    local_ray, tiny_gpt2, tmp_path, env_id, agent_name, env_kwargs, steps
+):
+    """A couple of iterations through `train`: the same run directory as the SB3 backend,
+    and `textgym eval` repeats the evaluation after training exactly."""
+    if env_id == "TextGen-v0":
+        env_kwargs = {"model": str(tiny_gpt2), "max_new_tokens": 4}
+    small = {"train_batch_size_per_learner": 128, "minibatch_size": 64, "num_epochs": 1}
+    summary = train(
+        env_id,
+        agent_name,
+        steps=steps,
+        env_kwargs=env_kwargs,
+        out=tmp_path / "run",
+        progress=False,
+        eval_episodes=8,
+        n_envs=8,
+        backend="rllib",
+        num_env_runners=1,
+        checkpoint_every=steps // 2,
+        **small,
+    )
+    run = tmp_path / "run"
+    for name in ("config.json", "summary.json", "model.zip", "episodes.csv", "logs/progress.csv"):
+        assert (run / name).exists(), name
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+    assert sorted(p.suffix for p in (run / "checkpoints").iterdir()).count(".json") >= 2
+    assert summary["training"]["steps"] >= steps and summary["training"]["episodes"] > 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["backend"] == "rllib" and config["num_env_runners"] == 1
+    assert evaluate_run(run)["after"] == summary["after"]
+    if env_id == "TextGen-v0":
+        assert abs(summary["before"]["mean_kl_per_sequence"]) < 1e-3  # starts as the reference
+
+
+def test_a_killed_rllib_run_resumes_from_its_checkpoint(local_ray, tmp_path, monkeypatch):
+    from textgym_agents import train as train_module
+
+    arguments = {
+        "steps": 4096,
+        "env_kwargs": {"map": "4x4"},
+        "out": tmp_path / "run",
+        "progress": False,
+        "eval_episodes": 4,
+        "backend": "rllib",
+        "num_env_runners": 1,
+        "checkpoint_every": 2048,
+    }
+    advance = train_module._Recorder.advance
+
+    def crash_after_checkpoint(self, step):
+        advance(self, step)
+        if step > 2048 + 1024:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(train_module._Recorder, "advance", crash_after_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train("GridWorld-v0", "ppo", **arguments)
+    monkeypatch.setattr(train_module._Recorder, "advance", advance)
+    run = tmp_path / "run"
+    assert not (run / "summary.json").exists()
+    checkpoints = sorted(
+        int(p.stem.removeprefix("step_")) for p in (run / "checkpoints").glob("*.json")
+    )
+    assert checkpoints and checkpoints[-1] >= 2048
+    summary = train("GridWorld-v0", "ppo", resume=True, **arguments)
+    assert summary["training"]["steps"] >= 4096
+    steps = [
+        float(row.split(",")[0]) for row in (run / "episodes.csv").read_text().splitlines()[1:]
+    ]
+    assert steps == sorted(steps) and steps[0] <= checkpoints[-1] < steps[-1]
+
+
+def test_rllib_backend_refuses_an_agent_it_does_not_have(tmp_path):
+    with pytest.raises(ValueError, match=r"agent='a2c' has no RLlib backend: expected one of"):
+        train("GridWorld-v0", "a2c", backend="rllib", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

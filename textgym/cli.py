@@ -55,7 +55,16 @@ COLOR.add_argument(
 
 # What a user's input can cause, a reward model or scorer of theirs included: printed as one
 # line (``--debug`` for the traceback).
-_USER_ERRORS = (ValueError, TypeError, OSError, gym.error.Error, RewardModelError, ScorerError)
+# ModuleNotFoundError: an optional extra that is not installed (the message says which).
+_USER_ERRORS = (
+    ValueError,
+    TypeError,
+    OSError,
+    ModuleNotFoundError,
+    gym.error.Error,
+    RewardModelError,
+    ScorerError,
+)
 
 
 def parse_env_args(pairs: Sequence[str]) -> dict[str, Any]:

@@ -1,0 +1,633 @@
+"""Ray RLlib backend: textgym's agents on RLlib's PPO, over env runners and machines.
+
+``pip install -e ".[rllib]"``; `textgym_agents.train.train` (``textgym train ... --backend
+rllib``) builds on this module. What runs where:
+
+- Each env runner (a Ray actor, on any node of the cluster) makes one native vector env
+  (`gymnasium.make_vec` in ``"vector_entry_point"`` mode): for TextGen one `TextGenVectorEnv`
+  with one reference model, one batched KV cache and its RM, loaded inside the runner from
+  the env arguments (paths or names: nothing large travels from the driver).
+- The learner (on the driver unless RLlib is told otherwise) updates the module; RLlib sends
+  the weights to the runners after every iteration.
+
+The modules:
+
+- `SB3PolicyModule` holds an SB3 actor-critic policy and calls its forward pass, so RLlib, SB3
+  and `SequencePPO` share one implementation of logits and values: `GPTActorCriticPolicy`
+  (``gpt``, which starts as the reference model: KL 0 before training) and, for ``ppo`` on
+  TextGen's ``"topk"`` mode, `ReferencePriorPolicy` (the reference's candidate log-probs plus
+  a learned correction that starts at 0).
+- ``ppo`` on GridWorld is RLlib's own default PPO module, its ``Discrete`` cell index one-hot
+  encoded by RLlib's ``FlattenObservations`` connector.
+
+The KL step reward is exact: the env computes it, as on every other path, through its policy
+scorer contract. `TextGymCallbacks` attaches each runner's own module to the runner's envs as
+their scorer; the module remembers the log-probs of the forward pass that chose the actions
+(`ForwardMemory`), so the env's ``log pi`` is that of the distribution that acted, at no
+second forward pass, and the rewards RLlib trains on are the env's. The adaptive KL
+coefficient lives in each runner's env (its ``kl_controller``); after every iteration the
+driver combines the runners' updates into one coefficient and sends it to all of them
+(`TextGymCallbacks.on_train_result`), so N runners steer it as one env would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import os
+import time
+import zipfile
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.connectors.env_to_module import FlattenObservations
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    LEARNER_RESULTS,
+    NUM_ENV_STEPS_SAMPLED,
+)
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+
+import textgym  # noqa: F401  (registers the envs)
+from textgym.envs.textgen_core import core_of
+from textgym_agents.extractors import ReferencePriorPolicy, TokenExtractor
+from textgym_agents.gpt_policy import ForwardMemory, GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.saving import (
+    from_bytes,
+    kwargs_from_json,
+    kwargs_to_json,
+    space_from_json,
+    space_to_json,
+    to_bytes,
+    write_archive,
+)
+
+__all__ = [
+    "RLLIB_AGENTS",
+    "RLLIB_HYPERPARAMS",
+    "RLlibAgent",
+    "RLlibPolicy",
+    "SB3PolicyModule",
+    "TextGymCallbacks",
+    "load_module",
+    "module_archive",
+    "rllib_config",
+]
+
+RLLIB_AGENTS = ("ppo", "gpt")
+
+# PPOConfig.training keywords (and the zoo's n_timesteps, n_envs) per env and agent: the
+# values that differ from RLlib's defaults, each with its reason. Every agent uses PPO's
+# clipped objective alone, as SB3 and SequencePPO do (RLlib's default adds a KL loss).
+RLLIB_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "GridWorld-v0": {
+        "ppo": {
+            "n_timesteps": 200_000,
+            "n_envs": 8,
+            "use_kl_loss": False,
+            "train_batch_size_per_learner": 1024,  # many updates in a small budget
+            "minibatch_size": 256,
+            "lr": 1e-3,
+            "entropy_coeff": 0.05,  # keeps the walk random until the diamond is found
+            # One-step advantages: a fire blames only the move into it (see the SB3 entry).
+            "lambda_": 0.0,
+            "gamma": 0.99,
+        },
+        "gpt": {
+            "n_timesteps": 100_000,
+            "n_envs": 16,
+            "use_kl_loss": False,
+            "train_batch_size_per_learner": 1024,
+            "minibatch_size": 64,
+            "num_epochs": 2,
+            "lr": 1e-3,
+            "entropy_coeff": 0.1,
+            "lambda_": 0.0,
+            "gamma": 0.99,
+        },
+    },
+    "TextGen-v0": {
+        "ppo": {
+            "n_timesteps": 100_000,
+            "n_envs": 16,
+            "use_kl_loss": False,
+            "train_batch_size_per_learner": 1536,  # 4 episodes of 24 tokens per row
+            "minibatch_size": 256,
+            "lr": 1e-4,  # as the SB3 entry: 3e-4 drifts far from the reference
+            "gamma": 1.0,  # every token shapes the finished text equally
+        },
+        # SequencePPO's settings: 64 rows, an episode each per update, 4 epochs of 16-episode
+        # minibatches, small steps from the reference, a small value gradient.
+        "gpt": {
+            "n_timesteps": 100_000,
+            "n_envs": 64,
+            "use_kl_loss": False,
+            "train_batch_size_per_learner": 1536,
+            "minibatch_size": 384,
+            "num_epochs": 4,
+            "lr": 3e-5,
+            "vf_loss_coeff": 0.1,
+            "grad_clip": 0.5,
+            "gamma": 1.0,
+        },
+    },
+}
+
+# Env arguments an agent needs (as in the SB3 zoo): SB3-style agents choose among the
+# reference's top-k tokens; the GPT reads GridWorld as tokens.
+RLLIB_ENV_KWARGS: dict[str, dict[str, dict[str, Any]]] = {
+    "GridWorld-v0": {"gpt": {"obs_mode": "tokens"}},
+    "TextGen-v0": {"ppo": {"action_mode": "topk"}},
+}
+
+_ZOO_KEYS = ("n_timesteps", "n_envs")
+
+
+# ---------------------------------------------------------------------------- the modules
+class SB3PolicyModule(TorchRLModule, ValueFunctionAPI):
+    """An SB3 actor-critic policy as an RLlib module: RLlib's PPO trains the policy's own
+    forward pass (logits and values).
+
+    ``model_config``: ``{"policy_class": {"class": name}, "policy_kwargs": {...}}`` in the
+    JSON form of `textgym_agents.saving.kwargs_to_json` (classes by name, imported only from
+    trusted packages), so a module is rebuilt from its spec anywhere.
+
+    On TextGen the module is its env's KL scorer (`score`): each forward pass remembers its
+    log-probs, which the env's scorer call for the rows that acted reads back.
+    """
+
+    def setup(self) -> None:
+        config = kwargs_from_json(dict(self.model_config))
+        policy_class = config["policy_class"]
+        if not (isinstance(policy_class, type) and issubclass(policy_class, ActorCriticPolicy)):
+            raise ValueError(
+                f"model_config policy_class={policy_class!r}: expected an SB3 ActorCriticPolicy"
+            )
+        self.policy = policy_class(
+            self.observation_space,
+            self.action_space,
+            _no_schedule,
+            **kwargs_from_json(config.get("policy_kwargs", {})),
+        )
+        self.policy.optimizer = None  # RLlib's learner optimizes the module's parameters
+        self.action_dist_cls = TorchCategorical
+        self.memory = ForwardMemory()
+
+    def logits_and_values(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's action logits ``(B, A)`` and values ``(B,)``."""
+        if isinstance(self.policy, GPTActorCriticPolicy):
+            return self.policy.logits_and_values(obs)  # one trunk forward for both
+        obs = {key: value for key, value in obs.items()}
+        logits = self.policy.get_distribution(obs).distribution.logits
+        return logits, self.policy.predict_values(obs).squeeze(-1)
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        obs = batch[Columns.OBS]
+        logits, values = self.logits_and_values(obs)
+        if isinstance(obs, dict) and "input_ids" in obs:
+            self.memory.remember(obs["input_ids"], logits)
+        return {Columns.ACTION_DIST_INPUTS: logits, Columns.EMBEDDINGS: values}
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        if embeddings is not None:  # the values of the train forward pass
+            return embeddings
+        return self.logits_and_values(batch[Columns.OBS])[1]
+
+    @torch.no_grad()
+    def score(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """TextGen's policy scorer: log-probs ``(B, A)`` of the rows of ``obs``, from the
+        forward pass that acted on them (a forward of its own for rows it did not see)."""
+        logprobs = self.memory.recall(obs)
+        if logprobs is not None:
+            return logprobs
+        device = next(self.parameters()).device
+        tensors = {
+            key: torch.as_tensor(np.asarray(value), device=device) for key, value in obs.items()
+        }
+        logits, _ = self.logits_and_values(tensors)
+        return torch.log_softmax(logits.float(), -1).cpu().numpy()
+
+
+def _no_schedule(_: float) -> float:
+    return 0.0
+
+
+def module_spec(env_id: str, agent: str, env_kwargs: dict[str, Any]) -> RLModuleSpec | None:
+    """The module of ``agent`` on ``env_id`` (None: RLlib's default PPO module).
+
+    The GPT's architecture comes from the env's reference model (TextGen) or its observation
+    (GridWorld tokens), read from a probe env on the driver; the runners and the learner
+    build the module from this spec, loading ``init_from`` themselves.
+    """
+    if agent == "ppo" and env_id.startswith("GridWorld"):
+        return None
+    if agent == "ppo":
+        config = {
+            "policy_class": ReferencePriorPolicy,
+            "policy_kwargs": kwargs_to_json({"features_extractor_class": TokenExtractor}),
+        }
+    else:
+        probe = gym.make(env_id, **env_kwargs)
+        try:
+            kwargs = gpt_policy_kwargs(probe)
+        finally:
+            probe.close()
+        config = {"policy_class": GPTActorCriticPolicy, "policy_kwargs": kwargs_to_json(kwargs)}
+    return RLModuleSpec(module_class=SB3PolicyModule, model_config=kwargs_to_json(config))
+
+
+def one_hot_observations(*args: Any, **kwargs: Any) -> FlattenObservations:
+    """The env-to-module connector of RLlib's default module: its encoders take vectors, so a
+    ``Discrete`` observation (GridWorld's cell index) is one-hot encoded."""
+    return FlattenObservations()
+
+
+# ---------------------------------------------------------------------------- callbacks
+class RunnerScorer:
+    """TextGen's policy scorer on an env runner: the runner's current module (read at every
+    call: RLlib replaces its weights, not the module)."""
+
+    def __init__(self, env_runner: Any) -> None:
+        self.env_runner = env_runner
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        module = self.env_runner.module
+        if not callable(getattr(module, "score", None)):
+            raise TypeError(
+                f"{type(module).__name__} cannot score TextGen's actions: expected a module "
+                "with score(obs) -> log-probs, such as SB3PolicyModule"
+            )
+        return module.score(obs)
+
+    def __repr__(self) -> str:
+        return f"RunnerScorer({type(self.env_runner.module).__name__})"
+
+
+class TextGymCallbacks(RLlibCallback):
+    """textgym's side of an RLlib run.
+
+    - On each env runner, its module becomes its TextGen envs' KL scorer (`RunnerScorer`).
+    - Each finished episode is kept on its runner as a row of ``episodes.csv``
+      (`take_episodes` collects them).
+    - After each iteration the driver combines the runners' adaptive KL coefficients: each
+      runner's controller multiplied its coefficient by one factor per batch of finished
+      episodes, and the factors do not depend on the coefficient, so the product of every
+      runner's change is what one controller that saw all episodes would have done. The
+      result is sent to every runner.
+    """
+
+    def on_environment_created(self, *, env_runner, env, **kwargs) -> None:
+        core = core_of(env)
+        if core is not None:
+            core.attach_policy(RunnerScorer(env_runner))
+        env_runner.textgym_episodes = []
+
+    def on_episode_end(self, *, episode, env_runner=None, **kwargs) -> None:
+        if env_runner is None:
+            return
+        info = episode.get_infos(-1) or {}
+        env_runner.textgym_episodes.append(
+            {
+                "return": float(episode.get_return()),
+                "length": len(episode),
+                "rm_score": _float_or_none(info.get("rm_score")),
+                "kl": _float_or_none(info.get("episode_kl")),
+                "kl_coef": _float_or_none(info.get("kl_coef")),
+            }
+        )
+
+    def on_train_result(self, *, algorithm: Algorithm, result: dict, **kwargs) -> None:
+        synchronise_kl_coef(algorithm)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _runner_kl_coef(runner: Any) -> float | None:
+    core = core_of(runner.env) if getattr(runner, "env", None) is not None else None
+    return None if core is None else float(core.kl_controller.value)
+
+
+def synchronise_kl_coef(algorithm: Algorithm) -> float | None:
+    """Combine the runners' adaptive KL coefficients into one and send it to every runner
+    (see `TextGymCallbacks`); returns it (None without TextGen envs)."""
+    group = algorithm.env_runner_group
+    values = [v for v in group.foreach_env_runner(_runner_kl_coef) if v is not None]
+    if not values:
+        return None
+    previous = getattr(algorithm, "textgym_kl_coef", None)
+    if previous is None or previous <= 0:
+        combined = float(np.mean(values))
+    else:
+        combined = previous * math.prod(v / previous for v in values)
+    set_kl_coef(algorithm, combined)
+    return combined
+
+
+def set_kl_coef(algorithm: Algorithm, value: float) -> None:
+    """Set every runner's KL coefficient (adaptive or fixed) to ``value``."""
+
+    def assign(runner: Any) -> None:
+        core = core_of(runner.env) if getattr(runner, "env", None) is not None else None
+        if core is not None:
+            core.kl_controller.value = value
+
+    algorithm.env_runner_group.foreach_env_runner(assign)
+    algorithm.textgym_kl_coef = value
+
+
+def take_episodes(algorithm: Algorithm) -> list[dict[str, Any]]:
+    """The episodes the runners finished since the last call (`TextGymCallbacks`)."""
+
+    def take(runner: Any) -> list[dict[str, Any]]:
+        rows = getattr(runner, "textgym_episodes", [])
+        runner.textgym_episodes = []
+        return rows
+
+    return [row for rows in algorithm.env_runner_group.foreach_env_runner(take) for row in rows]
+
+
+# ---------------------------------------------------------------------------- the config
+def rllib_env_kwargs(agent: str, env_id: str, env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    return {**RLLIB_ENV_KWARGS.get(env_id, {}).get(agent, {}), **(env_kwargs or {})}
+
+
+def rllib_hyperparams(agent: str, env_id: str) -> dict[str, Any]:
+    if agent not in RLLIB_AGENTS:
+        raise ValueError(f"agent={agent!r} has no RLlib backend: expected one of {RLLIB_AGENTS}")
+    if env_id not in RLLIB_HYPERPARAMS:
+        raise ValueError(
+            f"env_id={env_id!r} has no RLlib entry: expected one of {tuple(RLLIB_HYPERPARAMS)}"
+        )
+    return RLLIB_HYPERPARAMS[env_id][agent]
+
+
+def rllib_config(
+    env_id: str,
+    agent: str,
+    *,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    num_env_runners: int = 2,
+    n_envs: int | None = None,
+    num_gpus_per_env_runner: float = 0,
+    **overrides: Any,
+) -> PPOConfig:
+    """RLlib's ``PPOConfig`` for ``agent`` on ``env_id``: textgym's module, env arguments,
+    callbacks and hyperparameters (`RLLIB_HYPERPARAMS`, then ``overrides``).
+
+    :param env_kwargs: env arguments on top of the agent's (`RLLIB_ENV_KWARGS`); they reach
+        each runner's env as RLlib's ``env_config``.
+    :param num_env_runners: Ray actors that step envs (0: the driver steps them).
+    :param n_envs: rows over all runners (default: the table's), split evenly among them.
+    :param num_gpus_per_env_runner: GPUs each runner reserves; with any, its env and module
+        run on its GPU (``device="cuda"``).
+    """
+    hyper = dict(rllib_hyperparams(agent, env_id))
+    env_kwargs = rllib_env_kwargs(agent, env_id, env_kwargs)
+    if num_gpus_per_env_runner and "device" not in env_kwargs and env_id.startswith("TextGen"):
+        env_kwargs["device"] = "cuda"
+    rows = hyper.pop("n_envs")
+    rows = rows if n_envs is None else n_envs
+    hyper.pop("n_timesteps")
+    hyper.update(overrides)
+    per_runner = max(1, rows // max(1, num_env_runners))
+    spec = module_spec(env_id, agent, env_kwargs)
+    config = (
+        PPOConfig()
+        .environment(f"textgym:{env_id}", env_config=env_kwargs)
+        .env_runners(
+            num_env_runners=num_env_runners,
+            num_envs_per_env_runner=per_runner,
+            gym_env_vectorize_mode="vector_entry_point",  # one native vector env per runner
+            num_gpus_per_env_runner=num_gpus_per_env_runner,
+            env_to_module_connector=one_hot_observations if spec is None else None,
+        )
+        .training(**hyper)
+        .callbacks(TextGymCallbacks)
+        .debugging(seed=seed)
+    )
+    if spec is not None:
+        config = config.rl_module(rl_module_spec=spec)
+    return config
+
+
+# ---------------------------------------------------------------------------- saving
+MODULE_FORMAT = "textgym-rllib-module-1"
+# Module classes a saved module may name (no other code is imported when loading).
+_MODULE_CLASSES = ("textgym_agents.rllib.", "ray.rllib.")
+
+
+def module_archive(module: TorchRLModule, env_space: gym.Space) -> dict[str, bytes]:
+    """An RLlib module as files: ``module.json`` (class by name, spaces, model config) and
+    ``module.pth`` (weights, read with ``torch.load(weights_only=True)``).
+
+    :param env_space: the env's observation space (the module's may be a connector's).
+    """
+    cls = type(module)
+    config = module.model_config
+    if not isinstance(config, dict):  # RLlib's DefaultModelConfig dataclass
+        config = dataclasses.asdict(config)
+    meta = {
+        "format": MODULE_FORMAT,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "observation_space": space_to_json(module.observation_space),
+        "action_space": space_to_json(module.action_space),
+        "env_observation_space": space_to_json(env_space),
+        "model_config": config,
+    }
+    state = {key: value.detach().cpu() for key, value in module.state_dict().items()}
+    return {"module.json": json.dumps(meta, indent=2).encode(), "module.pth": to_bytes(state)}
+
+
+def load_module(path: str | os.PathLike, device: str = "cpu") -> RLlibPolicy:
+    """A module saved by `RLlibAgent.save`, rebuilt from JSON and weights (no code runs), as
+    the `RLlibPolicy` that evaluation plays."""
+    with zipfile.ZipFile(path) as archive:
+        if "module.json" not in archive.namelist():
+            raise ValueError(
+                f"path={str(path)!r} is not an RLlib module file (no module.json): expected "
+                "a model.zip of a run trained with --backend rllib"
+            )
+        meta = json.loads(archive.read("module.json"))
+        state = from_bytes(archive.read("module.pth"), device)
+    if meta.get("format") != MODULE_FORMAT:
+        raise ValueError(
+            f"path={str(path)!r} holds format {meta.get('format')!r}: expected {MODULE_FORMAT!r}"
+        )
+    name = meta["class"]
+    if not name.startswith(_MODULE_CLASSES):
+        raise ValueError(
+            f"path={str(path)!r} names module class {name!r}: expected one from "
+            f"{_MODULE_CLASSES} (no other code is imported when loading)"
+        )
+    module_name, _, attr = name.rpartition(".")
+    module = getattr(importlib.import_module(module_name), attr)(
+        observation_space=space_from_json(meta["observation_space"]),
+        action_space=space_from_json(meta["action_space"]),
+        model_config=meta["model_config"],
+    )
+    module.load_state_dict(state)
+    module.eval()
+    return RLlibPolicy(module.to(device), space_from_json(meta["env_observation_space"]))
+
+
+class RLlibPolicy(BasePolicy):
+    """An RLlib module as an SB3 policy, for textgym's evaluation (`predict`) and as TextGen's
+    KL scorer (`score`).
+
+    :param module: the module (it follows the training when it is the learner's).
+    :param observation_space: the env's observation space; when the module reads another one
+        (RLlib's default module: a flattened vector), observations are flattened as RLlib's
+        ``FlattenObservations`` does.
+    """
+
+    def __init__(self, module: TorchRLModule, observation_space: gym.Space) -> None:
+        super().__init__(observation_space, module.action_space)
+        self.module = module
+        self.flatten = module.observation_space != observation_space
+
+    def forward(self, obs: Any, deterministic: bool = False) -> torch.Tensor:
+        return self._predict(obs, deterministic)
+
+    @torch.no_grad()
+    def _predict(self, observation: Any, deterministic: bool = False) -> torch.Tensor:
+        if self.flatten:
+            observation = _flatten(observation, self.observation_space)
+        logits = self.module.forward_inference({Columns.OBS: observation})[
+            Columns.ACTION_DIST_INPUTS
+        ]
+        if deterministic:
+            return logits.argmax(-1)
+        return torch.distributions.Categorical(logits=logits).sample()
+
+    def score(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.module.score(obs)
+
+
+def _flatten(obs: torch.Tensor, space: gym.Space) -> torch.Tensor:
+    if isinstance(space, gym.spaces.Discrete):
+        return torch.nn.functional.one_hot((obs - space.start).long(), int(space.n)).float()
+    return obs.float().flatten(1)
+
+
+# ---------------------------------------------------------------------------- the agent
+@dataclasses.dataclass
+class IterationStats:
+    """What one RLlib iteration did: `RLlibAgent.learn` hands it to its callback."""
+
+    timesteps: int  # env steps sampled so far, over the run
+    episodes: list[dict[str, Any]]  # the episodes finished (`TextGymCallbacks`)
+    learner: dict[str, float]  # the learner's figures (policy loss, ...)
+    env_steps: int  # env steps sampled in this iteration
+    seconds: float
+
+
+class RLlibAgent:
+    """An RLlib PPO algorithm behind the interface `textgym_agents.train` drives: ``learn``
+    in iterations, ``num_timesteps``, ``save``/``load_state`` (module weights and optimizer
+    state, no pickles), ``policy`` and ``predict`` (what evaluation plays), ``kl_coef``.
+
+    The learner runs in this process (RLlib's local learner), so ``policy`` is the module
+    being trained.
+    """
+
+    def __init__(self, config: PPOConfig) -> None:
+        self.algo = config.build_algo()
+        spaces = self.algo.env_runner_group.foreach_env_runner(
+            lambda runner: None if runner.env is None else runner.env.single_observation_space
+        )
+        self.env_observation_space = next(space for space in spaces if space is not None)
+        self.module = self.algo.learner_group._learner.module[DEFAULT_MODULE_ID]
+        self.policy = RLlibPolicy(self.module, self.env_observation_space)
+        self.num_timesteps = 0
+
+    def predict(self, observation: Any, deterministic: bool = False) -> tuple[np.ndarray, None]:
+        return self.policy.predict(observation, deterministic=deterministic)
+
+    @property
+    def kl_coef(self) -> float | None:
+        """The runners' KL coefficient (None without TextGen envs)."""
+        values = self.algo.env_runner_group.foreach_env_runner(_runner_kl_coef)
+        values = [value for value in values if value is not None]
+        return values[0] if values else None
+
+    @kl_coef.setter
+    def kl_coef(self, value: float) -> None:
+        set_kl_coef(self.algo, value)
+
+    def learn(self, total_timesteps: int, callback=None) -> RLlibAgent:
+        """Train for at least ``total_timesteps`` more env steps, in RLlib iterations;
+        ``callback(agent, IterationStats)`` after each."""
+        target = self.num_timesteps + total_timesteps
+        while self.num_timesteps < target:
+            started = time.perf_counter()
+            result = self.algo.train()
+            env_steps = int(result[ENV_RUNNER_RESULTS].get(NUM_ENV_STEPS_SAMPLED, 0))
+            self.num_timesteps += env_steps
+            learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+            stats = IterationStats(
+                timesteps=self.num_timesteps,
+                episodes=take_episodes(self.algo),
+                learner={k: float(v) for k, v in learner.items() if isinstance(v, int | float)},
+                env_steps=env_steps,
+                seconds=time.perf_counter() - started,
+            )
+            if callback is not None:
+                callback(self, stats)
+        return self
+
+    def save(self, path: str | os.PathLike) -> None:
+        """The module (`module_archive`), the optimizer state (``optimizer.pth``,
+        weights-only) and the step count, as one zip, atomically."""
+        optimizers = self.algo.learner_group._learner._get_optimizer_state()
+        entries = module_archive(self.module, self.env_observation_space)
+        entries["optimizer.pth"] = to_bytes(_to_tensors(optimizers))
+        entries["agent.json"] = json.dumps({"num_timesteps": self.num_timesteps}).encode()
+        write_archive(path, entries)
+
+    def load_state(self, path: str | os.PathLike) -> None:
+        """Weights, optimizer state and step count of a `save` into this agent (built with
+        the same configuration); the runners get the weights."""
+        with zipfile.ZipFile(path) as archive:
+            weights = from_bytes(archive.read("module.pth"))
+            optimizers = from_bytes(archive.read("optimizer.pth"))
+            counters = json.loads(archive.read("agent.json"))
+        learner = self.algo.learner_group._learner
+        self.module.load_state_dict(weights)
+        learner._set_optimizer_state(optimizers)
+        self.algo.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.algo.learner_group, inference_only=True
+        )
+        self.num_timesteps = int(counters["num_timesteps"])
+
+    def close(self) -> None:
+        self.algo.stop()
+
+
+def _to_tensors(value: Any) -> Any:
+    """RLlib's state (numpy arrays and scalars in dicts and lists) in the types
+    ``torch.load(weights_only=True)`` reads."""
+    if isinstance(value, dict):
+        return {key: _to_tensors(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_tensors(item) for item in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
