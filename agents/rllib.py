@@ -33,7 +33,6 @@ driver combines the runners' updates into one coefficient and sends it to all of
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 import os
@@ -67,6 +66,7 @@ from textgym_agents.extractors import ReferencePriorPolicy, TokenExtractor
 from textgym_agents.gpt_policy import ForwardMemory, GPTActorCriticPolicy, gpt_policy_kwargs
 from textgym_agents.saving import (
     from_bytes,
+    import_class,
     kwargs_from_json,
     kwargs_to_json,
     space_from_json,
@@ -469,14 +469,8 @@ def load_module(path: str | os.PathLike, device: str = "cpu") -> RLlibPolicy:
         raise ValueError(
             f"path={str(path)!r} holds format {meta.get('format')!r}: expected {MODULE_FORMAT!r}"
         )
-    name = meta["class"]
-    if not name.startswith(_MODULE_CLASSES):
-        raise ValueError(
-            f"path={str(path)!r} names module class {name!r}: expected one from "
-            f"{_MODULE_CLASSES} (no other code is imported when loading)"
-        )
-    module_name, _, attr = name.rpartition(".")
-    module = getattr(importlib.import_module(module_name), attr)(
+    module_class = import_class(meta["class"], _MODULE_CLASSES, f"path={str(path)!r}")
+    module = module_class(
         observation_space=space_from_json(meta["observation_space"]),
         action_space=space_from_json(meta["action_space"]),
         model_config=meta["model_config"],

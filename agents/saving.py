@@ -31,6 +31,7 @@ from textgym.runfiles import atomic_path
 
 __all__ = [
     "from_bytes",
+    "import_class",
     "kwargs_from_json",
     "kwargs_to_json",
     "load_sb3",
@@ -125,16 +126,21 @@ def kwargs_from_json(kwargs: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in kwargs.items():
         if isinstance(value, dict) and set(value) == {"class"}:
-            name = value["class"]
-            if not name.startswith(_CLASS_PACKAGES):
-                raise ValueError(
-                    f"policy argument {key} names class {name!r}: expected one from "
-                    f"{_CLASS_PACKAGES} (no other code is imported when loading)"
-                )
-            module, _, attr = name.rpartition(".")
-            value = getattr(importlib.import_module(module), attr)
+            value = import_class(value["class"], _CLASS_PACKAGES, f"policy argument {key}")
         out[key] = value
     return out
+
+
+def import_class(name: str, packages: tuple[str, ...], what: str) -> type:
+    """The class ``name`` (``module.Class``) read from a saved file, imported only from
+    ``packages``; ``what`` names the entry in the error."""
+    if not name.startswith(packages):
+        raise ValueError(
+            f"{what} names class {name!r}: expected one from {packages} (no other code is "
+            "imported when loading)"
+        )
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
 
 
 # The counters of an SB3 agent that its ``model.zip`` holds as plain JSON values.

@@ -507,23 +507,10 @@ def train(
         env_kwargs = agent_env_kwargs(agent, env_id, env_kwargs)
         steps = default_budget(agent, env_id, env_kwargs) if steps is None else steps
         check_int("steps", steps, 1)
-        if resume and out is None:
-            raise ValueError("resume=True needs out: the run directory to continue")
-        out = Path(out) if out is not None else default_out(env_id, agent, seed)
+        out = _run_dir(out, resume, env_id, agent, seed)
         imitate = default_imitation(agent, env_id, env_kwargs) if imitate is None else imitate
         check_int("imitate", imitate, 0)
-        config = {
-            "env_id": env_id,
-            "agent": agent,
-            "seed": seed,
-            "steps": steps,
-            "env_kwargs": env_kwargs,
-            "n_envs": n_envs,
-            "imitate": imitate,
-            "eval_episodes": eval_episodes,
-            "threads": threads,
-            "overrides": {k: v for k, v in overrides.items() if jsonable(v)},
-        }
+        config = _run_config(locals(), overrides)
         # Bad env arguments or overrides fail here, before the run directory is claimed.
         model = make_agent(
             agent, env_id, seed=seed, n_envs=n_envs, env_kwargs=env_kwargs, **overrides
@@ -535,6 +522,32 @@ def train(
             )
         with claim(out):
             return _train_claimed(model, config, out, progress, checkpoint_every, resume)
+
+
+def _run_dir(out: str | Path | None, resume: bool, env_id: str, agent: str, seed: int) -> Path:
+    if resume and out is None:
+        raise ValueError("resume=True needs out: the run directory to continue")
+    return Path(out) if out is not None else default_out(env_id, agent, seed)
+
+
+_CONFIG_KEYS = (
+    "env_id",
+    "agent",
+    "seed",
+    "steps",
+    "env_kwargs",
+    "n_envs",
+    "imitate",
+    "eval_episodes",
+    "threads",
+)
+
+
+def _run_config(arguments: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``config.json``: the run's arguments (from ``train``'s) and its JSON-able overrides."""
+    config = {key: arguments[key] for key in _CONFIG_KEYS}
+    config["overrides"] = {k: v for k, v in overrides.items() if jsonable(v)}
+    return config
 
 
 def _train_rllib(
@@ -574,20 +587,10 @@ def _train_rllib(
         check_int("num_env_runners", num_env_runners, 0)
         if imitate:
             raise ValueError(f"imitate={imitate}: the RLlib backend does not clone an expert")
-        if resume and out is None:
-            raise ValueError("resume=True needs out: the run directory to continue")
-        out = Path(out) if out is not None else default_out(env_id, agent, seed)
+        out = _run_dir(out, resume, env_id, agent, seed)
+        imitate = 0
         config = {
-            "env_id": env_id,
-            "agent": agent,
-            "seed": seed,
-            "steps": steps,
-            "env_kwargs": env_kwargs,
-            "n_envs": n_envs,
-            "imitate": 0,
-            "eval_episodes": eval_episodes,
-            "threads": threads,
-            "overrides": {k: v for k, v in overrides.items() if jsonable(v)},
+            **_run_config(locals(), overrides),
             "backend": "rllib",
             "num_env_runners": num_env_runners,
             "address": address,
