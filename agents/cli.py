@@ -114,7 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = add_command("compare", "several agents on several envs and seeds")
     cmp.add_argument("--envs", nargs="+", required=True, metavar="ENV")
-    cmp.add_argument("--agents", nargs="+", required=True, metavar="NAME")
+    cmp.add_argument(
+        "--agents",
+        nargs="+",
+        required=True,
+        metavar="NAME",
+        help="zoo agents; rllib:ppo and rllib:gpt train on Ray RLlib (2 env runners)",
+    )
     cmp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S")
     add_run_arguments(cmp)
     cmp.add_argument("--out", default="runs/compare", help="where the runs and tables go")

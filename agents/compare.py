@@ -15,6 +15,7 @@ from textgym_agents.curves import plot_curves, reference_baseline, steps_to_thre
 from textgym_agents.evaluation import (
     evaluate_reference,
 )
+from textgym_agents.hyperparams import RLLIB_AGENTS
 from textgym_agents.rundir import EVAL_SEED_OFFSET, read_episodes
 from textgym_agents.train import train
 from textgym_agents.zoo import AGENTS, agent_env_kwargs
@@ -51,10 +52,17 @@ def compare(
     :param steps: budget of every run (default: each agent's zoo budget on each env).
     :param env_kwargs: env arguments for every run, on top of each agent's.
     :param threads: torch threads of every run (default: as they are).
+
+    An agent named ``rllib:NAME`` trains on Ray RLlib (``train(..., backend="rllib")``, two
+    env runners), so both backends stand side by side in one table.
     """
     for agent in agents:
-        if agent not in AGENTS:
-            raise ValueError(f"agents: {agent!r} is unknown: expected names from {AGENTS}")
+        backend, name = split_backend(agent)
+        if name not in (AGENTS if backend == "sb3" else RLLIB_AGENTS):
+            raise ValueError(
+                f"agents: {agent!r} is unknown: expected names from {AGENTS}, or "
+                f"rllib:NAME with NAME from {RLLIB_AGENTS} (Ray RLlib's PPO)"
+            )
     out = Path(out)
     with claim(out):
         rows = []
@@ -62,12 +70,14 @@ def compare(
             curves: dict[str, list[dict[str, np.ndarray]]] = {}
             for agent in agents:
                 for seed in seeds:
-                    run_dir = out / env_id / agent / f"seed_{seed}"
+                    backend, name = split_backend(agent)
+                    run_dir = out / env_id / agent.replace(":", "-") / f"seed_{seed}"
                     if progress:
                         print(f"== {env_id} {agent} seed {seed} -> {run_dir}", flush=True)
                     summary = train(
                         env_id,
-                        agent,
+                        name,
+                        backend=backend,
                         steps=steps,
                         seed=seed,
                         env_kwargs=env_kwargs,
@@ -111,13 +121,23 @@ def compare(
         return table
 
 
+def split_backend(agent: str) -> tuple[str, str]:
+    """``"rllib:gpt"`` -> ``("rllib", "gpt")``; a plain name is the SB3 backend's."""
+    backend, _, name = agent.rpartition(":")
+    if backend not in ("", "rllib"):
+        raise ValueError(f"agents: {agent!r} names backend {backend!r}: expected rllib:NAME")
+    return backend or "sb3", name
+
+
 def _reference_rows(
     agents: Sequence[str], seeds: Sequence[int], env_kwargs: dict | None, episodes: int
 ) -> list[dict[str, Any]]:
     """The reference policy on TextGen, once per action mode the agents used (its return is
     the baseline they must beat; it differs between modes because "topk" renormalises)."""
     modes = {
-        agent_env_kwargs(agent, "TextGen-v0", env_kwargs).get("action_mode", "vocab")
+        agent_env_kwargs(split_backend(agent)[1], "TextGen-v0", env_kwargs).get(
+            "action_mode", "vocab"
+        )
         for agent in agents
     }
     rows = []

@@ -64,6 +64,7 @@ import textgym  # noqa: F401  (registers the envs)
 from textgym.envs.textgen_core import core_of
 from textgym_agents.extractors import ReferencePriorPolicy, TokenExtractor
 from textgym_agents.gpt_policy import ForwardMemory, GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.hyperparams import RLLIB_AGENTS, RLLIB_ENV_KWARGS, RLLIB_HYPERPARAMS
 from textgym_agents.saving import (
     from_bytes,
     import_class,
@@ -86,74 +87,6 @@ __all__ = [
     "module_archive",
     "rllib_config",
 ]
-
-RLLIB_AGENTS = ("ppo", "gpt")
-
-# PPOConfig.training keywords (and the zoo's n_timesteps, n_envs) per env and agent: the
-# values that differ from RLlib's defaults, each with its reason. Every agent uses PPO's
-# clipped objective alone, as SB3 and SequencePPO do (RLlib's default adds a KL loss).
-RLLIB_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
-    "GridWorld-v0": {
-        "ppo": {
-            "n_timesteps": 200_000,
-            "n_envs": 8,
-            "use_kl_loss": False,
-            "train_batch_size_per_learner": 1024,  # many updates in a small budget
-            "minibatch_size": 256,
-            "lr": 1e-3,
-            "entropy_coeff": 0.05,  # keeps the walk random until the diamond is found
-            # One-step advantages: a fire blames only the move into it (see the SB3 entry).
-            "lambda_": 0.0,
-            "gamma": 0.99,
-        },
-        "gpt": {
-            "n_timesteps": 100_000,
-            "n_envs": 16,
-            "use_kl_loss": False,
-            "train_batch_size_per_learner": 1024,
-            "minibatch_size": 64,
-            "num_epochs": 2,
-            "lr": 1e-3,
-            "entropy_coeff": 0.1,
-            "lambda_": 0.0,
-            "gamma": 0.99,
-        },
-    },
-    "TextGen-v0": {
-        "ppo": {
-            "n_timesteps": 100_000,
-            "n_envs": 16,
-            "use_kl_loss": False,
-            "train_batch_size_per_learner": 1536,  # 4 episodes of 24 tokens per row
-            "minibatch_size": 256,
-            "lr": 1e-4,  # as the SB3 entry: 3e-4 drifts far from the reference
-            "gamma": 1.0,  # every token shapes the finished text equally
-        },
-        # SequencePPO's settings: 64 rows, an episode each per update, 4 epochs of 16-episode
-        # minibatches, small steps from the reference, a small value gradient.
-        "gpt": {
-            "n_timesteps": 100_000,
-            "n_envs": 64,
-            "use_kl_loss": False,
-            "train_batch_size_per_learner": 1536,
-            "minibatch_size": 384,
-            "num_epochs": 4,
-            "lr": 3e-5,
-            "vf_loss_coeff": 0.1,
-            "grad_clip": 0.5,
-            "gamma": 1.0,
-        },
-    },
-}
-
-# Env arguments an agent needs (as in the SB3 zoo): SB3-style agents choose among the
-# reference's top-k tokens; the GPT reads GridWorld as tokens.
-RLLIB_ENV_KWARGS: dict[str, dict[str, dict[str, Any]]] = {
-    "GridWorld-v0": {"gpt": {"obs_mode": "tokens"}},
-    "TextGen-v0": {"ppo": {"action_mode": "topk"}},
-}
-
-_ZOO_KEYS = ("n_timesteps", "n_envs")
 
 
 # ---------------------------------------------------------------------------- the modules

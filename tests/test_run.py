@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from textgym_agents.cli import main
-from textgym_agents.compare import THRESHOLDS
+from textgym_agents.compare import THRESHOLDS, compare
 from textgym_agents.curves import steps_to_threshold
 from textgym_agents.rundir import WINDOW, load_agent, read_episodes
 from textgym_agents.train import evaluate_run, train
@@ -233,8 +233,6 @@ def test_cli_train_eval_and_compare(tmp_path, capsys):
 
 
 def test_compare_on_textgen_adds_the_reference_policy_per_action_mode(tiny_gpt2, tmp_path):
-    from textgym_agents.compare import compare
-
     table = compare(
         ["TextGen-v0"],
         ["ppo", "maskable_ppo"],
@@ -264,3 +262,17 @@ def test_cli_refuses_bad_arguments(tmp_path, argv, message, capsys):
     assert exit.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"textgym {argv[0]}: ") and message in line
+
+
+@pytest.mark.parametrize(
+    ("agent", "message"),
+    [
+        ("rllib:a2c", r"agents: 'rllib:a2c' is unknown: expected names from .* rllib:NAME"),
+        ("tianshou:ppo", r"agents: 'tianshou:ppo' names backend 'tianshou': expected rllib:NAME"),
+        ("rllib:", r"agents: 'rllib:' is unknown"),
+    ],
+)
+def test_compare_refuses_unknown_backends_and_agents_before_training(tmp_path, agent, message):
+    with pytest.raises(ValueError, match=message):
+        compare(["GridWorld-v0"], ["ppo", agent], [0], out=tmp_path / "cmp", progress=False)
+    assert not (tmp_path / "cmp").exists()
