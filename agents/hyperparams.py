@@ -208,17 +208,30 @@ RLLIB_AGENTS: tuple[str, ...] = ("ppo", "gpt")
 # clipped objective alone, as SB3 and SequencePPO do (RLlib's default adds a KL loss).
 RLLIB_HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "GridWorld-v0": {
+        # The SB3 entry's settings (one-step advantages, 1,024 steps an update) with a far
+        # larger entropy bonus: RLlib always standardises advantages, and once fire is avoided
+        # the small value differences near the fires, blown up to unit scale, teach the walk
+        # to back away from them and it stops finding the diamond (0% of seeds at 0.05 and
+        # 0.2, 2 of 3 at 0.5, 4 of 5 at 1.0). At 2.0 seeds 0-4 all reach it, every greedy
+        # check from 154,000 steps on (measured with num_env_runners=0).
         "ppo": {
-            "n_timesteps": 200_000,
+            "n_timesteps": 300_000,
             "n_envs": 8,
             "use_kl_loss": False,
             "train_batch_size_per_learner": 1024,  # many updates in a small budget
             "minibatch_size": 256,
-            "lr": 1e-3,
-            "entropy_coeff": 0.05,  # keeps the walk random until the diamond is found
+            "lr": [[0, 1e-3], [300_000, 1e-5]],  # fast at first, then settles the greedy policy
+            "entropy_coeff": 2.0,
             # One-step advantages: a fire blames only the move into it (see the SB3 entry).
             "lambda_": 0.0,
             "gamma": 0.99,
+            "grad_clip": 0.5,
+            # RLlib's default module, smaller: SB3's MlpPolicy size, separate value layers.
+            "model_config": {
+                "fcnet_hiddens": [64, 64],
+                "fcnet_activation": "tanh",
+                "vf_share_layers": False,
+            },
         },
         "gpt": {
             "n_timesteps": 100_000,

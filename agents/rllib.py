@@ -51,6 +51,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.metrics import (
@@ -213,8 +214,8 @@ class TextGymCallbacks(RLlibCallback):
     """textgym's side of an RLlib run.
 
     - On each env runner, its module becomes its TextGen envs' KL scorer (`RunnerScorer`).
-    - Each finished episode is kept on its runner as a row of ``episodes.csv``
-      (`take_episodes` collects them).
+    - Each finished episode (summed over the chunks RLlib samples it in) is kept on its
+      runner as a row of ``episodes.csv`` (`take_episodes` collects them).
     - After each iteration the driver combines the runners' adaptive KL coefficients: each
       runner's controller multiplied its coefficient by one factor per batch of finished
       episodes, and the factors do not depend on the coefficient, so the product of every
@@ -226,21 +227,35 @@ class TextGymCallbacks(RLlibCallback):
         core = core_of(env)
         if core is not None:
             core.attach_policy(RunnerScorer(env_runner))
-        env_runner.textgym_episodes = []
+        env_runner.textgym_episodes = []  # finished episodes, for `take_episodes`
+        env_runner.textgym_partial = {}  # episode id -> (return, length) of earlier chunks
 
-    def on_episode_end(self, *, episode, env_runner=None, **kwargs) -> None:
-        if env_runner is None:
+    def on_sample_end(self, *, env_runner=None, samples=(), **kwargs) -> None:
+        # RLlib hands episodes over in chunks (one per sample call): an episode's return and
+        # length are the sums over its chunks.
+        if env_runner is None or not hasattr(env_runner, "textgym_partial"):
             return
-        info = episode.get_infos(-1) or {}
-        env_runner.textgym_episodes.append(
-            {
-                "return": float(episode.get_return()),
-                "length": len(episode),
-                "rm_score": _float_or_none(info.get("rm_score")),
-                "kl": _float_or_none(info.get("episode_kl")),
-                "kl_coef": _float_or_none(info.get("kl_coef")),
-            }
-        )
+        partial = env_runner.textgym_partial
+        for chunk in samples:
+            before_return, before_length = partial.pop(chunk.id_, (0.0, 0))
+            episode_return = before_return + float(chunk.get_return())
+            length = before_length + len(chunk)
+            if not chunk.is_done:
+                partial[chunk.id_] = (episode_return, length)
+                continue
+            info = chunk.get_infos(-1) or {}
+            env_runner.textgym_episodes.append(
+                {
+                    "return": episode_return,
+                    "length": length,
+                    "rm_score": _float_or_none(info.get("rm_score")),
+                    "kl": _float_or_none(info.get("episode_kl")),
+                    "kl_coef": _float_or_none(info.get("kl_coef")),
+                }
+            )
+
+    def on_algorithm_init(self, *, algorithm: Algorithm, **kwargs) -> None:
+        synchronise_kl_coef(algorithm)  # before any episode: the envs' starting coefficient
 
     def on_train_result(self, *, algorithm: Algorithm, result: dict, **kwargs) -> None:
         synchronise_kl_coef(algorithm)
@@ -263,7 +278,7 @@ def synchronise_kl_coef(algorithm: Algorithm) -> float | None:
     if not values:
         return None
     previous = getattr(algorithm, "textgym_kl_coef", None)
-    if previous is None or previous <= 0:
+    if previous is None or previous <= 0:  # the first call (or a coefficient of 0 stays 0)
         combined = float(np.mean(values))
     else:
         combined = previous * math.prod(v / previous for v in values)
@@ -338,6 +353,7 @@ def rllib_config(
     rows = rows if n_envs is None else n_envs
     hyper.pop("n_timesteps")
     hyper.update(overrides)
+    model_config = hyper.pop("model_config", None)
     per_runner = max(1, rows // max(1, num_env_runners))
     spec = module_spec(env_id, agent, env_kwargs)
     config = (
@@ -356,6 +372,8 @@ def rllib_config(
     )
     if spec is not None:
         config = config.rl_module(rl_module_spec=spec)
+    elif model_config is not None:  # RLlib's default module, configured
+        config = config.rl_module(model_config=DefaultModelConfig(**model_config))
     return config
 
 
@@ -462,6 +480,7 @@ class IterationStats:
     learner: dict[str, float]  # the learner's figures (policy loss, ...)
     env_steps: int  # env steps sampled in this iteration
     seconds: float
+    update_seconds: float  # of which the learner's update (RLlib's learner_update_timer)
 
 
 class RLlibAgent:
@@ -513,6 +532,7 @@ class RLlibAgent:
                 learner={k: float(v) for k, v in learner.items() if isinstance(v, int | float)},
                 env_steps=env_steps,
                 seconds=time.perf_counter() - started,
+                update_seconds=float(result.get("timers", {}).get("learner_update_timer", 0.0)),
             )
             if callback is not None:
                 callback(self, stats)

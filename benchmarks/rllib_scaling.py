@@ -7,8 +7,10 @@ single-process `SequencePPO`, same task and budget, in one command.
 Each trainer runs ``--updates`` collect + update cycles of the zoo's settings for ``gpt`` on
 TextGen-v0 (64 rows, 64 episodes of up to 24 tokens per update, 4 epochs); the first
 ``--warmup`` are left out. Printed: generated tokens (env steps) per second of training, and
-each figure's ratio to `SequencePPO`'s. The trainers run one after the other in this process
-(RLlib's runners in Ray actors), so a slow spell of the machine can tilt a ratio: run it twice.
+each figure's ratio to `SequencePPO`'s, and for RLlib the share of an iteration its
+learner's update takes (RLlib's ``learner_update_timer``). The trainers run one after the other
+in this process (RLlib's runners in Ray actors), so a slow spell of the machine can tilt a
+ratio: run it twice.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def rllib(updates: int, warmup: int, runners: int) -> float:
     from textgym_agents.rllib import RLlibAgent, rllib_config
 
     ray.init(include_dashboard=False, log_to_driver=False)
-    timed = {"tokens": 0, "seconds": 0.0}
+    timed = {"tokens": 0, "seconds": 0.0, "update_seconds": 0.0}
     try:
         agent = RLlibAgent(rllib_config("TextGen-v0", "gpt", num_env_runners=runners))
         try:
@@ -64,11 +66,12 @@ def rllib(updates: int, warmup: int, runners: int) -> float:
             for iteration in stats[warmup:]:
                 timed["tokens"] += iteration.env_steps
                 timed["seconds"] += iteration.seconds
+                timed["update_seconds"] += iteration.update_seconds
         finally:
             agent.close()
     finally:
         ray.shutdown()
-    return timed["tokens"] / timed["seconds"]
+    return timed["tokens"] / timed["seconds"], timed["update_seconds"] / timed["seconds"]
 
 
 def main() -> None:
@@ -80,14 +83,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {"sequence_ppo": sequence_ppo(args.updates, args.warmup)}
+    update_share = {}
     for runners in (1, 2):
-        results[f"rllib_{runners}_runners"] = rllib(args.updates, args.warmup, runners)
+        name = f"rllib_{runners}_runners"
+        results[name], update_share[name] = rllib(args.updates, args.warmup, runners)
     base = results["sequence_ppo"]
-    print(f"{'trainer':<28} {'tokens/s':>9} {'ratio':>7}")
+    print(f"{'trainer':<28} {'tokens/s':>9} {'ratio':>7} {'update share':>13}")
     for name, rate in results.items():
-        print(f"{name:<28} {rate:>9.1f} {rate / base:>7.2f}")
+        share = f"{update_share[name]:.0%}" if name in update_share else ""
+        print(f"{name:<28} {rate:>9.1f} {rate / base:>7.2f} {share:>13}")
     if args.out:
-        write_json(Path(args.out), {"tokens_per_second": results, "cpus": os.cpu_count()})
+        figures = {"tokens_per_second": results, "update_share": update_share}
+        write_json(Path(args.out), {**figures, "cpus": os.cpu_count()})
 
 
 if __name__ == "__main__":

@@ -313,3 +313,21 @@ def test_rllib_backend_refuses_an_agent_it_does_not_have(tmp_path):
     with pytest.raises(ValueError, match=r"agent='a2c' has no RLlib backend: expected one of"):
         train("GridWorld-v0", "a2c", backend="rllib", out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_episode_rows_sum_the_chunks_rllib_samples_them_in(local_ray):
+    """RLlib samples 100-step GridWorld episodes in chunks of 64 steps per env: each row of
+    the episode log is the whole episode (an untrained walk that times out has length 100)."""
+    config = tg_rllib.rllib_config(
+        "GridWorld-v0", "ppo", num_env_runners=1, n_envs=4, train_batch_size_per_learner=256
+    )
+    agent = tg_rllib.RLlibAgent(config)
+    rows = []
+    try:
+        agent.learn(1024, callback=lambda _, stats: rows.extend(stats.episodes))
+    finally:
+        agent.close()
+    assert rows and all(1 <= row["length"] <= 100 for row in rows)
+    timed_out = [row for row in rows if row["return"] == 0.0]
+    assert timed_out and all(row["length"] == 100 for row in timed_out), timed_out
+    assert all(row["return"] in (-1.0, 0.0, 1.0) for row in rows)
