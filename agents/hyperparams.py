@@ -166,7 +166,7 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
             "vf_coef": 0.1,  # the value head shares the trunk: keep its gradient small
         },
         "gpt-sb3": {
-            "n_timesteps": 20_000,  # every token recomputes its whole prefix: slow
+            "n_timesteps": 20_000,  # acting recomputes every token's whole prefix: slow
             "n_envs": 16,
             "n_steps": 48,  # 2 episodes of 24 tokens per row and rollout
             "batch_size": 128,
