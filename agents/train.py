@@ -501,6 +501,11 @@ def train(
         )
     if backend != "sb3":
         raise ValueError(f"backend={backend!r} is not known: expected 'sb3' or 'rllib'")
+    if address is not None or num_gpus_per_env_runner:
+        raise ValueError(
+            f"address={address!r}, num_gpus_per_env_runner={num_gpus_per_env_runner!r}: "
+            "expected backend='rllib' (the SB3 backend trains in this process)"
+        )
     with torch_threads(threads) as threads:
         if agent not in AGENTS:
             raise ValueError(f"agent={agent!r} is unknown: expected one of {AGENTS}")

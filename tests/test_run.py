@@ -276,3 +276,10 @@ def test_compare_refuses_unknown_backends_and_agents_before_training(tmp_path, a
     with pytest.raises(ValueError, match=message):
         compare(["GridWorld-v0"], ["ppo", agent], [0], out=tmp_path / "cmp", progress=False)
     assert not (tmp_path / "cmp").exists()
+
+
+def test_rllib_arguments_are_refused_by_the_sb3_backend(tmp_path):
+    for kwargs in ({"address": "auto"}, {"num_gpus_per_env_runner": 1}, {"backend": "ray"}):
+        with pytest.raises(ValueError, match=r"expected backend='rllib'|expected 'sb3' or 'rllib'"):
+            train("GridWorld-v0", "ppo", out=tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()
