@@ -124,7 +124,6 @@ class SB3PolicyModule(TorchRLModule, ValueFunctionAPI):
         """The policy's action logits ``(B, A)`` and values ``(B,)``."""
         if isinstance(self.policy, GPTActorCriticPolicy):
             return self.policy.logits_and_values(obs)  # one trunk forward for both
-        obs = {key: value for key, value in obs.items()}
         logits = self.policy.get_distribution(obs).distribution.logits
         return logits, self.policy.predict_values(obs).squeeze(-1)
 
@@ -498,6 +497,7 @@ class RLlibAgent:
             lambda runner: None if runner.env is None else runner.env.single_observation_space
         )
         self.env_observation_space = next(space for space in spaces if space is not None)
+        # The local learner (RLlib's default, num_learners=0) holds the module it trains.
         self.module = self.algo.learner_group._learner.module[DEFAULT_MODULE_ID]
         self.policy = RLlibPolicy(self.module, self.env_observation_space)
         self.num_timesteps = 0
