@@ -77,8 +77,10 @@ def evaluate(
         (the share of episodes that reached the diamond); on TextGen ``mean_rm_score``,
         ``positive_share`` (RM score > 0.05: VADER's "positive"), ``reference_perplexity``
         (the reference model's perplexity of the generated tokens: fluency; in ``"topk"``
-        mode among the candidates) and, with a scorer, ``mean_kl_per_sequence``; ``samples``
-        if asked for.
+        mode among the candidates) and, with a scorer, ``mean_kl_per_sequence`` (the sampled
+        estimate the reward uses) and ``mean_exact_kl_per_sequence`` (the exact KL summed over
+        the action space at every state: the same quantity in expectation, without the
+        sampling noise); ``samples`` if asked for.
     """
     is_text = env_id.startswith("TextGen")
     deterministic = not is_text if deterministic is None else deterministic
@@ -274,6 +276,9 @@ def _summarise(
         )
         if all("episode_kl" in info for info in done):
             result["mean_kl_per_sequence"] = float(np.mean([info["episode_kl"] for info in done]))
+            result["mean_exact_kl_per_sequence"] = float(
+                np.mean([info["episode_exact_kl"] for info in done])
+            )
         if samples:
             result["samples"] = [
                 {key: info.get(key) for key in ("prompt", "text", "rm_score", "episode_kl")}

@@ -165,3 +165,19 @@ def test_prefix_groups_keeps_rows_that_share_no_prefix_apart():
     groups = {int(g[0]): sorted(int(r) for r in g if r >= 0) for g in slots}
     assert groups == {3: [0, 1, 3], 2: [2], 4: [4]}
     assert sorted(leaders.tolist()) == [2, 3, 4]
+
+
+def test_evaluation_reports_the_exact_kl_beside_the_sampled_one(tiny_gpt2):
+    from textgym_agents.evaluation import evaluate
+
+    model, _ = textgen_ppo(tiny_gpt2, n_envs=2, max_new_tokens=4)
+    env_kwargs = {"model": str(tiny_gpt2), "max_new_tokens": 4}
+    before = evaluate(model, "TextGen-v0", episodes=4, seed=0, env_kwargs=env_kwargs)
+    assert abs(before["mean_exact_kl_per_sequence"]) < 1e-4  # the policy is the reference
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.policy.trunk.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    after = evaluate(model, "TextGen-v0", episodes=8, seed=0, env_kwargs=env_kwargs)
+    assert np.isfinite(after["mean_exact_kl_per_sequence"])
+    assert after["mean_exact_kl_per_sequence"] > 0.01

@@ -777,3 +777,47 @@ def test_negative_kl_is_logged_only_when_a_window_of_episodes_averages_below_zer
         assert "negative" not in caplog.text
         core._check_kl_sign(np.full(64, -0.5))  # a whole window below zero
     assert "mean KL per sequence over the last 64 episodes is negative" in caplog.text
+
+
+@pytest.mark.parametrize("action_mode", ["vocab", "topk"])
+def test_exact_kl_is_the_kl_over_the_action_space_beside_the_sampled_estimate(
+    tiny_gpt2, action_mode
+):
+    """With a scorer that returns the full distribution, every step reports the exact
+    KL(pi || pi_ref) at its state, computed here directly from the scorer's and the
+    reference's distributions; the reward keeps the sampled estimate."""
+    env = make(tiny_gpt2, action_mode=action_mode, max_new_tokens=5, kl_coef=0.2)
+    generator = np.random.default_rng(0)
+    seen = {}
+
+    def scorer(obs):  # a policy away from the reference: its log-probs plus noise
+        ref = env.unwrapped.reference_logprobs()
+        logits = np.where(np.isfinite(ref), ref + generator.normal(0, 0.5, ref.shape), -np.inf)
+        logprobs = torch.log_softmax(torch.as_tensor(logits), -1).numpy()
+        seen["pi"], seen["ref"] = logprobs, ref
+        return logprobs[None]
+
+    env.unwrapped.attach_policy(scorer)
+    env.reset(seed=0)
+    total, done = 0.0, False
+    while not done:
+        _, reward, terminated, truncated, info = env.step(int(env.action_space.sample()))
+        pi, ref = seen["pi"].astype(np.float64), seen["ref"].astype(np.float64)
+        finite = np.exp(pi) > 0
+        expected = float(np.sum(np.exp(pi[finite]) * (pi[finite] - ref[finite])))
+        assert info["exact_kl"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+        assert info["exact_kl"] > 0.01
+        total += expected
+        assert info["episode_exact_kl"] == pytest.approx(total, rel=1e-5)
+        assert info["kl_reward"] == pytest.approx(-0.2 * info["kl"], rel=1e-5, abs=1e-6)
+        done = terminated or truncated
+
+
+def test_exact_kl_is_zero_for_the_reference_and_infinite_off_its_support():
+    from textgym.envs.textgen_core import exact_kl
+
+    ref = np.log(np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]))
+    assert exact_kl(ref, ref) == pytest.approx([0.0, 0.0])
+    pi = np.log(np.array([[0.25, 0.25, 0.5], [1.0, 0.0, 0.0]]))
+    kl = exact_kl(pi, ref)
+    assert kl[0] == np.inf and kl[1] == pytest.approx(np.log(1.0 / 0.2))

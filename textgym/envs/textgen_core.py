@@ -76,6 +76,12 @@ SCORER_INFO_KEYS = (
     "policy_logprob",  # float: log pi of the action
     "kl",  # float: the KL estimate of the step
     "episode_kl",  # float: the episode's summed KL estimate so far (all of it on the last step)
+    # float: the exact KL(pi || pi_ref) at the step's state, summed over the action space from
+    # the scorer's full distribution and the reference's (in "topk" mode over the candidates):
+    # a metric beside the sampled estimate, never part of the reward (as a detached reward it
+    # would not give the KL's gradient, which the sampled k1 reward does).
+    "exact_kl",
+    "episode_exact_kl",  # float: the episode's summed exact KL so far
 )
 
 
@@ -103,6 +109,8 @@ class StepResult:
     policy_logprob: np.ndarray | None = None  # (N,) float32, with a policy scorer
     kl: np.ndarray | None = None  # (N,) float32, with a policy scorer
     episode_kl: np.ndarray | None = None  # (N,) float64, with a policy scorer
+    exact_kl: np.ndarray | None = None  # (N,) float64, with a policy scorer
+    episode_exact_kl: np.ndarray | None = None  # (N,) float64, with a policy scorer
 
     @classmethod
     def empty(cls, n: int, kl_coef: float, scored: bool) -> StepResult:
@@ -123,6 +131,8 @@ class StepResult:
             result.policy_logprob = np.zeros(n, dtype=np.float32)
             result.kl = np.zeros(n, dtype=np.float32)
             result.episode_kl = np.zeros(n, dtype=np.float64)
+            result.exact_kl = np.zeros(n, dtype=np.float64)
+            result.episode_exact_kl = np.zeros(n, dtype=np.float64)
         return result
 
     @property
@@ -295,6 +305,7 @@ class TextGenCore:
         self.active = np.zeros(n, dtype=bool)
         self.started = False  # whether reset() began every row once (then every row has a state)
         self.kl_sum = np.zeros(n, dtype=np.float64)
+        self.exact_kl_sum = np.zeros(n, dtype=np.float64)
         # The reference's KV cache over every row's tokens; None when it must be rebuilt from
         # them (after unpickling, or a forward that failed midway): see `_kv`.
         self._lm: IncrementalLM | None = None
@@ -358,8 +369,9 @@ class TextGenCore:
             )
         self.scorer = scorer
 
-    def _policy_logprobs(self, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """log pi of ``actions`` from the attached scorer, its output checked."""
+    def _policy_logprobs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log pi over the actions ``(len(rows), A)`` from the attached scorer, its output
+        checked, and pi itself (the check's exponentials, reused by `exact_kl`)."""
         self.scoring_rows = rows
         try:
             out = self.scorer(self.observe(rows))
@@ -380,14 +392,15 @@ class TextGenCore:
         # Every row a distribution: its probabilities sum to 1 (NaN or +inf never do). On the
         # hot path, so a sum of exponentials, not a logsumexp (6-25x slower at 2,356 actions).
         with np.errstate(over="ignore", invalid="ignore"):
-            mass = np.exp(out).sum(axis=1, dtype=np.float64)
+            probs = np.exp(out)
+            mass = probs.sum(axis=1, dtype=np.float64)
         if not (np.abs(mass - 1.0) <= 1e-3).all():
             raise ScorerError(
                 f"the policy scorer {self.scorer!r} returned values that are not log-probs "
                 f"(row probability mass {mass.min():.3g} to {mass.max():.3g}, or NaN): expected "
                 "each row to be a distribution over the actions"
             )
-        return out[np.arange(len(rows)), actions].astype(np.float64)
+        return out, probs
 
     # ------------------------------------------------------------------ episodes
     def prompt_starts(self, indices: Sequence[int] | np.ndarray) -> PromptStarts:
@@ -477,6 +490,7 @@ class TextGenCore:
         self.prompt_index[rows] = starts.indices
         self.gen_len[rows] = 0
         self.kl_sum[rows] = 0.0
+        self.exact_kl_sum[rows] = 0.0
         self.active[rows] = True
         self.started = True
 
@@ -538,6 +552,14 @@ class TextGenCore:
             .cpu()
             .numpy()
         )
+
+    def _reference_logprobs(self, idx: np.ndarray) -> np.ndarray:
+        """The reference's log-probs over the actions of rows ``idx``, ``(len(idx), A)``."""
+        name = "cand_logprobs" if self.action_mode == "topk" else "next"
+        if self._views is not None:
+            return self._views[name][idx]
+        source = self._cand_logprobs if name == "cand_logprobs" else self._next_logprobs
+        return source[torch.as_tensor(idx, device=source.device)].float().cpu().numpy()
 
     def _set_next(self, rows: np.ndarray, logits: torch.Tensor) -> None:
         """Store the reference's next-token distribution for ``rows`` (one log-softmax per step)."""
@@ -642,12 +664,19 @@ class TextGenCore:
         result.ref_logprob[idx] = ref_lp
         kl = None
         if self.scorer is not None:
-            pol_lp = self._policy_logprobs(idx, acts) if idx.size else ref_lp
+            exact = np.zeros(len(idx))
+            pol_lp = ref_lp
+            if idx.size:
+                pol_all, probs = self._policy_logprobs(idx)
+                pol_lp = pol_all[np.arange(len(idx)), acts].astype(np.float64)
+                exact = exact_kl(pol_all, self._reference_logprobs(idx), probs)
             kl = kl_estimate(pol_lp, ref_lp, self.kl_estimator)
             rewards = -beta * kl
             result.policy_logprob[idx] = pol_lp
             result.kl[idx] = kl
             result.episode_kl[idx] = self.kl_sum[idx] + kl
+            result.exact_kl[idx] = exact
+            result.episode_exact_kl[idx] = self.exact_kl_sum[idx] + exact
         else:
             if idx.size:
                 self._warn_no_scorer()
@@ -690,6 +719,7 @@ class TextGenCore:
         self.gen_len[idx] = gen_len
         if kl is not None:
             self.kl_sum[idx] += kl
+            self.exact_kl_sum[idx] += exact
         self.active[done_rows] = False
         if done_rows.size and self.action_mode == "topk":
             self._end_candidates(done_rows)
@@ -925,3 +955,17 @@ def _nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
         return torch.ones_like(sorted_probs, dtype=torch.bool)
     before = sorted_probs.cumsum(-1) - sorted_probs
     return before < top_p
+
+
+def exact_kl(
+    policy_logprobs: np.ndarray, ref_logprobs: np.ndarray, probs: np.ndarray | None = None
+) -> np.ndarray:
+    """``KL(pi || pi_ref)`` per row, ``sum_a pi(a) (log pi(a) - log pi_ref(a))``, over the
+    last axis (actions pi gives no mass add nothing; mass where pi_ref has none makes it inf).
+
+    :param probs: ``exp(policy_logprobs)`` when the caller has it (saves a pass over B x A).
+    """
+    probs = np.exp(policy_logprobs) if probs is None else probs
+    with np.errstate(invalid="ignore"):
+        terms = np.where(probs > 0, probs * (policy_logprobs - ref_logprobs), 0.0)
+    return terms.sum(axis=-1, dtype=np.float64)
