@@ -173,7 +173,9 @@ def module_spec(env_id: str, agent: str, env_kwargs: dict[str, Any]) -> RLModule
             "policy_kwargs": kwargs_to_json({"features_extractor_class": TokenExtractor}),
         }
     else:
-        probe = gym.make(env_id, **env_kwargs)
+        # TextGen on the CPU: the driver needs the reference's config and name, not a GPU.
+        cpu = {"device": "cpu"} if env_id.startswith("TextGen") else {}
+        probe = gym.make(env_id, **{**env_kwargs, **cpu})
         try:
             kwargs = gpt_policy_kwargs(probe)
         finally:

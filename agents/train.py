@@ -386,17 +386,19 @@ def _kl_coef(model: Any) -> float | None:
     """The training env's KL coefficient (it moves when adaptive), None off TextGen."""
     if not isinstance(model, BaseAlgorithm | SequencePPO):
         return model.kl_coef  # RLlibAgent: its runners'
-    env = model.env if isinstance(model, SequencePPO) else model.get_env()
-    core = core_of(env)
+    core = _training_core(model)
     return None if core is None else core.kl_controller.value
 
 
 def _set_kl_coef(model: Any, value: float) -> None:
     if not isinstance(model, BaseAlgorithm | SequencePPO):
         model.kl_coef = value
-        return
-    env = model.env if isinstance(model, SequencePPO) else model.get_env()
-    core_of(env).kl_controller.value = value
+    else:
+        _training_core(model).kl_controller.value = value
+
+
+def _training_core(model: BaseAlgorithm | SequencePPO) -> Any:
+    return core_of(model.env if isinstance(model, SequencePPO) else model.get_env())
 
 
 def _remove_temporaries(out: Path) -> None:
@@ -593,9 +595,9 @@ def _train_rllib(
         if imitate:
             raise ValueError(f"imitate={imitate}: the RLlib backend does not clone an expert")
         out = _run_dir(out, resume, env_id, agent, seed)
-        imitate = 0
         config = {
             **_run_config(locals(), overrides),
+            "imitate": 0,
             "backend": "rllib",
             "num_env_runners": num_env_runners,
             "address": address,

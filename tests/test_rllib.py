@@ -331,3 +331,33 @@ def test_episode_rows_sum_the_chunks_rllib_samples_them_in(local_ray):
     timed_out = [row for row in rows if row["return"] == 0.0]
     assert timed_out and all(row["length"] == 100 for row in timed_out), timed_out
     assert all(row["return"] in (-1.0, 0.0, 1.0) for row in rows)
+
+
+def test_compare_puts_both_backends_in_one_table(local_ray, tmp_path):
+    from textgym_agents.compare import compare
+
+    table = compare(
+        ["GridWorld-v0"],
+        ["ppo", "rllib:ppo"],
+        [0],
+        out=tmp_path / "cmp",
+        steps=512,
+        env_kwargs={"map": "4x4"},
+        eval_episodes=4,
+        progress=False,
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| GridWorld-v0")]
+    assert [row.split("|")[2].strip() for row in rows] == ["ppo", "rllib:ppo"]
+    config = json.loads((tmp_path / "cmp/GridWorld-v0/rllib-ppo/seed_0/config.json").read_text())
+    assert config["backend"] == "rllib" and config["agent"] == "ppo"
+    assert "backend" not in json.loads(
+        (tmp_path / "cmp/GridWorld-v0/ppo/seed_0/config.json").read_text()
+    )
+
+
+def test_the_driver_reads_the_gpt_architecture_on_the_cpu_for_gpu_runners(tiny_gpt2):
+    """With runners on GPUs (device="cuda" in the env arguments) the driver, which may have
+    none, still builds the module spec: its probe env loads the reference on the CPU."""
+    spec = tg_rllib.module_spec("TextGen-v0", "gpt", {"model": str(tiny_gpt2), "device": "cuda"})
+    assert spec.module_class is tg_rllib.SB3PolicyModule
+    assert spec.model_config["policy_kwargs"]["init_from"] == str(tiny_gpt2)
