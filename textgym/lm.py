@@ -16,6 +16,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,22 +244,71 @@ class IncrementalLM:
     def start(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """Begin new sequences in ``rows`` from token lists ``prompts``.
 
+        Rows that start from the same tokens (the rows of a group, say) share one encoding: each
+        distinct prompt goes through the model once, and its keys and values are copied into
+        every row that starts from it.
+
         Returns the next-token logits after each prompt, ``(len(rows), V)`` float32.
         """
-        ids, mask = self._left_pad(prompts)  # (k, P)
+        rows = list(rows)
+        distinct: dict[tuple[int, ...], int] = {}
+        inverse = [distinct.setdefault(tuple(map(int, p)), len(distinct)) for p in prompts]
+        ids, mask = self._left_pad(list(distinct))  # (u, P)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        rows = list(rows)
+        cache, logits = output_cache(out), out.logits[:, -1, :].float()
+        if len(distinct) < len(prompts):
+            pick = torch.as_tensor(inverse, device=self.device)
+            for layer in self._layers(cache):
+                layer.keys, layer.values = layer.keys[pick], layer.values[pick]
+            mask, logits = mask[pick], logits[pick]
         if self._cache is None or len(rows) == self.num_rows:
             if rows != list(range(self.num_rows)):
                 raise ValueError("the first start() must begin every row, in order")
-            self._cache = output_cache(out)
+            self._cache = cache
             self._mask, self._lengths = mask.bool(), mask.sum(-1)
             self._length = mask.shape[1]
         else:
-            self._splice(torch.as_tensor(rows, device=self.device), output_cache(out), mask)
+            layers = [(layer.keys, layer.values) for layer in self._layers(cache)]
+            self._splice(torch.as_tensor(rows, device=self.device), layers, mask.bool())
         self._densify_if_possible()
-        return out.logits[:, -1, :].float()
+        return logits
+
+    @torch.inference_mode()
+    def snapshot(self, row: int) -> CachedRow:
+        """A copy of one row's cache: the keys and values of the columns from its first
+        attended one on, and which of them it attends to. `restore` writes it back."""
+        if self._cache is None:
+            raise RuntimeError("IncrementalLM.snapshot() called before start()")
+        mask = (
+            torch.ones(self._length, dtype=torch.bool, device=self.device)
+            if self._mask is None
+            else self._mask[row]
+        )
+        first = int(mask.long().argmax())  # the row attends to at least its first token
+        return CachedRow(
+            keys=[layer.keys[row, :, first:].clone() for layer in self._layers(self._cache)],
+            values=[layer.values[row, :, first:].clone() for layer in self._layers(self._cache)],
+            mask=mask[first:].clone(),
+        )
+
+    @torch.inference_mode()
+    def restore(self, rows: Sequence[int], state: CachedRow) -> None:
+        """Write ``state`` (a `snapshot`) into each of ``rows``, in place of what they held."""
+        if self._cache is None:
+            raise RuntimeError("IncrementalLM.restore() called before start()")
+        count = len(rows)
+        to = self.device
+        layers = [
+            (
+                keys.to(to).unsqueeze(0).expand(count, -1, -1, -1),
+                values.to(to).unsqueeze(0).expand(count, -1, -1, -1),
+            )
+            for keys, values in zip(state.keys, state.values, strict=True)
+        ]
+        mask = state.mask.to(to).unsqueeze(0).expand(count, -1)
+        self._splice(torch.as_tensor(list(rows), device=self.device), layers, mask)
+        self._densify_if_possible()
 
     @torch.inference_mode()
     def advance(self, tokens: torch.Tensor, live: Sequence[bool] | None = None) -> torch.Tensor:
@@ -335,8 +385,14 @@ class IncrementalLM:
             )
         return layers
 
-    def _splice(self, rows: torch.Tensor, cache, mask: torch.Tensor) -> None:
-        """Write the new prompts' keys/values into the right end of ``rows``' cache."""
+    def _splice(
+        self,
+        rows: torch.Tensor,
+        layers: list[tuple[torch.Tensor, torch.Tensor]],
+        mask: torch.Tensor,
+    ) -> None:
+        """Write keys and values (per layer, ``(k, H, W, D)``) into the right end of ``rows``'
+        cache; ``mask`` ``(k, W)`` bool says which of the W columns they attend to."""
         self._materialize()
         width, total = mask.shape[1], self._length
         if width > total:
@@ -347,11 +403,11 @@ class IncrementalLM:
                 layer.values = _pad_left(layer.values, grow)
             self._mask = _pad_left(self._mask, grow)
             total = self._length = width
-        for old, new in zip(self._layers(self._cache), self._layers(cache), strict=True):
-            old.keys[rows, :, total - width :] = new.keys
-            old.values[rows, :, total - width :] = new.values
+        for old, (keys, values) in zip(self._layers(self._cache), layers, strict=True):
+            old.keys[rows, :, total - width :] = keys
+            old.values[rows, :, total - width :] = values
         self._mask[rows] = False
-        self._mask[rows, total - width :] = mask.bool()
+        self._mask[rows, total - width :] = mask
         self._lengths[rows] = mask.sum(-1)
 
     def _compact(self) -> None:
@@ -365,6 +421,22 @@ class IncrementalLM:
             layer.values = layer.values[:, :, first:].contiguous()
         self._mask = self._mask[:, first:]
         self._length -= first
+
+
+@dataclass
+class CachedRow:
+    """One row of an `IncrementalLM` cache, copied out by `IncrementalLM.snapshot`: per layer
+    the keys and values ``(H, C, D)`` of the row's last C columns, and ``mask`` ``(C,)`` bool,
+    the columns it attends to (the first one always)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        """The row's tokens: prompt plus everything fed since."""
+        return int(self.mask.sum())
 
 
 def _pad_left(tensor: torch.Tensor, count: int) -> torch.Tensor:
