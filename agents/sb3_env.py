@@ -94,6 +94,8 @@ class TextGenSB3VecEnv(VecEnv):
     `TextGenEnv`'s step info, built by the same function.
     ``env_method("action_masks")`` serves sb3-contrib's MaskablePPO;
     ``env_method("attach_policy", scorer)`` attaches the acting policy once for all rows.
+    ``group_size=k`` groups rows as `TextGenVectorEnv` does (a group restarts when all its rows
+    have ended; idle rows in the meantime).
 
     :param num_envs: number of sequences N.
     :param seed: seeds the prompt draws (``seed()`` before ``reset()`` also works, as in SB3).
@@ -144,7 +146,7 @@ class TextGenSB3VecEnv(VecEnv):
         return self.core.observe(), result.rewards.copy(), result.terminated.copy(), infos
 
     def _start(self, rows: np.ndarray) -> None:
-        indices = self._rng.integers(len(self.core.prompts), size=len(rows))
+        indices = self.core.draw_prompts(self._rng, len(rows))
         self.core.start_rows(rows, prompt_indices=indices)
 
     def action_masks(self) -> np.ndarray:

@@ -145,11 +145,14 @@ def state_of(env) -> dict:
     """Everything a step may change, copied."""
     env = env.unwrapped
     core = env.core
-    names = ("input_ids", "attention_mask", "prompt_len", "gen_len", "prompt_index", "active")
+    names = (
+        "input_ids", "attention_mask", "prompt_len", "gen_len", "prompt_index", "active",
+        "idle", "ended_eos", "group", "kl_sum", "kl_rewards", "exact_kl_sum",
+    )  # fmt: skip
     state = {name: getattr(core, name).copy() for name in names}
     state |= {
         "row_prompt": list(core.row_prompt),
-        "kl_sum": core.kl_sum.copy(),
+        "groups_started": core.groups_started,
         "recent_kl": list(core._recent_kl),
         "controller": dict(vars(core.kl_controller)),
         "next": core._next_logprobs.clone(),
@@ -158,7 +161,7 @@ def state_of(env) -> dict:
         "cache": cache_of(core),
     }
     if isinstance(env, TextGenEnv):
-        state["episode"] = (list(env._episode_tokens), list(env._step_rewards), env._rm_score)
+        state["episode"] = (env._rm_score, env._penalty)
     else:
         state["restart"] = env._restart.copy()
     return state

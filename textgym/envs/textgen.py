@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from textgym._checks import check_options, check_seed
-from textgym.envs.textgen_core import RESET_OPTIONS, PolicyScorer, TextGenCore
+from textgym.envs.textgen_core import RESET_OPTIONS, PolicyScorer, TextGenCore, TextGenState
 from textgym.render import render_ansi, render_rgb
 
 
@@ -148,8 +148,6 @@ class TextGenEnv(gym.Env):
         self.core = TextGenCore(1, **kwargs)
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
-        self._episode_tokens: list[int] = []
-        self._step_rewards: list[float] = []
         self._rm_score: float | None = None
         self._penalty = 0.0  # the missing-EOS penalty the episode paid, for render()
 
@@ -199,8 +197,7 @@ class TextGenEnv(gym.Env):
         if starts is None:
             starts = self.core.prompt_starts([int(self.np_random.integers(len(self.core.prompts)))])
         self.core.begin([0], starts)
-        self._episode_tokens, self._step_rewards, self._rm_score = [], [], None
-        self._penalty = 0.0
+        self._rm_score, self._penalty = None, 0.0
         info = {key: values.item(0) for key, values in self.core.reset_info([0]).items()}
         return self._obs(), info
 
@@ -213,13 +210,26 @@ class TextGenEnv(gym.Env):
         result = self.core.step(action, batched=False)
         info = result.row_info(0)
         reward = float(result.rewards[0])
-        position = self.core.prompt_len[0] + self.core.gen_len[0] - 1
-        self._episode_tokens.append(int(self.core.input_ids[0, position]))
-        self._step_rewards.append(float(result.kl_reward[0]))
         if result.terminated[0]:
             self._rm_score = info["rm_score"]
             self._penalty = info["eos_penalty"]
         return self._obs(), reward, bool(result.terminated[0]), False, info
+
+    def snapshot(self) -> TextGenState:
+        """The episode's state now, KV cache included, for `restore` (branching rollouts:
+        Monte-Carlo values of a prefix, best-of-n continuations, tree search). See
+        `textgym.envs.textgen_core.TextGenState` for what it holds and what it does not."""
+        return self.core.snapshot(0)
+
+    def restore(self, state: TextGenState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Continue from ``state`` (a `snapshot` of this env or of a row of an env with the same
+        settings), replacing the episode in progress; returns its observation and its reset
+        info. The next-token log-probs then equal the snapshot's exactly (no forward pass:
+        the KV cache is copied)."""
+        self.core.restore([0], state)
+        self._rm_score, self._penalty = None, 0.0
+        info = {key: values.item(0) for key, values in self.core.reset_info([0]).items()}
+        return self._obs(), info
 
     def reference_logprobs(self) -> np.ndarray:
         """``(A,)``: the reference policy's log-probs over the action space in the current state
@@ -236,9 +246,10 @@ class TextGenEnv(gym.Env):
             gym.logger.warn("render() called without a render_mode; pass render_mode= to gym.make")
             return None
         self.core.check_started("render()")
-        tokens = [self.core.tokenizer.decode([t]) for t in self._episode_tokens]
-        prompt = self.core.row_prompt[0]
-        picture = (prompt, tokens, self._step_rewards, self._rm_score)
+        core, gen = self.core, int(self.core.gen_len[0])
+        start = int(core.prompt_len[0])
+        tokens = [core.tokenizer.decode([t]) for t in core.input_ids[0, start : start + gen]]
+        picture = (core.row_prompt[0], tokens, core.kl_rewards[0, :gen].tolist(), self._rm_score)
         if self.render_mode == "ansi":
             return render_ansi(*picture, penalty=self._penalty)
         return render_rgb(*picture, penalty=self._penalty)

@@ -22,7 +22,7 @@ from gymnasium import spaces
 
 from textgym._checks import check_int, check_number, is_int
 from textgym.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl_estimate
-from textgym.lm import IncrementalLM, load_causal_lm, load_tokenizer
+from textgym.lm import CachedRow, IncrementalLM, load_causal_lm, load_tokenizer
 from textgym.prompts import EncodedPrompt, Prompt, encode_prompt, load_prompts, special_affixes
 from textgym.reference import sample_tokens
 from textgym.rewards import RewardModel, checked_score, resolve_reward_model
@@ -83,6 +83,45 @@ SCORER_INFO_KEYS = (
     "exact_kl",
     "episode_exact_kl",  # float: the episode's summed exact KL so far
 )
+# With ``group_size`` > 1 (rows in groups that share a prompt and start together):
+GROUP_INFO_KEYS = (
+    # int: the id of the row's group episode (consecutive from 0 in the order groups start):
+    # the rows whose episodes share one id are the samples of one prompt
+    "group",
+    # bool: the row's text has ended (EOS or max_new_tokens) and its group still generates, so
+    # its next action is ignored; False on the step that ends the whole group (terminated)
+    "idle",
+)
+
+
+@dataclass(frozen=True)
+class TextGenState:
+    """One sequence's mid-episode state, taken by ``snapshot`` and given to ``restore`` (or
+    ``fork``) to continue it exactly: its tokens, what the episode has earned so far, the
+    reference's next-token distribution and the reference's KV cache of the sequence.
+
+    Restoring writes it into a row at the cost of a copy, not a forward pass. The state holds
+    only the sequence: not the env's random generator (the prompts later resets draw), not the
+    KL controller (beta, a training quantity), not the attached scorer.
+    """
+
+    tokens: np.ndarray  # (P + T,) int64: the prompt's ids, then the T generated ones
+    prompt_len: int  # P
+    prompt_index: int  # as in info["prompt_index"]
+    prompt: str  # as in info["prompt"]
+    kl_rewards: np.ndarray  # (T,) float32: the KL part of each step's reward so far
+    kl_sum: float  # the episode's summed KL estimate so far (with a scorer)
+    exact_kl_sum: float  # the episode's summed exact KL so far (with a scorer)
+    next_logprobs: torch.Tensor  # (V,) the reference's next-token log-probs
+    candidate_ids: torch.Tensor  # (top_k,) "topk" mode's candidates
+    candidate_logprobs: torch.Tensor  # (top_k,)
+    cache: CachedRow  # the reference's keys and values of the sequence
+    signature: tuple  # the env settings the state fits (see `TextGenCore.signature`)
+
+    @property
+    def generated(self) -> np.ndarray:
+        """The generated token ids."""
+        return self.tokens[self.prompt_len :]
 
 
 @dataclass
@@ -111,10 +150,13 @@ class StepResult:
     episode_kl: np.ndarray | None = None  # (N,) float64, with a policy scorer
     exact_kl: np.ndarray | None = None  # (N,) float64, with a policy scorer
     episode_exact_kl: np.ndarray | None = None  # (N,) float64, with a policy scorer
+    group: np.ndarray | None = None  # (N,) int64, with groups
+    idle: np.ndarray | None = None  # (N,) bool, with groups
 
     @classmethod
-    def empty(cls, n: int, kl_coef: float, scored: bool) -> StepResult:
-        """A result in which no row stepped (``scored``: with the policy scorer's keys)."""
+    def empty(cls, n: int, kl_coef: float, scored: bool, grouped: bool = False) -> StepResult:
+        """A result in which no row stepped (``scored``: with the policy scorer's keys;
+        ``grouped``: with the group keys)."""
         result = cls(
             rewards=np.zeros(n, dtype=np.float32),
             terminated=np.zeros(n, dtype=bool),
@@ -133,12 +175,17 @@ class StepResult:
             result.episode_kl = np.zeros(n, dtype=np.float64)
             result.exact_kl = np.zeros(n, dtype=np.float64)
             result.episode_exact_kl = np.zeros(n, dtype=np.float64)
+        if grouped:
+            result.group = np.zeros(n, dtype=np.int64)
+            result.idle = np.zeros(n, dtype=bool)
         return result
 
     @property
     def info_keys(self) -> tuple[str, ...]:
-        """The keys of every row's info: `INFO_KEYS`, plus `SCORER_INFO_KEYS` with a scorer."""
-        return (INFO_KEYS + SCORER_INFO_KEYS) if self.kl is not None else INFO_KEYS
+        """The keys of every row's info: `INFO_KEYS`, plus `SCORER_INFO_KEYS` with a scorer and
+        `GROUP_INFO_KEYS` with groups."""
+        keys = (INFO_KEYS + SCORER_INFO_KEYS) if self.kl is not None else INFO_KEYS
+        return keys + GROUP_INFO_KEYS if self.group is not None else keys
 
     def row_info(self, row: int) -> dict[str, Any]:
         """The info dict of one row, as the single env reports it (Python floats, ints, str)."""
@@ -162,13 +209,16 @@ class StepResult:
 class TextGenCore:
     """N TextGen sequences sharing one reference model, one KV cache and one RM call per step.
 
-    Arguments are those of `TextGenEnv` (see its docstring) plus ``num_rows``.
+    Arguments are those of `TextGenEnv` (see its docstring) plus ``num_rows`` and
+    ``group_size`` (see `TextGenVectorEnv`): rows ``g*k`` to ``g*k + k - 1`` form group ``g``,
+    which starts from one prompt (encoded once) and ends when all its rows have ended.
     """
 
     def __init__(
         self,
         num_rows: int = 1,
         *,
+        group_size: int = 1,
         model: str | os.PathLike | None = None,
         reference_model: str | os.PathLike | None = None,
         reward_model: Any = None,
@@ -189,6 +239,13 @@ class TextGenCore:
         trust_remote_code: bool = False,
     ) -> None:
         check_int("num_rows", num_rows, low=1)
+        check_int("group_size", group_size, low=1)
+        if num_rows % group_size:
+            raise ValueError(
+                f"group_size={group_size} does not divide the {num_rows} row(s): expected a "
+                "divisor of num_envs (a group is that many rows that share a prompt; the "
+                "single TextGenEnv has one row, so groups need gym.make_vec)"
+            )
         check_int("max_new_tokens", max_new_tokens, low=1)
         check_int("max_prompt_tokens", max_prompt_tokens, low=1)
         if action_mode not in ACTION_MODES:
@@ -219,6 +276,7 @@ class TextGenCore:
                 raise ValueError(f"{name}={flag!r} must be True or False")
 
         self.num_rows = num_rows
+        self.group_size = group_size
         self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.kl_estimator = kl_estimator
@@ -303,8 +361,15 @@ class TextGenCore:
         self.prompt_index = np.zeros(n, dtype=np.int64)
         self.row_prompt: list[str] = [""] * n
         self.active = np.zeros(n, dtype=bool)
+        # Groups: a row whose text ended while its group still generates is idle until the
+        # group ends; `ended_eos` says whether its text ended with EOS (for the penalty then).
+        self.idle = np.zeros(n, dtype=bool)
+        self.ended_eos = np.zeros(n, dtype=bool)
+        self.group = np.zeros(n, dtype=np.int64)  # each row's group episode id
+        self.groups_started = 0
         self.started = False  # whether reset() began every row once (then every row has a state)
         self.kl_sum = np.zeros(n, dtype=np.float64)
+        self.kl_rewards = np.zeros((n, max_new_tokens), dtype=np.float32)  # per generated token
         self.exact_kl_sum = np.zeros(n, dtype=np.float64)
         # The reference's KV cache over every row's tokens; None when it must be rebuilt from
         # them (after unpickling, or a forward that failed midway): see `_kv`.
@@ -469,14 +534,51 @@ class TextGenCore:
         self.begin(rows, starts)
 
     def begin(self, rows: Sequence[int] | np.ndarray, starts: PromptStarts) -> None:
-        """Begin a new episode in each of ``rows`` (sorted) from ``starts``, one per row.
+        """Begin a new episode in each of ``rows`` (sorted) from ``starts``, one per row
+        (with groups: whole groups, one prompt per group).
 
         Nothing changes when this raises: a forward that fails midway drops the KV cache (see
         `_kv`), and the rows' state is written only after it succeeded.
         """
         rows = np.asarray(rows, dtype=np.int64)
+        self.check_group_starts(rows, starts, "rows")
         logits = self._forward(IncrementalLM.start, rows.tolist(), starts.ids)
         self._commit_starts(rows, starts, logits)
+
+    def check_groups(self, rows: np.ndarray, argument: str) -> None:
+        """Raise naming ``argument`` unless the sorted ``rows`` are whole groups."""
+        k = self.group_size
+        if k == 1:
+            return
+        whole = len(rows) % k == 0 and bool(
+            (rows.reshape(-1, k) == rows[::k, None] + np.arange(k)).all()
+            and (rows[::k] % k == 0).all()
+        )
+        if not whole:
+            raise ValueError(
+                f"{argument} select rows {rows.tolist()}, which split a group: with "
+                f"group_size={k} rows start and step in whole groups (rows g*{k} to g*{k}+{k - 1})"
+            )
+
+    def check_group_starts(self, rows: np.ndarray, starts: PromptStarts, argument: str) -> None:
+        """Raise naming ``argument`` unless ``rows`` are whole groups and ``starts`` (one per
+        row) give each group one prompt."""
+        self.check_groups(rows, argument)
+        k = self.group_size
+        for i in range(0, len(rows) if k > 1 else 0, k):
+            for j in range(i + 1, i + k):
+                if starts.ids[j] != starts.ids[i]:
+                    raise ValueError(
+                        f"{argument}: rows {rows[i]} and {rows[j]} are in one group "
+                        f"(group_size={k}) but were given different prompts: expected one "
+                        "prompt per group"
+                    )
+
+    def draw_prompts(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """Prompt-set indices for ``count`` rows (whole groups): one draw per group from
+        ``rng``, repeated for each of its rows."""
+        draws = rng.integers(len(self.prompts), size=count // self.group_size)
+        return np.repeat(draws, self.group_size)
 
     def _commit_starts(self, rows: np.ndarray, starts: PromptStarts, logits: torch.Tensor) -> None:
         self._set_next(rows, logits)
@@ -490,8 +592,13 @@ class TextGenCore:
         self.prompt_index[rows] = starts.indices
         self.gen_len[rows] = 0
         self.kl_sum[rows] = 0.0
+        self.kl_rewards[rows] = 0.0
         self.exact_kl_sum[rows] = 0.0
         self.active[rows] = True
+        self.idle[rows] = False
+        groups = len(rows) // self.group_size
+        self.group[rows] = self.groups_started + np.repeat(np.arange(groups), self.group_size)
+        self.groups_started += groups
         self.started = True
 
     def _forward(self, run: Callable[..., Any], *args: Any) -> Any:
@@ -571,14 +678,101 @@ class TextGenCore:
             self._cand_ids[target] = top.indices
             self._cand_logprobs[target] = torch.log_softmax(top.values, dim=-1)
 
+    # ------------------------------------------------------------------ branches
+    @property
+    def signature(self) -> tuple:
+        """What a `TextGenState` must agree on to be restored here: the reference model (its
+        name and dtype), the vocabulary, the action mode and the sequence shape."""
+        ref = self.reference_model
+        return (
+            str(ref.config.name_or_path),
+            str(ref.dtype),
+            self.vocab_size,
+            self.action_mode,
+            self.top_k if self.action_mode == "topk" else None,
+            self.max_prompt_tokens,
+            self.max_new_tokens,
+        )
+
+    def snapshot(self, row: int) -> TextGenState:
+        """A copy of ``row``'s mid-episode state (see `TextGenState`)."""
+        self.check_started("snapshot()")
+        if not self.active[row] or self.idle[row]:
+            raise RuntimeError(
+                f"snapshot() of row {row}, whose text has ended: expected a row mid-episode "
+                "(take the snapshot before the last step, or reset() first)"
+            )
+        cache = self._forward(IncrementalLM.snapshot, row)
+        length, gen = int(self.prompt_len[row] + self.gen_len[row]), int(self.gen_len[row])
+        return TextGenState(
+            tokens=self.input_ids[row, :length].copy(),
+            prompt_len=int(self.prompt_len[row]),
+            prompt_index=int(self.prompt_index[row]),
+            prompt=self.row_prompt[row],
+            kl_rewards=self.kl_rewards[row, :gen].copy(),
+            kl_sum=float(self.kl_sum[row]),
+            exact_kl_sum=float(self.exact_kl_sum[row]),
+            next_logprobs=self._next_logprobs[row].clone(),
+            candidate_ids=self._cand_ids[row].clone(),
+            candidate_logprobs=self._cand_logprobs[row].clone(),
+            cache=cache,
+            signature=self.signature,
+        )
+
+    def restore(self, rows: Sequence[int] | np.ndarray, state: TextGenState) -> None:
+        """Continue ``state`` in each of ``rows`` (sorted), replacing what they held; nothing
+        changes when this raises."""
+        if not isinstance(state, TextGenState):
+            raise TypeError(
+                f"state={state!r} has type {type(state).__name__}: expected a TextGenState "
+                "from snapshot()"
+            )
+        if state.signature != self.signature:
+            raise ValueError(
+                f"state was taken from an env with settings {state.signature}, this one has "
+                f"{self.signature} (reference model, dtype, vocabulary, action mode, top_k, "
+                "max_prompt_tokens, max_new_tokens): expected a state of an env like this one"
+            )
+        if self.group_size > 1:
+            raise ValueError(
+                f"restore() and fork() with group_size={self.group_size}: a group's rows start "
+                "and end together, so a row cannot take another state; expected group_size=1"
+            )
+        self.check_started("restore()")
+        rows = np.asarray(rows, dtype=np.int64)
+        self._forward(IncrementalLM.restore, rows.tolist(), state.cache)
+        device = self._next_logprobs.device
+        self._next_logprobs[rows] = state.next_logprobs.to(device)
+        self._cand_ids[rows] = state.candidate_ids.to(device)
+        self._cand_logprobs[rows] = state.candidate_logprobs.to(device)
+        length, gen = len(state.tokens), len(state.kl_rewards)
+        self.input_ids[rows] = self._obs_pad
+        self.input_ids[rows, :length] = state.tokens
+        self.attention_mask[rows] = 0
+        self.attention_mask[rows, :length] = 1
+        self.prompt_len[rows] = state.prompt_len
+        self.gen_len[rows] = gen
+        self.prompt_index[rows] = state.prompt_index
+        for row in rows:
+            self.row_prompt[row] = state.prompt
+        self.kl_rewards[rows] = 0.0
+        self.kl_rewards[rows, :gen] = state.kl_rewards
+        self.kl_sum[rows] = state.kl_sum
+        self.exact_kl_sum[rows] = state.exact_kl_sum
+        self.active[rows] = True
+        self.idle[rows] = False
+
     def reset_info(self, rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The reset info of ``rows``, one value per row: ``prompt`` and ``prompt_index`` (the
-        first two of `INFO_KEYS`, which every step repeats)."""
+        first two of `INFO_KEYS`, which every step repeats), and with groups ``group``."""
         rows = np.asarray(rows, dtype=np.int64)
-        return {
+        info = {
             "prompt": np.array([self.row_prompt[row] for row in rows], dtype=object),
             "prompt_index": self.prompt_index[rows].copy(),
         }
+        if self.group_size > 1:
+            info["group"] = self.group[rows].copy()
+        return info
 
     def observe(
         self, rows: int | Sequence[int] | np.ndarray | None = None
@@ -608,8 +802,17 @@ class TextGenCore:
 
     def action_masks(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """``(rows, A)`` bool: the reference's top-k / top-p tokens (plus EOS in vocab mode,
-        minus the special tokens that are not EOS and the ids beyond the tokenizer)."""
+        minus the special tokens that are not EOS and the ids beyond the tokenizer). An idle
+        row (see `GROUP_INFO_KEYS`) ignores its action: its mask allows action 0 alone."""
         self.check_started("action_masks()")
+        mask = self._reference_masks(rows)
+        idle = self.idle if rows is None else self.idle[np.asarray(rows, dtype=np.int64)]
+        if idle.any():
+            mask[idle] = False
+            mask[idle, 0] = True
+        return mask
+
+    def _reference_masks(self, rows: Sequence[int] | np.ndarray | None) -> np.ndarray:
         index = slice(None) if rows is None else torch.as_tensor(np.asarray(rows))
         if self.action_mode == "topk":
             probs = self._cand_logprobs[index].exp()  # sorted, renormalised over the k candidates
@@ -633,10 +836,11 @@ class TextGenCore:
         batched: bool = True,
         restart: tuple[np.ndarray, PromptStarts] | None = None,
     ) -> StepResult:
-        """Apply ``actions`` to the live ``rows`` (bool mask; default: all rows), and begin new
-        episodes in the ``restart`` rows (sorted, outside ``rows``) from their prompts.
+        """Apply ``actions`` to the live ``rows`` (bool mask; default: all rows; with groups,
+        whole groups), and begin new episodes in the ``restart`` rows (sorted, outside
+        ``rows``) from their prompts.
 
-        ``actions`` holds one action per row, each checked (a restarting row's is then
+        ``actions`` holds one action per row, each checked (a restarting or idle row's is then
         ignored); ``batched=False``: one action for the one row, a scalar. Nothing changes
         when this raises (a bad action, a failing scorer, RM or KL controller, a failed
         forward): what can fail runs before any state is written, a changed KL controller is
@@ -649,51 +853,75 @@ class TextGenCore:
                 "step() called on a sequence whose episode has ended (or never started): "
                 "call reset() first"
             )
+        self.check_groups(idx, "the stepped rows")
         acts = self._check_actions(actions, idx, argument, batched)
+        grouped = self.group_size > 1
+        # The rows that generate a token; idle rows (groups only) wait for their group.
+        gen, acts = (idx[~self.idle[idx]], acts[~self.idle[idx]]) if grouped else (idx, acts)
         if self.action_mode == "topk":
-            tokens = self._gather("cand_ids", idx, acts)
-            ref_lp = self._gather("cand_logprobs", idx, acts).astype(np.float64)
+            tokens = self._gather("cand_ids", gen, acts)
+            ref_lp = self._gather("cand_logprobs", gen, acts).astype(np.float64)
         else:
             tokens = acts
-            ref_lp = self._gather("next", idx, acts).astype(np.float64)
+            ref_lp = self._gather("next", gen, acts).astype(np.float64)
 
         beta = self.kl_controller.value
-        result = StepResult.empty(n, beta, scored=self.scorer is not None)
+        result = StepResult.empty(n, beta, scored=self.scorer is not None, grouped=grouped)
         result.prompt[:] = self.row_prompt
         result.prompt_index[:] = self.prompt_index
-        result.ref_logprob[idx] = ref_lp
+        result.ref_logprob[gen] = ref_lp
         kl = None
         if self.scorer is not None:
-            exact = np.zeros(len(idx))
+            exact = np.zeros(len(gen))
             pol_lp = ref_lp
-            if idx.size:
-                pol_all, probs = self._policy_logprobs(idx)
-                pol_lp = pol_all[np.arange(len(idx)), acts].astype(np.float64)
-                exact = exact_kl(pol_all, self._reference_logprobs(idx), probs)
+            if gen.size:
+                pol_all, probs = self._policy_logprobs(gen)
+                pol_lp = pol_all[np.arange(len(gen)), acts].astype(np.float64)
+                exact = exact_kl(pol_all, self._reference_logprobs(gen), probs)
             kl = kl_estimate(pol_lp, ref_lp, self.kl_estimator)
             rewards = -beta * kl
-            result.policy_logprob[idx] = pol_lp
-            result.kl[idx] = kl
-            result.episode_kl[idx] = self.kl_sum[idx] + kl
-            result.exact_kl[idx] = exact
-            result.episode_exact_kl[idx] = self.exact_kl_sum[idx] + exact
+            result.policy_logprob[gen] = pol_lp
+            result.kl[gen] = kl
+            result.episode_kl[idx] = self.kl_sum[idx]
+            result.episode_kl[gen] += kl
+            result.exact_kl[gen] = exact
+            result.episode_exact_kl[idx] = self.exact_kl_sum[idx]
+            result.episode_exact_kl[gen] += exact
         else:
-            if idx.size:
+            if gen.size:
                 self._warn_no_scorer()
             rewards = beta * ref_lp
 
-        result.kl_reward[idx] = rewards
-        gen_len = self.gen_len[idx] + 1
+        result.kl_reward[gen] = rewards
+        gen_len = self.gen_len[gen] + 1
         hit_eos = tokens == self.eos_token_id
-        done = hit_eos | (gen_len >= self.max_new_tokens)
-        done_rows, going = idx[done], idx[~done]
+        ended = hit_eos | (gen_len >= self.max_new_tokens)
+        going = gen[~ended]
+        # An episode ends when its text has, or with groups when every text of its group has.
+        text_over = self.idle.copy()
+        text_over[gen[ended]] = True
+        eos = self.ended_eos.copy()
+        eos[gen[ended]] = hit_eos[ended]
+        done = (
+            text_over
+            if not grouped
+            else np.repeat(text_over.reshape(-1, self.group_size).all(1), self.group_size)
+        )
+        done[~self.active] = False
+        done_rows = np.flatnonzero(done)
+        newly_idle = gen[ended & ~done[gen]]
+        step_rewards = np.zeros(n)
+        step_rewards[gen] = rewards
         if done_rows.size:
-            rewards = rewards.copy()
-            rewards[done] += self._finish(done_rows, tokens[done], hit_eos[done], result)
-        result.rewards[idx] = rewards
+            last = np.full(n, -1, dtype=np.int64)  # the token each row appends on this step
+            last[gen] = tokens
+            step_rewards[done_rows] += self._finish(
+                done_rows, last[done_rows], eos[done_rows], result
+            )
+        result.rewards[idx] = step_rewards[idx]
         result.terminated[done_rows] = True
         adapt = kl is not None and done_rows.size > 0
-        episode_kl = self.kl_sum[done_rows] + kl[done] if adapt else None
+        episode_kl = result.episode_kl[done_rows] if adapt else None
 
         # State changes that can fail: the KL controller (restored if anything below fails),
         # then the forwards (a failed one drops the KV cache).
@@ -704,7 +932,7 @@ class TextGenCore:
                 self.kl_controller.update(float(episode_kl.mean()), len(done_rows))
             if going.size or restart is not None:
                 next_logits, restart_logits = self._forward(
-                    self._step_forwards, idx, tokens, going, restart
+                    self._step_forwards, gen, tokens, going, restart
                 )
         except BaseException:
             if controller is not None:
@@ -713,16 +941,23 @@ class TextGenCore:
             raise
 
         # Commit: plain writes that cannot fail.
-        positions = self.prompt_len[idx] + self.gen_len[idx]
-        self.input_ids[idx, positions] = tokens
-        self.attention_mask[idx, positions] = 1
-        self.gen_len[idx] = gen_len
+        positions = self.prompt_len[gen] + self.gen_len[gen]
+        self.input_ids[gen, positions] = tokens
+        self.attention_mask[gen, positions] = 1
+        self.gen_len[gen] = gen_len
+        self.kl_rewards[gen, gen_len - 1] = rewards
         if kl is not None:
-            self.kl_sum[idx] += kl
-            self.exact_kl_sum[idx] += exact
+            self.kl_sum[gen] += kl
+            self.exact_kl_sum[gen] += exact
         self.active[done_rows] = False
-        if done_rows.size and self.action_mode == "topk":
-            self._end_candidates(done_rows)
+        self.idle[done_rows] = False
+        self.idle[newly_idle] = True
+        self.ended_eos[gen[ended]] = hit_eos[ended]
+        if self.action_mode == "topk":
+            self._end_candidates(np.union1d(done_rows, newly_idle))
+        if grouped:
+            result.group[:] = self.group
+            result.idle[:] = self.idle
         if adapt:
             self._check_kl_sign(episode_kl)
         if going.size:
@@ -734,19 +969,19 @@ class TextGenCore:
     def _step_forwards(
         self,
         kv: IncrementalLM,
-        idx: np.ndarray,
+        gen: np.ndarray,
         tokens: np.ndarray,
         going: np.ndarray,
         restart: tuple[np.ndarray, PromptStarts] | None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The forwards of a step: ``tokens`` (of rows ``idx``) fed to the rows still
+        """The forwards of a step: ``tokens`` (of rows ``gen``) fed to the rows still
         ``going``, then the prompts of the ``restart`` rows; the next logits of each."""
         logits = None
         if going.size == self.num_rows:
             logits = kv.advance(torch.from_numpy(tokens))
         elif going.size:
             feed = np.full(self.num_rows, self._obs_pad, dtype=np.int64)
-            feed[idx] = tokens
+            feed[gen] = tokens
             step_rows = np.zeros(self.num_rows, dtype=bool)
             step_rows[going] = True
             logits = kv.advance(torch.from_numpy(feed), step_rows)
@@ -780,13 +1015,14 @@ class TextGenCore:
             )
 
     def _finish(self, rows, last_tokens, hit_eos, result: StepResult) -> np.ndarray:
-        """The RM part of the reward (and final info) of the rows that finish on this step:
-        their texts are decoded here, once per episode."""
+        """The RM part of the reward (and final info) of the rows whose episodes end on this
+        step: their texts, plus ``last_tokens`` (-1: none, an idle row's text is complete), are
+        decoded here, once per episode; ``hit_eos``: whether each ended with EOS."""
         texts = []
         for row, token in zip(rows, last_tokens):
             start = self.prompt_len[row]
-            generated = [*self.input_ids[row, start : start + self.gen_len[row]], token]
-            texts.append(generated)
+            generated = self.input_ids[row, start : start + self.gen_len[row]].tolist()
+            texts.append(generated + [int(token)] if token >= 0 else generated)
         texts = self.tokenizer.batch_decode(texts, skip_special_tokens=True)
         # The prompts as the policy saw them (cut, chat-rendered): the RM judges that context.
         prompts = [self.row_prompt[row] for row in rows]

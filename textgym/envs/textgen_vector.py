@@ -16,8 +16,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textgym._checks import check_options, check_reset_mask, check_seed
-from textgym.envs.textgen_core import RESET_OPTIONS, PolicyScorer, TextGenCore
+from textgym._checks import check_options, check_reset_mask, check_seed, is_int
+from textgym.envs.textgen_core import RESET_OPTIONS, PolicyScorer, TextGenCore, TextGenState
 
 # Methods whose answer differs per row: `call` gives each row its own.
 _PER_ROW = ("action_masks", "reference_logprobs")
@@ -46,6 +46,22 @@ class TextGenVectorEnv(VectorEnv):
       single one for every reset row, or a list of N, one per row (entries of rows outside
       ``reset_mask`` are checked but not used). A conversation for every row is
       ``[conversation] * N``.
+
+    **Groups** (``group_size=k``, a divisor of N; GRPO/RLOO groups): rows ``g*k`` to
+    ``g*k + k - 1`` form group ``g``. A group's rows start together from one prompt, which the
+    reference encodes once (its keys and values are copied into the k cache rows), and end
+    together: a row whose text ends (EOS or ``max_new_tokens``) while others of its group still
+    generate is *idle* until the last one ends. An idle row's steps ignore its action (which
+    must still be a valid one), append nothing, pay reward 0.0, keep its observation and report
+    ``idle=True``; `action_masks` allows it action 0 alone, so a masked policy spends no
+    gradient on it. On the step the group's last text ends, every row of the group terminates
+    and is paid its RM score (``text`` and ``rm_score`` final, as without groups), and the
+    group restarts on the next step from a new prompt. So every episode still terminates once
+    and autoresets once (the Gymnasium contract), and an episode's return is the same as
+    without groups; the idle steps are reward-0 no-ops inside it. Infos carry ``group`` (the
+    id of the group episode, the same for its k rows: the samples of one prompt) and ``idle``
+    on every step (``group`` at resets too). ``reset_mask`` and per-row prompt options must
+    keep groups whole (one prompt per group), and ``seed`` is None or an int.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -118,6 +134,14 @@ class TextGenVectorEnv(VectorEnv):
         prompt_options = {k: v for k, v in options.items() if k != "reset_mask"}
         starts = self.core.reset_starts(prompt_options, self.num_envs, per_row=True)
         rows = np.flatnonzero(mask)
+        self.core.check_groups(rows, "options['reset_mask']")
+        if starts is not None:
+            self.core.check_group_starts(rows, starts.take(rows), "options")
+        if isinstance(seeds, list) and self.core.group_size > 1:
+            raise ValueError(
+                f"seed={seed!r}: with group_size={self.core.group_size} a group's rows draw one "
+                "prompt together, so seeds are not per row: expected None or an int"
+            )
 
         if isinstance(seeds, list):
             if self._row_rngs is None:  # rows without a seed continue the shared stream
@@ -168,6 +192,47 @@ class TextGenVectorEnv(VectorEnv):
             infos,
         )
 
+    def snapshot(self, row: int) -> TextGenState:
+        """Row ``row``'s mid-episode state, KV cache included (see `TextGenEnv.snapshot`)."""
+        return self.core.snapshot(self._row(row, "row"))
+
+    def restore(
+        self, state: TextGenState, rows: int | Sequence[int]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Continue ``state`` in each of ``rows``, replacing their episodes (a row due to
+        autoreset continues ``state`` instead). Returns every row's observation and the reset
+        infos of ``rows`` (``_key`` masks: ``rows``), as ``reset(options={"reset_mask"})`` does.
+        The other rows are untouched; the next `step` goes on from there."""
+        given = [rows] if is_int(rows) else list(rows)
+        if not given or not all(is_int(row) and 0 <= row < self.num_envs for row in given):
+            raise ValueError(
+                f"rows={rows!r}: expected a row index or a non-empty list of them, integers in "
+                f"[0, {self.num_envs})"
+            )
+        rows = np.unique(np.asarray(given, dtype=np.int64))
+        self.core.restore(rows, state)
+        self._restart[rows] = False
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[rows] = True
+        infos = self.core.reset_info(np.arange(self.num_envs))
+        infos.update({f"_{key}": mask.copy() for key in list(infos)})
+        return self.core.observe(), infos
+
+    def fork(
+        self, row: int, rows: int | Sequence[int]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Branch row ``row`` into ``rows``: each continues ``row``'s episode from its current
+        state (``restore(snapshot(row), rows)``): k continuations of one prefix, sampled in
+        one batched step."""
+        return self.restore(self.snapshot(row), rows)
+
+    def _row(self, row: Any, argument: str) -> int:
+        if not (is_int(row) and 0 <= row < self.num_envs):
+            raise ValueError(
+                f"{argument}={row!r}: expected a row index, an integer in [0, {self.num_envs})"
+            )
+        return int(row)
+
     def action_masks(self) -> np.ndarray:
         """``(N, A)`` bool masks of the reference's top-k / top-p tokens (see `TextGenEnv`)."""
         return self.core.action_masks()
@@ -183,7 +248,7 @@ class TextGenVectorEnv(VectorEnv):
     def _draw(self, rows: np.ndarray) -> np.ndarray:
         """Prompt indices for ``rows``: from the shared generator, or each row's own (drawn as a
         single `TextGenEnv` draws, so a row seeded ``s`` repeats a single env seeded ``s``)."""
-        size = len(self.core.prompts)
         if self._row_rngs is None:
-            return self.np_random.integers(size, size=len(rows))
+            return self.core.draw_prompts(self.np_random, len(rows))
+        size = len(self.core.prompts)
         return np.array([int(self._row_rngs[row].integers(size)) for row in rows], dtype=np.int64)
