@@ -99,11 +99,39 @@ class TextGenEnv(gym.Env):
       before it.
     - With a policy scorer attached: ``policy_logprob`` and ``kl`` (the KL estimate of the
       step), floats, and ``episode_kl``, the episode's summed KL estimate so far (the whole
-      episode's on the last step).
+      episode's on the last step); ``exact_kl``, the exact ``KL(pi || pi_ref)`` of the step's
+      state summed over the action space from the scorer's and the reference's full
+      distributions, and ``episode_exact_kl``, its sum so far. The exact KL is a metric beside
+      the sampled estimate, never part of the reward: as a reward it would be a detached
+      number that gives no gradient of the KL, which the sampled k1 reward does.
+    - With groups (the vector envs' ``group_size``): ``group`` and ``idle``; see
+      `TextGenVectorEnv`.
 
     So ``reward == kl_reward + rm_score - eos_penalty`` on every step, and ``terminated``
     marks the step whose ``rm_score`` and ``text`` are final. The vector envs report the same
     keys and values.
+
+    ## Constraints
+
+    ``constraint=fn`` restricts which tokens may come next: ``fn(prompt_ids, generated_ids)``
+    returns the allowed token ids (or a ``(V,)`` bool mask) for each new state; see
+    `textgym.constraints` (``TokenSet``, a fixed vocabulary; ``Regex``, the text must match a
+    pattern). With S the allowed set, the reference's distribution is renormalised over S
+    (``log pi_ref(a) - log sum_{b in S} pi_ref(b)``, ``-inf`` outside; in ``"topk"`` mode the
+    candidates are the k most likely tokens of S), the scorer's log-probs are renormalised over
+    S the same way, and the KL (sampled and exact) is ``KL(pi_S || pi_ref_S)``, between the
+    distributions a policy masked to S and the reference masked to S sample from.
+    `action_masks` allows only tokens of S, and an action outside S raises ``ValueError``
+    before anything changes: train with an agent that honours the masks. A constraint that
+    raises or allows nothing raises `textgym.constraints.ConstraintError`.
+    ``normalize_reward``'s statistics come from the unconstrained reference.
+
+    ## Branches
+
+    `snapshot` returns the episode's state (tokens, rewards so far, the reference's next-token
+    distribution and its KV cache, a `TextGenState`); `restore` continues it, here or in an
+    env with the same settings, with the same next-token log-probs, at the cost of a copy
+    instead of re-encoding the sequence. The vector env forks a row into others.
 
     ## Arguments
 
@@ -127,6 +155,7 @@ class TextGenEnv(gym.Env):
     - ``missing_eos_penalty`` (0.0): subtracted when an episode ends without EOS.
     - ``normalize_reward`` (False): scale and shift RM scores so that the reference policy's
       samples (64, drawn at construction) score mean 0 and std 1.
+    - ``constraint`` (None): see Constraints.
     - ``device``, ``dtype``, ``trust_remote_code`` (False): model placement and safety.
     - ``render_mode``: ``"ansi"`` or ``"rgb_array"``.
 

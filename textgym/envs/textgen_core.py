@@ -21,6 +21,7 @@ import torch
 from gymnasium import spaces
 
 from textgym._checks import check_int, check_number, is_int
+from textgym.constraints import Constraint, allowed_masks
 from textgym.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl_estimate
 from textgym.lm import CachedRow, IncrementalLM, load_causal_lm, load_tokenizer
 from textgym.prompts import EncodedPrompt, Prompt, encode_prompt, load_prompts, special_affixes
@@ -237,6 +238,7 @@ class TextGenCore:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         trust_remote_code: bool = False,
+        constraint: Constraint | None = None,
     ) -> None:
         check_int("num_rows", num_rows, low=1)
         check_int("group_size", group_size, low=1)
@@ -268,6 +270,11 @@ class TextGenCore:
             )
         check_number("top_p", top_p, above=0, at_most=1)
         check_number("missing_eos_penalty", missing_eos_penalty)
+        if constraint is not None and not callable(constraint):
+            raise TypeError(
+                f"constraint={constraint!r} is not callable: expected "
+                "constraint(prompt_ids, generated_ids) -> allowed token ids or a bool mask"
+            )
         for name, flag in (
             ("normalize_reward", normalize_reward),
             ("trust_remote_code", trust_remote_code),  # a truthy "no" must not run remote code
@@ -284,6 +291,7 @@ class TextGenCore:
         self.top_k = top_k
         self.top_p = float(top_p)
         self.missing_eos_penalty = float(missing_eos_penalty)
+        self.constraint = constraint
         self.kl_controller = (
             AdaptiveKLController(kl_coef, kl_target, kl_horizon)
             if kl_target is not None
@@ -542,8 +550,9 @@ class TextGenCore:
         """
         rows = np.asarray(rows, dtype=np.int64)
         self.check_group_starts(rows, starts, "rows")
+        allowed = self._allowed([(ids, ()) for ids in starts.ids])
         logits = self._forward(IncrementalLM.start, rows.tolist(), starts.ids)
-        self._commit_starts(rows, starts, logits)
+        self._commit_starts(rows, starts, logits, allowed)
 
     def check_groups(self, rows: np.ndarray, argument: str) -> None:
         """Raise naming ``argument`` unless the sorted ``rows`` are whole groups."""
@@ -580,8 +589,14 @@ class TextGenCore:
         draws = rng.integers(len(self.prompts), size=count // self.group_size)
         return np.repeat(draws, self.group_size)
 
-    def _commit_starts(self, rows: np.ndarray, starts: PromptStarts, logits: torch.Tensor) -> None:
-        self._set_next(rows, logits)
+    def _commit_starts(
+        self,
+        rows: np.ndarray,
+        starts: PromptStarts,
+        logits: torch.Tensor,
+        allowed: torch.Tensor | None,
+    ) -> None:
+        self._set_next(rows, logits, allowed)
         self.input_ids[rows] = self._obs_pad
         self.attention_mask[rows] = 0
         for row, ids, text in zip(rows, starts.ids, starts.texts):
@@ -668,10 +683,23 @@ class TextGenCore:
         source = self._cand_logprobs if name == "cand_logprobs" else self._next_logprobs
         return source[torch.as_tensor(idx, device=source.device)].float().cpu().numpy()
 
-    def _set_next(self, rows: np.ndarray, logits: torch.Tensor) -> None:
-        """Store the reference's next-token distribution for ``rows`` (one log-softmax per step)."""
+    def _allowed(self, states: list[tuple[Any, Any]]) -> torch.Tensor | None:
+        """The constraint's allowed tokens of each ``(prompt_ids, generated_ids)`` state, a
+        ``(len(states), V)`` bool tensor (None without a constraint)."""
+        if self.constraint is None or not states:
+            return None
+        device = self._next_logprobs.device
+        return allowed_masks(self.constraint, states, self.vocab_size, device)
+
+    def _set_next(
+        self, rows: np.ndarray, logits: torch.Tensor, allowed: torch.Tensor | None = None
+    ) -> None:
+        """Store the reference's next-token distribution for ``rows`` (one log-softmax per
+        step), renormalised over the ``allowed`` tokens when there is a constraint."""
         every = len(rows) == self.num_rows  # rows are sorted, so then they are all rows in order
         target = slice(None) if every else torch.as_tensor(rows, device=logits.device)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
         self._next_logprobs[target] = torch.log_softmax(logits, dim=-1)  # (k, V)
         if self.action_mode == "topk":
             top = torch.topk(logits, self.top_k, dim=-1)
@@ -682,7 +710,8 @@ class TextGenCore:
     @property
     def signature(self) -> tuple:
         """What a `TextGenState` must agree on to be restored here: the reference model (its
-        name and dtype), the vocabulary, the action mode and the sequence shape."""
+        name and dtype), the vocabulary, the action mode, the sequence shape and the
+        constraint (equal, or the same function)."""
         ref = self.reference_model
         return (
             str(ref.config.name_or_path),
@@ -692,6 +721,7 @@ class TextGenCore:
             self.top_k if self.action_mode == "topk" else None,
             self.max_prompt_tokens,
             self.max_new_tokens,
+            self.constraint,
         )
 
     def snapshot(self, row: int) -> TextGenState:
@@ -731,7 +761,8 @@ class TextGenCore:
             raise ValueError(
                 f"state was taken from an env with settings {state.signature}, this one has "
                 f"{self.signature} (reference model, dtype, vocabulary, action mode, top_k, "
-                "max_prompt_tokens, max_new_tokens): expected a state of an env like this one"
+                "max_prompt_tokens, max_new_tokens, constraint): expected a state of an env like "
+                "this one"
             )
         if self.group_size > 1:
             raise ValueError(
@@ -764,7 +795,8 @@ class TextGenCore:
 
     def reset_info(self, rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The reset info of ``rows``, one value per row: ``prompt`` and ``prompt_index`` (the
-        first two of `INFO_KEYS`, which every step repeats), and with groups ``group``."""
+        first two of `INFO_KEYS`, which every step repeats), and with groups ``group`` and
+        ``idle`` (`GROUP_INFO_KEYS`)."""
         rows = np.asarray(rows, dtype=np.int64)
         info = {
             "prompt": np.array([self.row_prompt[row] for row in rows], dtype=object),
@@ -772,6 +804,7 @@ class TextGenCore:
         }
         if self.group_size > 1:
             info["group"] = self.group[rows].copy()
+            info["idle"] = self.idle[rows].copy()
         return info
 
     def observe(
@@ -802,10 +835,18 @@ class TextGenCore:
 
     def action_masks(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """``(rows, A)`` bool: the reference's top-k / top-p tokens (plus EOS in vocab mode,
-        minus the special tokens that are not EOS and the ids beyond the tokenizer). An idle
-        row (see `GROUP_INFO_KEYS`) ignores its action: its mask allows action 0 alone."""
+        minus the special tokens that are not EOS and the ids beyond the tokenizer), and with
+        a constraint only the tokens it allows (those alone when none of the others is). An
+        idle row (see `GROUP_INFO_KEYS`) ignores its action: its mask allows action 0 alone."""
         self.check_started("action_masks()")
         mask = self._reference_masks(rows)
+        if self.constraint is not None:  # the allowed tokens: those the reference can still draw
+            index = slice(None) if rows is None else torch.as_tensor(np.asarray(rows))
+            source = self._cand_logprobs if self.action_mode == "topk" else self._next_logprobs
+            allowed = torch.isfinite(source[index]).cpu().numpy()
+            mask &= allowed
+            empty = ~mask.any(axis=1)
+            mask[empty] = allowed[empty]
         idle = self.idle if rows is None else self.idle[np.asarray(rows, dtype=np.int64)]
         if idle.any():
             mask[idle] = False
@@ -864,6 +905,13 @@ class TextGenCore:
         else:
             tokens = acts
             ref_lp = self._gather("next", gen, acts).astype(np.float64)
+        if self.constraint is not None and not np.isfinite(ref_lp).all():
+            bad = int(np.flatnonzero(~np.isfinite(ref_lp))[0])
+            raise ValueError(
+                f"{argument}={int(acts[bad])} in row {int(gen[bad])} is token {int(tokens[bad])}, "
+                "which the constraint does not allow here: expected an action that "
+                "action_masks() allows"
+            )
 
         beta = self.kl_controller.value
         result = StepResult.empty(n, beta, scored=self.scorer is not None, grouped=grouped)
@@ -876,8 +924,11 @@ class TextGenCore:
             pol_lp = ref_lp
             if gen.size:
                 pol_all, probs = self._policy_logprobs(gen)
+                ref_all = self._reference_logprobs(gen)
+                if self.constraint is not None:
+                    pol_all, probs = self._on_support(pol_all, np.isfinite(ref_all), gen)
                 pol_lp = pol_all[np.arange(len(gen)), acts].astype(np.float64)
-                exact = exact_kl(pol_all, self._reference_logprobs(gen), probs)
+                exact = exact_kl(pol_all, ref_all, probs)
             kl = kl_estimate(pol_lp, ref_lp, self.kl_estimator)
             rewards = -beta * kl
             result.policy_logprob[gen] = pol_lp
@@ -923,6 +974,18 @@ class TextGenCore:
         adapt = kl is not None and done_rows.size > 0
         episode_kl = result.episode_kl[done_rows] if adapt else None
 
+        # The constraint's allowed tokens of the new states (a user function: before any write).
+        going_allowed = restart_allowed = None
+        if self.constraint is not None:
+            going_tokens = dict(zip(gen.tolist(), tokens.tolist()))
+            states = []
+            for row in going.tolist():
+                prompt, generated = self._sequence(row)
+                states.append((prompt, [*generated.tolist(), going_tokens[row]]))
+            going_allowed = self._allowed(states)
+            if restart is not None:
+                restart_allowed = self._allowed([(ids, ()) for ids in restart[1].ids])
+
         # State changes that can fail: the KL controller (restored if anything below fails),
         # then the forwards (a failed one drops the KV cache).
         controller = vars(self.kl_controller).copy() if adapt else None
@@ -961,10 +1024,32 @@ class TextGenCore:
         if adapt:
             self._check_kl_sign(episode_kl)
         if going.size:
-            self._set_next(going, next_logits)
+            self._set_next(going, next_logits, going_allowed)
         if restart is not None:
-            self._commit_starts(*restart, restart_logits)
+            self._commit_starts(*restart, restart_logits, restart_allowed)
         return result
+
+    def _sequence(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``row``'s prompt ids and generated ids."""
+        start = int(self.prompt_len[row])
+        return self.input_ids[row, :start], self.input_ids[row, start : start + self.gen_len[row]]
+
+    def _on_support(
+        self, pol_all: np.ndarray, support: np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The policy's log-probs renormalised over the constraint's ``support`` (and their
+        exponentials): the distribution a policy masked to the allowed tokens samples from."""
+        with np.errstate(divide="ignore"):
+            probs = np.where(support, np.exp(pol_all), 0.0)
+            mass = probs.sum(axis=1, keepdims=True, dtype=np.float64)
+            if not (mass > 0).all():
+                row = int(rows[np.flatnonzero(mass[:, 0] <= 0)[0]])
+                raise ScorerError(
+                    f"the policy scorer {self.scorer!r} gives the tokens the constraint allows "
+                    f"in row {row} no probability: expected some mass on them"
+                )
+            logprobs = np.where(support, pol_all - np.log(mass), -np.inf)
+        return logprobs.astype(np.float32), (probs / mass).astype(np.float32)
 
     def _step_forwards(
         self,

@@ -48,19 +48,20 @@ class TextGenVectorEnv(VectorEnv):
       ``[conversation] * N``.
 
     **Groups** (``group_size=k``, a divisor of N; GRPO/RLOO groups): rows ``g*k`` to
-    ``g*k + k - 1`` form group ``g``. A group's rows start together from one prompt, which the
+    ``g*k+k-1`` form group ``g``. A group's rows start together from one prompt, which the
     reference encodes once (its keys and values are copied into the k cache rows), and end
     together: a row whose text ends (EOS or ``max_new_tokens``) while others of its group still
-    generate is *idle* until the last one ends. An idle row's steps ignore its action (which
-    must still be a valid one), append nothing, pay reward 0.0, keep its observation and report
-    ``idle=True``; `action_masks` allows it action 0 alone, so a masked policy spends no
-    gradient on it. On the step the group's last text ends, every row of the group terminates
-    and is paid its RM score (``text`` and ``rm_score`` final, as without groups), and the
-    group restarts on the next step from a new prompt. So every episode still terminates once
-    and autoresets once (the Gymnasium contract), and an episode's return is the same as
-    without groups; the idle steps are reward-0 no-ops inside it. Infos carry ``group`` (the
-    id of the group episode, the same for its k rows: the samples of one prompt) and ``idle``
-    on every step (``group`` at resets too). ``reset_mask`` and per-row prompt options must
+    generate is *idle* until the last one ends: ``idle=True`` from the step its text ends on
+    (that step's token counts as usual), meaning its *next* action is ignored. An idle row's
+    steps ignore its action (which must still be a valid one), append nothing, pay reward 0.0
+    and keep its observation; `action_masks` allows it action 0 alone, so a masked policy
+    spends no gradient on it. On the step the group's last text ends, every row of the group
+    terminates and is paid its RM score (``text`` and ``rm_score`` final, as without groups),
+    and the group restarts on the next step from a new prompt. So every episode still
+    terminates once and autoresets once (the Gymnasium contract), and an episode's return is
+    the same as without groups; the idle steps are reward-0 no-ops inside it. Infos carry
+    ``group`` (the id of the group episode, the same for its k rows: the samples of one prompt)
+    and ``idle`` on every step and at resets. ``reset_mask`` and per-row prompt options must
     keep groups whole (one prompt per group), and ``seed`` is None or an int.
     """
 
