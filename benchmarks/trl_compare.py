@@ -2,6 +2,7 @@
 
     /work/venv-trl/bin/python benchmarks/trl_compare.py               # the figures in README
     /work/venv-trl/bin/python benchmarks/trl_compare.py --updates 3   # a quick look
+    /work/venv-trl/bin/python benchmarks/trl_compare.py --group-size 4 --advantage rloo
 
 TRL is not a dependency of textgym: install the ``bench`` extra in a separate environment
 (``pip install -e .[bench]``, or ``pip install trl==1.16.0`` in a virtualenv made with
@@ -15,9 +16,18 @@ summed over the sequence, up to 24 new tokens (EOS ends a completion on both sid
 tokens actually generated are counted), episodes per update, minibatch size, epochs (PPO
 epochs = RLOO's ``num_iterations``), learning rate (constant), Adam epsilon, max grad norm,
 clip range, advantage normalisation, fp32, sampling at temperature 1 without filtering. What
-differs is the algorithm (PPO with a value head and GAE on per-token rewards against RLOO's
-leave-one-out baseline over ``num_generations`` samples of a prompt, a sequence-level ratio and
-no value head) and how prompts are drawn; README section "textgym against TRL" has the list.
+differs by default is the algorithm (PPO with a value head and GAE on per-token rewards against
+RLOO's leave-one-out baseline over ``num_generations`` samples of a prompt, a sequence-level
+ratio and no value head) and how prompts are drawn; README section "textgym against TRL" has
+the list.
+
+``--group-size k --advantage rloo`` with ``k`` = ``--num_generations`` (4 by default) runs
+textgym like for like: `SequencePPO` samples ``k`` texts of each prompt (the env's groups) and
+gives every token of a text the RLOO advantage, its KL-regularised return minus the mean
+return of the other ``k - 1`` (as TRL's ``reward - beta * kl``), with no value head
+(``vf_coef=0``). What still differs then: textgym's ratio and clipping are per token, TRL's per
+sequence, and textgym normalises the advantages over tokens, TRL over sequences. Either option
+alone works too (``--group-size k``: groups with GAE). Options take ``-`` or ``_`` alike.
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ class Args:
     warmup: int = 1  # updates per trainer left out of the timing (first forwards, allocator)
     episodes: int = 64  # episodes (completions) per update
     num_generations: int = 4  # TRL: completions per prompt (RLOO's k); episodes / k prompts
+    group_size: int = 1  # textgym: completions per prompt (like for like: num_generations)
+    advantage: str = "gae"  # textgym: "gae" (value head) or "rloo" (TRL's baseline, no value head)
     minibatch: int = 16  # episodes per gradient step
     epochs: int = 4  # passes over an update's episodes (TRL: num_iterations)
     learning_rate: float = 3e-5  # the zoo's rate for the GPT policy, constant on both sides
@@ -75,8 +87,10 @@ class Args:
 
 def make_textgym(args: Args):
     """The zoo's ``gpt`` agent (SequencePPO through the batched TextGen env), one row per
-    episode of an update."""
+    episode of an update; with ``advantage="rloo"`` without a value head, as TRL's RLOO."""
     from textgym_agents.zoo import make_agent
+
+    no_value_head = {"vf_coef": 0.0} if args.advantage == "rloo" else {}
 
     return make_agent(
         "gpt",
@@ -90,6 +104,9 @@ def make_textgym(args: Args):
         learning_rate=args.learning_rate,
         max_grad_norm=args.max_grad_norm,
         clip_range=args.clip_range,
+        group_size=args.group_size,
+        advantage=args.advantage,
+        **no_value_head,
     )
 
 
@@ -513,7 +530,8 @@ def _ev(r: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, default in vars(Args()).items():
-        parser.add_argument(f"--{name}", type=type(default), default=default)
+        spellings = dict.fromkeys((f"--{name}", f"--{name.replace('_', '-')}"))
+        parser.add_argument(*spellings, type=type(default), default=default)
     args = Args(**vars(parser.parse_args(argv)))
     if not 0 <= args.warmup < args.updates:
         parser.error(f"--warmup={args.warmup} must be >= 0 and below --updates={args.updates}")

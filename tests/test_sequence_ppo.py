@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
 
+from textgym.constraints import TokenSet
 from textgym_agents.gpt_policy import GPTActorCriticPolicy
-from textgym_agents.sequence_ppo import SequencePPO
+from textgym_agents.sequence_ppo import Episode, SequencePPO, rloo_advantages
 from textgym_agents.zoo import make_agent
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
@@ -26,6 +31,24 @@ def trainer(path, *, action_mode="vocab", rm=None, kl_coef=0.5, **kwargs) -> Seq
         env_kwargs["reward_model"] = rm
     settings = {"num_envs": 4, "episodes_per_update": 8, "minibatch_episodes": 4, **kwargs}
     return SequencePPO(env_kwargs, seed=0, **settings)
+
+
+def length_reward(prompts, texts):
+    return [len(t) / 10.0 for t in texts]
+
+
+def ending_early(agent: SequencePPO, bonus: float = 5.0) -> SequencePPO:
+    """Raise the EOS logit of the policy's head ("vocab" mode), in acting and in the update
+    alike, so texts end at different steps and rows of a group go idle."""
+    head, eos = agent.policy.action_logits, agent.eos_token_id
+
+    def action_logits(token_logits, hidden=None, candidate_ids=None):
+        logits = head(token_logits, hidden, candidate_ids).clone()
+        logits[..., eos] += bonus
+        return logits
+
+    agent.policy.action_logits = action_logits
+    return agent
 
 
 def full_forward_logprobs(agent: SequencePPO, episodes) -> list[np.ndarray]:
@@ -136,11 +159,149 @@ def test_save_and_load_round_trip(tiny_gpt2, tmp_path):
 
 @pytest.mark.parametrize(
     ("argument", "value"),
-    [("num_envs", 0), ("episodes_per_update", 0), ("n_epochs", 1.5), ("clip_range", 0.0)],
+    [
+        ("num_envs", 0),
+        ("episodes_per_update", 0),
+        ("n_epochs", 1.5),
+        ("clip_range", 0.0),
+        ("group_size", 0),
+        ("group_size", 3),  # does not divide num_envs=4
+        ("advantage", "grpo"),
+    ],
 )
 def test_bad_settings_name_the_argument(tiny_gpt2, argument, value):
     with pytest.raises(ValueError, match=argument):
         trainer(tiny_gpt2, **{argument: value})
+
+
+def test_rloo_needs_groups_and_group_size_belongs_to_the_trainer(tiny_gpt2):
+    with pytest.raises(ValueError, match="advantage='rloo' with group_size=1"):
+        trainer(tiny_gpt2, advantage="rloo")
+    with pytest.raises(ValueError, match="env_kwargs=.*sets group_size"):
+        SequencePPO({"model": str(tiny_gpt2), "group_size": 2}, num_envs=4)
+    with pytest.raises(ValueError, match="env_kwargs sets a constraint"):
+        SequencePPO({"model": str(tiny_gpt2), "constraint": TokenSet((5, 7))}, num_envs=4)
+
+
+def test_grouped_episodes_come_in_whole_groups_that_share_their_prompt(tiny_gpt2):
+    agent = trainer(tiny_gpt2, group_size=2, episodes_per_update=7)
+    episodes = agent.collect() + agent.collect()
+    sizes = Counter(e.group for e in episodes)
+    assert len(sizes) >= 7 and set(sizes.values()) == {2}
+    for group in sizes:
+        first, second = (e for e in episodes if e.group == group)
+        np.testing.assert_array_equal(first.prompt, second.prompt)
+        assert first.prompt_text == second.prompt_text
+
+
+def test_episodes_without_groups_have_group_minus_one(tiny_gpt2):
+    assert {e.group for e in trainer(tiny_gpt2, episodes_per_update=4).collect()} == {-1}
+
+
+def test_idle_rows_record_nothing_and_their_rewards_sum_to_the_env_return(tiny_gpt2):
+    agent = ending_early(trainer(tiny_gpt2, rm=length_reward, group_size=2, episodes_per_update=16))
+    env_returns, running, idle_steps = [], np.zeros(agent.num_envs), []
+    step = agent.env.step
+
+    def recording_step(actions):
+        out = step(actions)
+        _, rewards, terminated, _, infos = out
+        running[:] += rewards  # a restarting row is paid 0
+        idle_steps.append(int(infos["idle"].sum()))
+        for row in np.flatnonzero(terminated):
+            env_returns.append(running[row])
+            running[row] = 0.0
+        return out
+
+    agent.env.step = recording_step
+    episodes = agent.collect()
+    assert sum(idle_steps) > 0
+    lengths = {len(e.tokens) for e in episodes}
+    assert len(lengths) > 1
+    for e in episodes:
+        assert len(e.tokens) == len(e.actions) == len(e.logprobs) == len(e.rewards)
+        assert agent.eos_token_id not in e.tokens[:-1]  # nothing after a text's end
+    returns = [e.episode_return for e in episodes]
+    np.testing.assert_allclose(returns, env_returns[: len(episodes)], atol=1e-5)
+    # Idle rows fed their policy cache nothing: acting matches a plain forward pass.
+    for e, recomputed in zip(episodes, full_forward_logprobs(agent, episodes)):
+        np.testing.assert_allclose(e.logprobs, recomputed, atol=1e-4)
+
+
+def handmade_episode(rewards: list[float], group: int) -> Episode:
+    n = len(rewards)
+    return Episode(
+        prompt=np.array([1, 2]),
+        tokens=np.arange(n),
+        actions=np.arange(n),
+        logprobs=np.zeros(n, dtype=np.float32),
+        rewards=np.array(rewards, dtype=np.float32),
+        candidates=None,
+        rm_score=rewards[-1],
+        kl=0.0,
+        kl_coef=0.0,
+        text="",
+        prompt_text="",
+        group=group,
+    )
+
+
+def test_rloo_advantage_is_the_return_minus_the_mean_of_the_others(tiny_gpt2):
+    groups = [7, 3, 7, 3, 7, 3]  # two groups of 3, interleaved
+    rewards = [[0.5], [-0.1, 0.25, 1.0], [0.0, 2.0], [0.75], [0.25, -0.5], [1.5, 0.0]]
+    episodes = [handmade_episode(r, g) for r, g in zip(rewards, groups)]
+    returns = np.array([sum(r) for r in rewards])
+    expected = [
+        returns[i] - np.mean([returns[j] for j in range(6) if j != i and groups[j] == groups[i]])
+        for i in range(6)
+    ]
+    np.testing.assert_allclose(rloo_advantages(episodes, 3), expected, rtol=1e-6)
+
+    agent = trainer(tiny_gpt2, num_envs=3, group_size=3, advantage="rloo")
+    advantages, targets = agent._advantages(episodes)
+    for i, r in enumerate(rewards):  # every token gets its episode's advantage
+        np.testing.assert_allclose(advantages[i, : len(r)], expected[i], rtol=1e-6)
+        np.testing.assert_allclose(targets[i, : len(r)], np.cumsum(r[::-1])[::-1], rtol=1e-6)
+    with pytest.raises(ValueError, match="whole groups of group_size=3"):
+        rloo_advantages(episodes[:5], 3)
+
+
+def test_rloo_without_a_value_loss_trains_the_policy_alone(tiny_gpt2):
+    agent = trainer(
+        tiny_gpt2, rm=length_reward, group_size=2, advantage="rloo", vf_coef=0.0, learning_rate=1e-3
+    )
+    before = {k: v.clone() for k, v in agent.policy.state_dict().items()}
+    forward, grad_enabled = agent._forward, []
+
+    def recording_forward(episodes):
+        grad_enabled.append(torch.is_grad_enabled())
+        return forward(episodes)
+
+    agent._forward = recording_forward
+    agent.learn(30)
+    assert grad_enabled and all(grad_enabled)  # no forward pass for old values
+    after = agent.policy.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("trunk.") for k in changed)
+    assert not any(k.startswith("value_head.") for k in changed)
+
+
+def test_load_state_round_trips_group_size_and_advantage(tiny_gpt2, tmp_path):
+    path = tmp_path / "trainer.zip"
+    settings = {"num_envs": 2, "group_size": 2, "episodes_per_update": 2}
+    agent = trainer(tiny_gpt2, advantage="rloo", **settings)
+    agent.update(agent.collect())
+    agent.save(path)
+    with zipfile.ZipFile(path) as archive:
+        saved = json.loads(archive.read("trainer.json"))
+    assert (saved["group_size"], saved["advantage"]) == (2, "rloo")
+    resumed = trainer(tiny_gpt2, advantage="rloo", **settings)
+    resumed.load_state(path)
+    assert resumed.num_timesteps == agent.num_timesteps
+    other = trainer(tiny_gpt2, **settings)
+    with pytest.raises(ValueError, match="'advantage': 'rloo'"):
+        other.load_state(path)
+    assert other.num_timesteps == 0
 
 
 def test_zoo_gpt_on_textgen_is_the_sequence_trainer(tiny_gpt2):
