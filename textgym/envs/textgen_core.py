@@ -948,27 +948,15 @@ class TextGenCore:
         hit_eos = tokens == self.eos_token_id
         ended = hit_eos | (gen_len >= self.max_new_tokens)
         going = gen[~ended]
-        # An episode ends when its text has, or with groups when every text of its group has.
-        text_over = self.idle.copy()
-        text_over[gen[ended]] = True
-        eos = self.ended_eos.copy()
-        eos[gen[ended]] = hit_eos[ended]
-        done = (
-            text_over
-            if not grouped
-            else np.repeat(text_over.reshape(-1, self.group_size).all(1), self.group_size)
-        )
-        done[~self.active] = False
-        done_rows = np.flatnonzero(done)
-        newly_idle = gen[ended & ~done[gen]]
         step_rewards = np.zeros(n)
         step_rewards[gen] = rewards
+        if grouped:  # an episode ends when every text of its group has ended
+            done_rows, newly_idle, last, eos = self._group_ends(gen, tokens, ended, hit_eos)
+        else:  # an episode ends with its text
+            done_rows, newly_idle = gen[ended], gen[:0]
+            last, eos = tokens[ended], hit_eos[ended]
         if done_rows.size:
-            last = np.full(n, -1, dtype=np.int64)  # the token each row appends on this step
-            last[gen] = tokens
-            step_rewards[done_rows] += self._finish(
-                done_rows, last[done_rows], eos[done_rows], result
-            )
+            step_rewards[done_rows] += self._finish(done_rows, last, eos, result)
         result.rewards[idx] = step_rewards[idx]
         result.terminated[done_rows] = True
         adapt = kl is not None and done_rows.size > 0
@@ -1017,7 +1005,7 @@ class TextGenCore:
         self.idle[newly_idle] = True
         self.ended_eos[gen[ended]] = hit_eos[ended]
         if self.action_mode == "topk":
-            self._end_candidates(np.union1d(done_rows, newly_idle))
+            self._end_candidates(np.union1d(done_rows, newly_idle) if grouped else done_rows)
         if grouped:
             result.group[:] = self.group
             result.idle[:] = self.idle
@@ -1028,6 +1016,24 @@ class TextGenCore:
         if restart is not None:
             self._commit_starts(*restart, restart_logits, restart_allowed)
         return result
+
+    def _group_ends(
+        self, gen: np.ndarray, tokens: np.ndarray, ended: np.ndarray, hit_eos: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """With groups, after rows ``gen`` append ``tokens`` (their texts ``ended`` now, with
+        ``hit_eos``): the rows whose group ends (every text of it has), the rows that turn
+        idle, and for the ending rows the token each appends now (-1 for idle ones) and
+        whether its text ended with EOS."""
+        text_over = self.idle.copy()
+        text_over[gen[ended]] = True
+        eos = self.ended_eos.copy()
+        eos[gen[ended]] = hit_eos[ended]
+        k = self.group_size
+        done = np.repeat(text_over.reshape(-1, k).all(1), k) & self.active
+        done_rows = np.flatnonzero(done)
+        last = np.full(self.num_rows, -1, dtype=np.int64)
+        last[gen] = tokens
+        return done_rows, gen[ended & ~done[gen]], last[done_rows], eos[done_rows]
 
     def _sequence(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ``row``'s prompt ids and generated ids."""
