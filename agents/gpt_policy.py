@@ -40,7 +40,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTrainedModel
 
 from textgym.envs.textgen_core import core_of
-from textgym.lm import quiet_loading
+from textgym.lm import cache_keyword, cache_layers, output_cache, quiet_loading
 from textgym_agents.saving import (
     from_bytes,
     kwargs_from_json,
@@ -244,6 +244,32 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         values = self.value_head(hidden).float().squeeze(-1)
         return self.action_logits(token_logits, hidden, candidate_ids), values
 
+    def shared_prompt_logits_and_values(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        pick: torch.Tensor,
+        tokens: torch.Tensor,
+        candidate_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`action_logits_and_values` of the states of B generated sequences of which many
+        share a prompt: each distinct prompt goes through the trunk once (see
+        `shared_prompt_forward`); equal to the plain forward in value and in gradient.
+
+        :param prompt_ids: ``(U, P)`` the distinct prompts, left-padded.
+        :param prompt_mask: ``(U, P)``.
+        :param pick: ``(B,)`` the prompt of each sequence.
+        :param tokens: ``(B, T)`` the generated ids, right-padded; the states read are the
+            T before each of them.
+        :param candidate_ids: ``(B, T, k)`` (head ``"candidates"`` only).
+        """
+        self.check_initialised()
+        token_logits, hidden = shared_prompt_forward(
+            self.trunk, prompt_ids, prompt_mask, pick, tokens
+        )
+        values = self.value_head(hidden).float().squeeze(-1)
+        return self.action_logits(token_logits, hidden, candidate_ids), values
+
     def action_logits(
         self,
         token_logits: torch.Tensor,
@@ -414,6 +440,66 @@ def causal_lm_forward(
     :return: the next-token logits ``(B, T, V)``, after every logit transform of the model's
         family, and the last hidden states ``(B, T, H)`` that the LM head read there.
     """
+    logits, hidden, _ = _read_at(
+        trunk, positions, input_ids=input_ids, attention_mask=attention_mask
+    )
+    return logits, hidden
+
+
+def shared_prompt_forward(
+    trunk: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    pick: torch.Tensor,
+    tokens: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`causal_lm_forward` of B sequences ``prompt + tokens`` read at the state before each
+    generated token, when many share a prompt (the samples of a group): one forward over the
+    U distinct prompts, whose keys and values (indexed by ``pick``, so their gradients sum over
+    the rows that share them) the B continuations then attend to. The same logits and
+    gradients as one forward over every full sequence, without encoding a prompt twice.
+
+    :param prompt_ids: ``(U, P)`` left-padded prompts; ``prompt_mask`` ``(U, P)``.
+    :param pick: ``(B,)`` each sequence's prompt.
+    :param tokens: ``(B, T)`` generated ids, right-padded (padding is never read).
+    :return: the next-token logits ``(B, T, V)`` and last hidden states ``(B, T, H)``.
+    """
+    count, width = prompt_ids.shape
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    last = torch.full((count, 1), width - 1, device=prompt_ids.device)
+    logits, hidden, out = _read_at(
+        trunk,
+        last,
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=positions,
+        use_cache=True,
+    )
+    logits, hidden = logits[pick], hidden[pick]
+    steps = tokens.shape[1]
+    if steps == 1:
+        return logits, hidden
+    cache = output_cache(out)
+    for layer in cache_layers(cache):
+        layer.keys, layer.values = layer.keys[pick], layer.values[pick]
+    fed = tokens[:, :-1]  # the state before token t >= 1 ends with token t - 1
+    lengths = prompt_mask.sum(-1)[pick]
+    rest_logits, rest_hidden, _ = _read_at(
+        trunk,
+        torch.arange(steps - 1, device=tokens.device).expand(len(tokens), -1),
+        input_ids=fed,
+        attention_mask=torch.cat([prompt_mask[pick], torch.ones_like(fed)], dim=1),
+        position_ids=lengths[:, None] + torch.arange(steps - 1, device=tokens.device),
+        **{cache_keyword(trunk): cache},
+    )
+    return torch.cat([logits, rest_logits], dim=1), torch.cat([hidden, rest_hidden], dim=1)
+
+
+def _read_at(
+    trunk: PreTrainedModel, positions: torch.Tensor, **inputs: Any
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """The trunk's forward on ``inputs``, its logits and last hidden states read at
+    ``positions`` ``(B, T)`` only, and its output."""
     # The model's forward computes the logits: rebuilding them from ``base_model`` and the
     # output embeddings would skip its family's transforms (scaling, softcapping). A hook lets
     # only the wanted positions reach the LM head (``logits_to_keep`` takes positions per row
@@ -429,15 +515,15 @@ def causal_lm_forward(
 
     hook = trunk.get_output_embeddings().register_forward_pre_hook(at_positions)
     try:
-        logits = trunk(input_ids=input_ids, attention_mask=attention_mask).logits
+        out = trunk(**inputs)
     finally:
         hook.remove()
-    if len(read) != 1 or logits.shape[:2] != positions.shape:
+    if len(read) != 1 or out.logits.shape[:2] != positions.shape:
         raise TypeError(
             f"{type(trunk).__name__} did not compute its logits with its output embeddings "
             "once per forward pass: expected a causal LM whose forward applies its LM head"
         )
-    return logits, read[0]
+    return out.logits, read[0], out
 
 
 def _make_trunk(lm_config: dict[str, Any], init_from: str | None) -> tuple[nn.Module, str | None]:

@@ -60,6 +60,7 @@ from torch import nn
 from textgym._checks import check_int
 from textgym.envs.textgen_vector import TextGenVectorEnv
 from textgym.lm import IncrementalLM
+from textgym.reference import sample_tokens
 from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
 from textgym_agents.saving import from_bytes, to_bytes, write_archive
 
@@ -284,9 +285,13 @@ class SequencePPO:
         }
 
     def _prefixes(self) -> list[np.ndarray]:
+        """Each row's tokens so far, for the policy's cache; a row that restarts on the next
+        step or waits idle reads no logits from it, so it gets a one-token stand-in."""
         obs = self._obs
         return [
-            obs["input_ids"][row, : int(obs["attention_mask"][row].sum())]
+            np.array([self.pad_token_id])
+            if self._restart[row] or self._idle[row]
+            else obs["input_ids"][row, : int(obs["attention_mask"][row].sum())]
             for row in range(self.num_envs)
         ]
 
@@ -317,7 +322,7 @@ class SequencePPO:
             )
             action_logits = self.policy.action_logits(logits, candidate_ids=candidates)
             logprobs = torch.log_softmax(action_logits, dim=-1)
-            actions = torch.multinomial(logprobs.exp(), 1, generator=self.generator).squeeze(-1)
+            actions = sample_tokens(logprobs, generator=self.generator)
             logprobs_np = logprobs.cpu().numpy()
             actions_np = actions.cpu().numpy()
             live, acting = ~self._restart, self._acting()
@@ -388,27 +393,44 @@ class SequencePPO:
     # ------------------------------------------------------------------ the update
     def _forward(self, episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One forward pass per sequence: ``(logits [B, T, A], values [B, T], valid [B, T])``
-        at every generated position (the state before each action)."""
-        batch, width = len(episodes), max(len(e.prompt) + len(e.tokens) for e in episodes)
-        steps = max(len(e.tokens) for e in episodes)
+        at every generated position (the state before each action). With groups, episodes
+        that share a prompt share its encoding: each distinct prompt goes through the trunk
+        once (`shared_prompt_forward`, the same values and gradients)."""
+        batch, steps = len(episodes), max(len(e.tokens) for e in episodes)
+        valid = _pad([np.ones(len(e.tokens), dtype=bool) for e in episodes])
+        # The candidates of each state ("topk" mode; in "vocab" mode the head needs none).
+        cands = None
+        if self.topk:
+            cands = np.zeros((batch, steps, self.env.single_action_space.n), np.int64)
+            for i, e in enumerate(episodes):
+                cands[i, : len(e.tokens)] = e.candidates
+            cands = self._to(cands)
+        distinct: dict[tuple[int, ...], int] = {}
+        pick = [distinct.setdefault(tuple(e.prompt.tolist()), len(distinct)) for e in episodes]
+        if self.group_size > 1 and len(distinct) < batch:
+            width = max(map(len, distinct))
+            prompts = np.full((len(distinct), width), self.pad_token_id, dtype=np.int64)
+            prompt_mask = np.zeros((len(distinct), width), dtype=np.int64)
+            for u, prompt in enumerate(distinct):
+                prompts[u, width - len(prompt) :] = prompt
+                prompt_mask[u, width - len(prompt) :] = 1
+            tokens = _pad([e.tokens for e in episodes], self.pad_token_id)
+            logits, values = self.policy.shared_prompt_logits_and_values(
+                self._to(prompts), self._to(prompt_mask), self._to(np.array(pick)),
+                self._to(tokens), cands,
+            )  # fmt: skip
+            return logits, values, self._to(valid)
+        width = max(len(e.prompt) + len(e.tokens) for e in episodes)
         ids = np.full((batch, width), self.pad_token_id, dtype=np.int64)
         mask = np.zeros((batch, width), dtype=np.int64)
         where = np.zeros((batch, steps), dtype=np.int64)  # position of the state before step t
-        valid = np.zeros((batch, steps), dtype=bool)
-        # The candidates of each state ("topk" mode; in "vocab" mode the head needs none).
-        cands = np.zeros(
-            (batch, steps, self.env.single_action_space.n if self.topk else 0), np.int64
-        )
         for i, e in enumerate(episodes):
             p, t = len(e.prompt), len(e.tokens)
             ids[i, :p], ids[i, p : p + t] = e.prompt, e.tokens
             mask[i, : p + t] = 1
             where[i, :t] = np.arange(p - 1, p - 1 + t)
-            valid[i, :t] = True
-            if self.topk:
-                cands[i, :t] = e.candidates
         logits, values = self.policy.action_logits_and_values(
-            self._to(ids), self._to(mask), self._to(where), self._to(cands) if self.topk else None
+            self._to(ids), self._to(mask), self._to(where), cands
         )
         return logits, values, self._to(valid)
 
@@ -455,22 +477,22 @@ class SequencePPO:
         rng = np.random.default_rng(self.seed + self.num_timesteps)
         stop = False
         for _ in range(self.n_epochs):
-            order = rng.permutation(len(episodes))
+            order = self._shuffled(episodes, rng)
             for start in range(0, len(order), self.minibatch_episodes):
                 idx = order[start : start + self.minibatch_episodes]
                 logits, values, mb_valid = self._forward([episodes[i] for i in idx])
                 width = logits.shape[1]
                 idx_t = torch.as_tensor(idx, device=self.device)
                 mb_actions = actions[idx_t, :width]
-                dist = torch.distributions.Categorical(logits=logits)
-                logprobs = dist.log_prob(mb_actions)
+                all_logprobs = torch.log_softmax(logits, dim=-1)
+                logprobs = all_logprobs.gather(-1, mb_actions[..., None]).squeeze(-1)
                 log_ratio = logprobs - old_logprobs[idx_t, :width]
                 ratio = log_ratio.exp()
                 adv = advantages[idx_t, :width]
                 clipped = ratio.clamp(1 - self.clip_range, 1 + self.clip_range)
                 pg = -torch.min(ratio * adv, clipped * adv)
                 value_loss = (values - returns[idx_t, :width]) ** 2
-                entropy = dist.entropy()
+                entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
                 loss = (
                     _masked_mean(pg, mb_valid)
                     + self.vf_coef * _masked_mean(value_loss, mb_valid)
@@ -495,6 +517,18 @@ class SequencePPO:
                 break
         self.policy.set_training_mode(False)
         return {key: float(np.mean(values)) for key, values in stats.items()}
+
+    def _shuffled(self, episodes: list[Episode], rng: np.random.Generator) -> np.ndarray:
+        """The episodes' indices in a random order; with groups, whole groups in a random
+        order, so a minibatch of a multiple of ``group_size`` episodes holds whole groups and
+        encodes each prompt once (see `_forward`)."""
+        if self.group_size == 1 or self.minibatch_episodes % self.group_size:
+            return rng.permutation(len(episodes))
+        groups: dict[int, list[int]] = {}
+        for i, e in enumerate(episodes):
+            groups.setdefault(e.group, []).append(i)
+        members = list(groups.values())
+        return np.array([i for g in rng.permutation(len(members)) for i in members[g]])
 
     # ------------------------------------------------------------------ the loop
     def learn(
@@ -607,10 +641,10 @@ def rloo_advantages(episodes: Sequence[Episode], group_size: int) -> np.ndarray:
     return returns - others / (group_size - 1)
 
 
-def _pad(arrays: list[np.ndarray]) -> np.ndarray:
-    """1-d arrays right-padded with zeros into one ``(B, T)`` array, T the longest."""
+def _pad(arrays: list[np.ndarray], value: int = 0) -> np.ndarray:
+    """1-d arrays right-padded with ``value`` into one ``(B, T)`` array, T the longest."""
     steps = max(len(a) for a in arrays)
-    return np.stack([np.pad(a, (0, steps - len(a))) for a in arrays])
+    return np.stack([np.pad(a, (0, steps - len(a)), constant_values=value) for a in arrays])
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

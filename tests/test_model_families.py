@@ -16,9 +16,14 @@ import pytest
 import torch
 from conftest import build_tiny_lm
 from stable_baselines3 import PPO
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.gpt_policy import (
+    GPTActorCriticPolicy,
+    causal_lm_forward,
+    gpt_policy_kwargs,
+    shared_prompt_forward,
+)
 from textgym_agents.sb3_env import make_sb3_vec_env
 from textgym_agents.sequence_ppo import SequencePPO
 from textgym_agents.train import train
@@ -120,9 +125,10 @@ def test_gpt_run_is_the_reference_before_training(family_models, family, tmp_pat
     assert abs(summary["before"]["mean_kl_per_sequence"]) < 1e-3
 
 
+@pytest.mark.parametrize("group_size", [1, 2])
 @pytest.mark.parametrize("action_mode", ["vocab", "topk"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_first_ppo_ratio_is_one(family_models, family, action_mode):
+def test_first_ppo_ratio_is_one(family_models, family, action_mode, group_size):
     agent = SequencePPO(
         env_kwargs(family_models[family], action_mode),
         seed=0,
@@ -130,6 +136,7 @@ def test_first_ppo_ratio_is_one(family_models, family, action_mode):
         episodes_per_update=8,
         minibatch_episodes=8,
         n_epochs=1,
+        group_size=group_size,  # 2: the update encodes each group's prompt once
     )
     episodes = agent.collect()[:8]
     for e in episodes:
@@ -204,3 +211,48 @@ def test_saved_agents_load_where_init_from_is_gone(tiny_gpt2, tmp_path):
         assert torch.equal(value, loaded.state_dict()[name]), name
     again = PPO.load(tmp_path / "ppo.zip").policy
     torch.testing.assert_close(again.predict_values(again.obs_to_tensor(obs)[0]), expected)
+
+
+@pytest.mark.parametrize("family", ("gpt2", *FAMILIES))
+def test_a_shared_prompt_forward_equals_the_full_forward_and_its_gradient(
+    family_models, tiny_gpt2, family
+):
+    """Sequences that share prompts: one forward of the distinct prompts and one of the
+    continuations give the logits, hidden states and gradients of one forward of each whole
+    sequence."""
+    path = tiny_gpt2 if family == "gpt2" else family_models[family]
+    trunk = AutoModelForCausalLM.from_pretrained(path).float()
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    pick = [0, 1, 0, 0, 1]
+    generated = [[11, 12, 13], [14], [15, 16], [11, 12, 17], [18, 19, 20]]
+    steps, width = 3, 4 + 3
+    # The plain layout: each whole sequence, right-padded.
+    ids = torch.zeros(5, width, dtype=torch.long)
+    mask = torch.zeros(5, width, dtype=torch.long)
+    where = torch.zeros(5, steps, dtype=torch.long)
+    for i, (u, g) in enumerate(zip(pick, generated)):
+        sequence = prompts[u] + g
+        ids[i, : len(sequence)], mask[i, : len(sequence)] = torch.tensor(sequence), 1
+        where[i, : len(g)] = torch.arange(len(prompts[u]) - 1, len(sequence) - 1)
+    # The shared layout: distinct prompts left-padded, generated tokens right-padded.
+    prompt_ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
+    prompt_mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    tokens = torch.tensor([g + [0] * (steps - len(g)) for g in generated])
+    valid = tokens.new_tensor([[t < len(g) for t in range(steps)] for g in generated]).bool()
+
+    def run(forward):
+        trunk.zero_grad()
+        logits, hidden = forward()
+        (logits[valid].logsumexp(-1).sum() + hidden[valid].square().sum()).backward()
+        grads = [p.grad.clone() for p in trunk.parameters() if p.grad is not None]
+        return logits.detach()[valid], hidden.detach()[valid], grads
+
+    full = run(lambda: causal_lm_forward(trunk, ids, mask, where))
+    shared = run(
+        lambda: shared_prompt_forward(trunk, prompt_ids, prompt_mask, torch.tensor(pick), tokens)
+    )
+    torch.testing.assert_close(shared[0], full[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(shared[1], full[1], atol=1e-4, rtol=1e-4)
+    assert len(shared[2]) == len(full[2])
+    for a, b in zip(shared[2], full[2]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)

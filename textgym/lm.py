@@ -214,6 +214,18 @@ def output_cache(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
+def cache_layers(cache: Any) -> list:
+    """The layers of a ``DynamicCache``, each with ``keys`` and ``values`` ``(B, heads, T, d)``
+    tensors that may be indexed per row; raises for caches without them."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):
+        raise TypeError(
+            f"{type(cache).__name__} is not a supported KV cache: batched resets need a "
+            "DynamicCache whose layers hold keys and values"
+        )
+    return layers
+
+
 class IncrementalLM:
     """A frozen causal LM that advances a batch of rows one token at a time with a KV cache.
 
@@ -259,7 +271,7 @@ class IncrementalLM:
         cache, logits = output_cache(out), out.logits[:, -1, :].float()
         if len(distinct) < len(prompts):
             pick = torch.as_tensor(inverse, device=self.device)
-            for layer in self._layers(cache):
+            for layer in cache_layers(cache):
                 layer.keys, layer.values = layer.keys[pick], layer.values[pick]
             mask, logits = mask[pick], logits[pick]
         if self._cache is None or len(rows) == self.num_rows:
@@ -269,7 +281,7 @@ class IncrementalLM:
             self._mask, self._lengths = mask.bool(), mask.sum(-1)
             self._length = mask.shape[1]
         else:
-            layers = [(layer.keys, layer.values) for layer in self._layers(cache)]
+            layers = [(layer.keys, layer.values) for layer in cache_layers(cache)]
             self._splice(torch.as_tensor(rows, device=self.device), layers, mask.bool())
         self._densify_if_possible()
         return logits
@@ -287,8 +299,8 @@ class IncrementalLM:
         )
         first = int(mask.long().argmax())  # the row attends to at least its first token
         return CachedRow(
-            keys=[layer.keys[row, :, first:].clone() for layer in self._layers(self._cache)],
-            values=[layer.values[row, :, first:].clone() for layer in self._layers(self._cache)],
+            keys=[layer.keys[row, :, first:].clone() for layer in cache_layers(self._cache)],
+            values=[layer.values[row, :, first:].clone() for layer in cache_layers(self._cache)],
             mask=mask[first:].clone(),
         )
 
@@ -376,15 +388,6 @@ class IncrementalLM:
             mask[i, width - len(prompt) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _layers(self, cache) -> list:
-        layers = getattr(cache, "layers", None)
-        if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):
-            raise TypeError(
-                f"{type(cache).__name__} is not a supported KV cache: batched resets need a "
-                "DynamicCache whose layers hold keys and values"
-            )
-        return layers
-
     def _splice(
         self,
         rows: torch.Tensor,
@@ -398,12 +401,12 @@ class IncrementalLM:
         if width > total:
             # The prompt is longer than the cache: grow every row on the left with masked columns.
             grow = width - total
-            for layer in self._layers(self._cache):
+            for layer in cache_layers(self._cache):
                 layer.keys = _pad_left(layer.keys, grow)
                 layer.values = _pad_left(layer.values, grow)
             self._mask = _pad_left(self._mask, grow)
             total = self._length = width
-        for old, (keys, values) in zip(self._layers(self._cache), layers, strict=True):
+        for old, (keys, values) in zip(cache_layers(self._cache), layers, strict=True):
             old.keys[rows, :, total - width :] = keys
             old.values[rows, :, total - width :] = values
         self._mask[rows] = False
@@ -416,7 +419,7 @@ class IncrementalLM:
         # Amortised: slicing copies the cache, so only do it when enough has piled up.
         if first < max(16, self._length // 4):
             return
-        for layer in self._layers(self._cache):
+        for layer in cache_layers(self._cache):
             layer.keys = layer.keys[:, :, first:].contiguous()
             layer.values = layer.values[:, :, first:].contiguous()
         self._mask = self._mask[:, first:]
