@@ -101,3 +101,27 @@ def test_policy_gradient_loop_prints_returns_and_starts_at_zero_kl():
     assert (
         numbers(output, "mean return, last 4 episodes: ")[0] == numbers(output, "mean return ")[1]
     )
+
+
+def test_branching_estimates_a_prefix_value_from_forked_continuations():
+    output = run_example(
+        "branching.py",
+        "--n",
+        "6",
+        "--prefix-tokens",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--prompt-index",
+        "2",
+    )
+    assert output.startswith("prefix: ")
+    value = numbers(output, "over 6 continuations: ")[0]
+    best, worst = (
+        numbers(output, "best of 6: return ")[0],
+        numbers(output, "worst of 6: return ")[0],
+    )
+    # The reference samples and scores itself: no KL, so a return is a VADER score.
+    assert -1.0 <= worst <= value <= best <= 1.0
+    assert worst < best  # six continuations of one prefix differ
+    assert numbers(output, "standard error: ")[0] > 0
