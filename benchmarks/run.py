@@ -1,7 +1,8 @@
 """textgym benchmarks: every figure is a ratio to a baseline measured in the same run.
 
     python benchmarks/run.py                 # all benchmarks, table + benchmarks/results.json
-    python benchmarks/run.py --only grid     # a subset: single, batched, grid, memory, training
+    python benchmarks/run.py --only grid     # a subset: single, batched, grid, memory, training,
+                                             # branch
     python benchmarks/run.py --device cuda   # the TextGen benchmarks on a GPU
 
 Against TRL (needs the ``bench`` extra, in its own environment): benchmarks/trl_compare.py.
@@ -33,7 +34,7 @@ from textgym.runfiles import write_json
 class Args:
     """Benchmark settings."""
 
-    only: str = "single,batched,grid,memory,training"  # comma-separated subset to run
+    only: str = "single,batched,grid,memory,training,branch"  # comma-separated subset to run
     device: str = "cpu"  # where the TextGen models run
     threads: int = 0  # torch threads (0: torch's default)
     repeats: int = 5  # timing repeats; the best (least disturbed) is kept
@@ -108,6 +109,53 @@ def bench_single(args: Args) -> dict:
         "raw_forward_us": raw_step * 1e6,
         "ratio": env_step / raw_step,
         "target": "<= 1.15",
+    }
+
+
+def bench_branch(args: Args, generated: int = 20) -> dict:
+    """Restoring a snapshot (``restore(state)``) / re-encoding the same sequence (one forward
+    over prompt + generated tokens) / replaying it (reset, then a step per token), batch 1."""
+    from textgym.lm import IncrementalLM
+
+    env = gym.make("TextGen-v0", device=args.device, max_new_tokens=generated + 4)
+    core = env.unwrapped.core
+    env.reset(seed=0, options={"prompt_index": 1})
+    rng = np.random.default_rng(0)
+    for _ in range(generated):
+        mask = core.action_masks([0])[0]
+        mask[core.eos_token_id] = False
+        env.step(int(rng.choice(np.flatnonzero(mask))))
+    state = env.unwrapped.snapshot()
+    tokens = state.tokens.tolist()
+
+    def restore() -> None:
+        env.unwrapped.restore(state)
+        _sync(core.reference_model)
+
+    def reencode() -> None:
+        logits = core._forward(IncrementalLM.start, [0], [tokens])
+        core._set_next(np.array([0]), logits)
+        _sync(core.reference_model)
+
+    def replay() -> None:
+        env.reset(options={"prompt_index": 1})
+        for token in state.generated:
+            env.step(int(token))
+        _sync(core.reference_model)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for fn in (restore, reencode, replay):
+            fn()  # warm up
+        restore_t, reencode_t, replay_t = best_of(args.repeats * 10, restore, reencode, replay)
+    return {
+        "sequence_tokens": len(tokens),
+        "restore_us": restore_t * 1e6,
+        "reencode_us": reencode_t * 1e6,
+        "replay_us": replay_t * 1e6,
+        "ratio_reencode": restore_t / reencode_t,
+        "ratio_replay": restore_t / replay_t,
+        "target": "< 1",
     }
 
 
@@ -373,13 +421,24 @@ def table(results: dict) -> str:
             f"N={r['num_envs']} | {r['sequence_tokens_per_s']:,.0f} | "
             f"{r['sb3_tokens_per_s']:,.0f} | {r['ratio']:.1f} | {r['target']} |"
         )
-    if "trl" in results:  # measured by benchmarks/trl_compare.py (TRL in its own environment)
-        r = results["trl"]
-        rows.append(
-            "| GPT policy training tokens/s, textgym (SequencePPO) / TRL (RLOOTrainer) | "
-            f"{r['textgym']['tokens_per_s']:,.0f} | {r['trl']['tokens_per_s']:,.0f} | "
-            f"{r['ratio']:.2f} | {r['target']} |"
-        )
+    if "branch" in results:
+        r = results["branch"]
+        for name in ("reencode", "replay"):
+            rows.append(
+                f"| restore a snapshot / {name} the {r['sequence_tokens']}-token sequence "
+                f"(batch 1) | {r['restore_us']:,.0f} us | {r[f'{name}_us']:,.0f} us | "
+                f"{r[f'ratio_{name}']:.3f} | {r['target']} |"
+            )
+    # Measured by benchmarks/trl_compare.py (TRL in its own environment): PPO with GAE, and
+    # like for like (groups of 4 and RLOO's baseline).
+    for key, what in (("trl", "PPO + GAE"), ("trl_rloo", "groups + RLOO")):
+        if key in results:
+            r = results[key]
+            rows.append(
+                f"| GPT policy training tokens/s, textgym (SequencePPO, {what}) / TRL "
+                f"(RLOOTrainer) | {r['textgym']['tokens_per_s']:,.0f} | "
+                f"{r['trl']['tokens_per_s']:,.0f} | {r['ratio']:.2f} | {r['target']} |"
+            )
     return "\n".join(rows)
 
 
@@ -398,6 +457,7 @@ def main(argv=None) -> None:
         "grid": bench_grid,
         "memory": bench_memory,
         "training": bench_training,
+        "branch": bench_branch,
     }
     # Figures not measured this time keep their earlier values.
     out = Path(args.out)
