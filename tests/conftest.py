@@ -157,3 +157,26 @@ def cli_error(capsys):
         return line
 
     return run
+
+
+# Prompts of clearly different token lengths (the second is cut at 24 tokens), so rows are
+# left-padded differently.
+MIXED_PROMPTS = ["the movie", "a quiet drama about a family in a small town and", "the plot"]
+
+
+def length_rm(prompts, texts):
+    """A reward model that needs no model: a tenth of the text's length in characters."""
+    return [len(t) / 10.0 for t in texts]
+
+
+def small_textgen(model, **extra) -> dict:
+    """TextGen arguments for a tiny test model: mixed prompts, the length RM, kl_coef 0.3."""
+    base = dict(
+        model=str(model),
+        prompts=MIXED_PROMPTS,
+        max_new_tokens=6,
+        max_prompt_tokens=24,
+        reward_model=length_rm,
+        kl_coef=0.3,
+    )
+    return base | extra

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import regex
 import torch
+from conftest import small_textgen
 
 from textgym.constraints import ConstraintError, Regex, TokenSet
 from textgym.envs.textgen import TextGenEnv
@@ -14,26 +15,9 @@ from textgym.envs.textgen_vector import TextGenVectorEnv
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than max_prompt_tokens")
 
-PROMPTS = ["the movie", "a quiet drama about a family in a small town and", "the plot"]
-
-
-def length_rm(prompts, texts):
-    return [len(t) / 10.0 for t in texts]
-
 
 def kwargs(model, **extra):
-    return (
-        dict(
-            model=str(model),
-            prompts=PROMPTS,
-            max_new_tokens=6,
-            max_prompt_tokens=24,
-            reward_model=length_rm,
-            kl_coef=0.3,
-            top_k=None,
-        )
-        | extra
-    )
+    return small_textgen(model, top_k=None) | extra
 
 
 def skewed(n):

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import MIXED_PROMPTS, small_textgen
 
 from textgym.envs.textgen import TextGenEnv
 from textgym.envs.textgen_vector import TextGenVectorEnv
@@ -13,25 +14,11 @@ from textgym_agents.sb3_env import TextGenSB3VecEnv
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than max_prompt_tokens")
 
-PROMPTS = ["the movie", "a quiet drama about a family in a small town and", "the plot", "i liked"]
-
-
-def length_rm(prompts, texts):
-    return [len(t) / 10.0 for t in texts]
+PROMPTS = [*MIXED_PROMPTS, "i liked"]
 
 
 def kwargs(model, **extra):
-    return (
-        dict(
-            model=str(model),
-            prompts=PROMPTS,
-            max_new_tokens=5,
-            max_prompt_tokens=24,
-            reward_model=length_rm,
-            kl_coef=0.3,
-        )
-        | extra
-    )
+    return small_textgen(model, prompts=PROMPTS, max_new_tokens=5) | extra
 
 
 def uniform_scorer(n):
