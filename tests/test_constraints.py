@@ -170,3 +170,15 @@ def test_bad_constraints_are_refused(tiny_gpt2):
     assert env.unwrapped.core.gen_len[0] == 1
     with pytest.raises(ValueError, match="ids=\\(\\)"):
         TokenSet(())
+
+
+def test_a_token_set_from_words_allows_their_tokens_and_eos(tiny_gpt2):
+    env = TextGenEnv(**kwargs(tiny_gpt2))
+    tokenizer = env.unwrapped.tokenizer
+    allowed = TokenSet.from_words(tokenizer, ["movie", "plot"])
+    ids = set(allowed.ids)
+    for text in ("movie", " movie", "plot", " plot"):
+        assert set(tokenizer.encode(text, add_special_tokens=False)) <= ids
+    assert allowed(np.array([1]), np.array([], dtype=np.int64))[-1] == tokenizer.eos_token_id
+    assert TokenSet.from_words(tokenizer, ["movie"], end=False).eos_token_id is None
+    assert TokenSet.from_words(tokenizer, ["plot", "movie"]) == allowed  # a set: order-free

@@ -71,3 +71,7 @@ def test_sample_tokens_draws_from_the_tempered_softmax():
     np.testing.assert_allclose(counts / counts.sum(), [0.7, 0.2, 0.1], atol=0.01)
     flat = np.bincount(sample_tokens(logits, 1e6, generator).numpy(), minlength=3)
     np.testing.assert_allclose(flat / flat.sum(), [1 / 3] * 3, atol=0.015)
+    # Tokens of probability 0 (a constraint's -inf log-probs) are never drawn, even at the ends.
+    masked = torch.log(torch.tensor([[0.0, 0.5, 0.0, 0.5, 0.0]]).repeat(20_000, 1))
+    drawn = np.bincount(sample_tokens(masked, generator=generator).numpy(), minlength=5)
+    assert drawn[[0, 2, 4]].sum() == 0 and abs(drawn[1] / drawn.sum() - 0.5) < 0.015
