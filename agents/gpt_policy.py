@@ -241,8 +241,7 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         """
         self.check_initialised()
         token_logits, hidden = causal_lm_forward(self.trunk, input_ids, attention_mask, positions)
-        values = self.value_head(hidden).float().squeeze(-1)
-        return self.action_logits(token_logits, hidden, candidate_ids), values
+        return self._heads(token_logits, hidden, candidate_ids)
 
     def shared_prompt_logits_and_values(
         self,
@@ -267,6 +266,12 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
         token_logits, hidden = shared_prompt_forward(
             self.trunk, prompt_ids, prompt_mask, pick, tokens
         )
+        return self._heads(token_logits, hidden, candidate_ids)
+
+    def _heads(
+        self, token_logits: torch.Tensor, hidden: torch.Tensor, candidate_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The action logits and the values of the trunk's outputs at the states read."""
         values = self.value_head(hidden).float().squeeze(-1)
         return self.action_logits(token_logits, hidden, candidate_ids), values
 

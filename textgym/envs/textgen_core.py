@@ -965,11 +965,10 @@ class TextGenCore:
         # The constraint's allowed tokens of the new states (a user function: before any write).
         going_allowed = restart_allowed = None
         if self.constraint is not None:
-            going_tokens = dict(zip(gen.tolist(), tokens.tolist()))
             states = []
-            for row in going.tolist():
+            for row, token in zip(going.tolist(), tokens[~ended].tolist()):
                 prompt, generated = self._sequence(row)
-                states.append((prompt, [*generated.tolist(), going_tokens[row]]))
+                states.append((prompt, [*generated.tolist(), token]))
             going_allowed = self._allowed(states)
             if restart is not None:
                 restart_allowed = self._allowed([(ids, ()) for ids in restart[1].ids])
@@ -1003,7 +1002,8 @@ class TextGenCore:
         self.active[done_rows] = False
         self.idle[done_rows] = False
         self.idle[newly_idle] = True
-        self.ended_eos[gen[ended]] = hit_eos[ended]
+        if grouped:
+            self.ended_eos[gen[ended]] = hit_eos[ended]
         if self.action_mode == "topk":
             self._end_candidates(np.union1d(done_rows, newly_idle) if grouped else done_rows)
         if grouped:
