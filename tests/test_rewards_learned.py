@@ -22,6 +22,7 @@ from textgym.rewards import (
     load_pairs,
     train_reward_model,
 )
+from textgym.versions import installed_versions
 from textgym_agents.cli import main
 
 PROMPTS = ["the movie was", "i watched this film", "a quiet drama about", "the plot was"]
@@ -238,6 +239,7 @@ def test_without_heldout_pairs_every_heldout_figure_is_none(tiny_gpt2, tmp_path)
     ] * 2
     assert np.isfinite(summary["reward_mean"]) and summary["reward_std"] > 0  # training pairs
     assert json.loads((out / "training.json").read_text()) == summary
+    assert summary["versions"] == installed_versions()  # what decides the figures
     assert [p.name for p in tmp_path.iterdir()] == ["rm"]
 
 

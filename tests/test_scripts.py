@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from pathlib import Path
 
@@ -67,3 +68,31 @@ def test_stock_defaults_trains_an_sb3_agent_and_measures_greedy_success():
     # times out.
     assert stock.greedy_success(lambda obs: 3, "4x4", episodes=2) == (0.0, -1.0)
     assert stock.greedy_success(lambda obs: 2, "4x4", episodes=2) == (0.0, 0.0)
+
+
+def test_the_lock_pins_every_dependency_within_what_pyproject_accepts():
+    from packaging.requirements import Requirement
+
+    from textgym_agents.rundir import VERSIONED
+
+    lock = _load("lock")
+    pins = lock.read_lock()
+    for line in importlib.metadata.requires("textgym"):
+        requirement = Requirement(line)
+        if "extra" in str(requirement.marker):
+            continue
+        name = lock._canonical(requirement.name)
+        assert name in pins, f"{name} is not in requirements-lock.txt"
+        assert requirement.specifier.contains(pins[name]), (name, pins[name])
+    assert {lock._canonical(name) for name in VERSIONED if name != "textgym"} <= set(pins)
+    assert pins["torch"] == "2.13.0"  # the build CI and the README install
+
+
+def test_the_lock_is_what_the_closure_renders(tmp_path):
+    lock = _load("lock")
+    written = tmp_path / "lock.txt"
+    written.write_text(lock.render({"numpy": "2.0.1", "torch": "2.13.0"}))
+    assert lock.read_lock(written) == {"numpy": "2.0.1", "torch": "2.13.0"}
+    closure = lock.closure()
+    assert {"torch", "transformers", "gymnasium", "stable-baselines3"} <= set(closure)
+    assert all("+" not in version for version in closure.values())  # no local build tags

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from textgym._checks import check_int, is_number
 from textgym.rewards.hf import ensure_pad_token, tokenize_for_reward
 from textgym.runfiles import claim
+from textgym.versions import installed_versions
 
 _BUNDLED_PREFERENCES = Path(__file__).resolve().parent.parent / "assets" / "preferences.jsonl"
 _KEYS = ("prompt", "chosen", "rejected")
@@ -246,7 +247,7 @@ def train_reward_model(
             "reward_mean": round(float(np.mean(rewards)), 4),
             "reward_std": round(float(np.std(rewards)), 4),
             "seconds": round(time.perf_counter() - start, 1),
-            "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+            "versions": installed_versions(),
         }
         with _quiet_transformers():
             model.save_pretrained(staging)
@@ -493,9 +494,3 @@ def _evaluate(
         "loss": round(float(_bt_loss(c, r)), 4),
         "rewards": torch.cat([c, r]).cpu().numpy(),
     }
-
-
-def _transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
