@@ -133,6 +133,23 @@ def test_malformed_prompts_raise_naming_the_prompt(prompts, error, match):
 
 def test_malformed_jsonl_line_raises_naming_the_line(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('"fine"\n{"messages": 3}\n')
+    path.write_text('"fine"\n{"prompt": 3}\n')
     with pytest.raises(ValueError, match=r"line 2 holds 3"):
         load_prompts(path)
+
+
+@pytest.mark.parametrize(
+    "messages", ["hi", json.dumps(CHAT), {"role": "user", "content": "hi"}, 3, None]
+)
+def test_a_messages_field_holds_a_list_of_messages_or_is_refused(tmp_path, messages):
+    """A string there is no plain prompt: it is refused, as is a lone message."""
+    for name, text in {
+        "bad.jsonl": '"fine"\n' + json.dumps({"messages": messages}) + "\n",
+        "bad.json": json.dumps(["fine", {"messages": messages}]),
+    }.items():
+        (tmp_path / name).write_text(text)
+        where = "line 2" if name.endswith("l") else "item 1"
+        with pytest.raises(
+            ValueError, match=f"{where} has a 'messages' field holding .*expected a list"
+        ):
+            load_prompts(tmp_path / name)

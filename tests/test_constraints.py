@@ -172,6 +172,29 @@ def test_bad_constraints_are_refused(tiny_gpt2):
         TokenSet(())
 
 
+def test_only_a_bool_array_is_a_mask_and_a_0_1_int_array_of_length_v_is_refused(tiny_gpt2):
+    vocab = TextGenEnv(**kwargs(tiny_gpt2)).action_space.n
+    mask = np.zeros(vocab, dtype=bool)
+    mask[[5, 7]] = True
+    ambiguous = (
+        "returned .* integers, all 0 or 1, .*a 0/1 mask or token ids\\? Expected a bool mask"
+    )
+    for allowed in (mask.astype(np.int64), mask.astype(np.uint8), mask.astype(int).tolist()):
+        env = TextGenEnv(**kwargs(tiny_gpt2, constraint=lambda p, g, a=allowed: a))
+        with pytest.raises(ConstraintError, match=ambiguous):
+            env.reset(seed=0)
+    accepted = {  # what the constraint returns: the tokens it allows
+        "bool mask": (mask, [5, 7]),
+        "bool tensor": (torch.from_numpy(mask), [5, 7]),
+        "id list": ([7, 5], [5, 7]),
+        "int array of V ids, not all 0/1": (np.r_[[2] * (vocab - 1), 9], [2, 9]),
+    }
+    for name, (allowed, ids) in accepted.items():
+        env = TextGenEnv(**kwargs(tiny_gpt2, constraint=lambda p, g, a=allowed: a))
+        env.reset(seed=0)
+        assert np.flatnonzero(np.isfinite(env.reference_logprobs())).tolist() == ids, name
+
+
 def test_a_token_set_from_words_allows_their_tokens_and_eos(tiny_gpt2):
     env = TextGenEnv(**kwargs(tiny_gpt2))
     tokenizer = env.unwrapped.tokenizer

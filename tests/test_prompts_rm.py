@@ -250,6 +250,7 @@ def test_prompt_files_by_suffix_in_any_case_and_without_a_bom(tmp_path):
         "d.json": bom + json.dumps(["first", {"messages": chat}]),
         "e.Json": json.dumps(["first", "line\u2028separator"]),
         "f.jsonl": json.dumps("a\u2028b") + "\n",  # JSON Lines split at \n only
+        "g.csv": 'a, "b"\n{"prompt": "c"}\n',  # any other suffix: one prompt per line
     }
     loaded = {}
     for name, text in files.items():
@@ -262,6 +263,7 @@ def test_prompt_files_by_suffix_in_any_case_and_without_a_bom(tmp_path):
         "d.json": ["first", chat],
         "e.Json": ["first", "line\u2028separator"],
         "f.jsonl": ["a\u2028b"],
+        "g.csv": ['a, "b"', '{"prompt": "c"}'],
     }
 
 

@@ -4,6 +4,8 @@ full recompute), the same rewards for the same actions."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -158,7 +160,7 @@ def test_bad_snapshots_and_restores_are_refused(tiny_gpt2, tiny_llama):
     other = TextGenEnv(**kwargs(tiny_llama))
     other.reset(seed=0)
     before = other.unwrapped.core.observe(0)
-    with pytest.raises(ValueError, match="expected a state of an env like this one"):
+    with pytest.raises(ValueError, match="expected a state of an env with the same settings"):
         other.restore(state)
     for key, value in other.unwrapped.core.observe(0).items():  # nothing changed
         np.testing.assert_array_equal(value, before[key])
@@ -177,3 +179,169 @@ def test_bad_snapshots_and_restores_are_refused(tiny_gpt2, tiny_llama):
     grouped.reset(seed=0)
     with pytest.raises(ValueError, match="group_size=2"):
         grouped.fork(0, [2])
+
+
+def twins(model, **settings):
+    """Two envs made and stepped alike: one to try a call on, one that never sees it."""
+    envs = []
+    for _ in range(2):
+        env = TextGenEnv(**kwargs(model, **settings))
+        env.attach_policy(skewed_scorer(env.action_space.n))
+        env.reset(seed=3, options={"prompt_index": 0})
+        env.step(3)
+        envs.append(env)
+    return envs
+
+
+def assert_steps_alike(env, twin, actions=(9, 11, 13, 15, 17, 19, 21)):
+    """``env`` and ``twin`` step alike to the episode's end: the same observations, rewards,
+    flags and infos, exactly."""
+    for action in actions:
+        got, want = env.step(action), twin.step(action)
+        for key, value in want[0].items():
+            np.testing.assert_array_equal(got[0][key], value)
+        assert got[1:] == want[1:]
+        if want[2]:
+            return
+    raise AssertionError("the episode did not end")
+
+
+def snapshot_of(model, steps=1, **settings) -> TextGenState:
+    """A snapshot after ``steps`` tokens of prompt 0, in an env of ``kwargs(model, **settings)``."""
+    source = TextGenEnv(**kwargs(model, **settings))
+    source.attach_policy(skewed_scorer(source.action_space.n))
+    source.reset(seed=0, options={"prompt_index": 0})
+    for _ in range(steps):
+        source.step(5)
+    return source.snapshot()
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        # vocab mode: top_k shapes the candidates (and action_masks); once overwrote the
+        # next-token log-probs before torch refused the candidates' shape
+        ({"top_k": 4}, "top_k: the state's 4, this env's 6"),
+        ({"top_p": 0.9}, "top_p: the state's 0.9, this env's 1.0"),
+        ({"kl_estimator": "k3"}, "kl_estimator: the state's 'k3', this env's 'k1'"),
+        ({"kl_coef": 0.1}, "kl_coef: the state's 0.1, this env's 0.3"),
+        ({"kl_target": 2.0}, "kl_target: the state's 2.0, this env's None; kl_horizon"),
+        ({"reward_model": lambda p, t: [0.0] * len(t)}, "reward_model: the state's <function"),
+        ({"missing_eos_penalty": 1.0}, "missing_eos_penalty: the state's 1.0, this env's 0.0"),
+        (
+            {"normalize_reward": True},
+            r"normalize_reward: the state's \(.*\), this env's \(1.0, 0.0",
+        ),
+        ({"max_new_tokens": 9}, "max_new_tokens: the state's 9, this env's 8"),
+    ],
+)
+def test_a_state_of_other_settings_is_refused_naming_them_and_changes_nothing(
+    tiny_gpt2, settings, match
+):
+    state = snapshot_of(tiny_gpt2, **settings)
+    env, twin = twins(tiny_gpt2)
+    with pytest.raises(ValueError, match=f"other settings \\({match}"):
+        env.restore(state)
+    assert_steps_alike(env, twin)
+
+
+def altered(state: TextGenState, env: TextGenEnv, longer: TextGenState):
+    """``state`` with one field changed so that it no longer fits ``env`` (one from ``longer``,
+    a longer state), and the message that refuses it."""
+    core = env.unwrapped.core
+    vocab, tokens = core.vocab_size, state.tokens
+    full = core.max_new_tokens - len(state.generated)
+    replace = dataclasses.replace
+    return [
+        (replace(state, tokens=np.append(tokens[:-1], vocab)), rf"hold the id\(s\) \[{vocab}\]"),
+        (replace(state, tokens=tokens.astype(float)), "state.tokens=.*1-D integer numpy"),
+        (replace(state, tokens=np.append(tokens, [5] * full)), "an episode in progress"),
+        (replace(state, prompt_len=0), "prompt_len=0: expected a prompt of 1 to 24"),
+        (replace(state, prompt_index=1), "prompt_index=1 is the prompt ' quiet drama"),
+        (replace(state, prompt_index=7), "prompt_index=7: expected -1 .* this env's 3 prompts"),
+        (replace(state, kl_rewards=state.kl_rewards[:0]), r"state.kl_rewards .*shape \(0,\)"),
+        (replace(state, next_logprobs=state.next_logprobs.numpy()), "state.next_logprobs is a nd"),
+        (replace(state, candidate_ids=torch.zeros(3, dtype=torch.long)), r"candidate_ids .*\(3,"),
+        (replace(state, candidate_logprobs=state.candidate_ids), "candidate_logprobs is a .*int"),
+        (replace(state, kl_sum="0.5"), "state.kl_sum='0.5': expected a number"),
+        (replace(state, cache=longer.cache), f"state.cache does not hold .* {len(tokens)} tokens"),
+        (replace(state, signature=("a", 1)), r"signature=\('a', 1\), expected a dict"),
+    ]
+
+
+def test_a_state_that_does_not_fit_the_env_is_refused_and_changes_nothing(tiny_gpt2):
+    env, twin = twins(tiny_gpt2)
+    state, longer = snapshot_of(tiny_gpt2), snapshot_of(tiny_gpt2, steps=2)
+    assert len(longer.tokens) == len(state.tokens) + 1
+    for bad, match in altered(state, env, longer):
+        with pytest.raises(ValueError, match=match):
+            env.restore(bad)
+    assert_steps_alike(env, twin)
+    env.restore(state)  # the state itself fits
+
+
+def test_a_topk_state_whose_candidates_are_outside_the_vocabulary_is_refused(tiny_gpt2):
+    env, twin = twins(tiny_gpt2, action_mode="topk")
+    state = snapshot_of(tiny_gpt2, action_mode="topk")
+    vocab = env.unwrapped.core.vocab_size
+    bad = dataclasses.replace(state, candidate_ids=state.candidate_ids + vocab)
+    with pytest.raises(
+        ValueError, match=f"state.candidate_ids=.*expected token ids in \\[0, {vocab}"
+    ):
+        env.restore(bad)
+    assert_steps_alike(env, twin, actions=(1, 2, 3, 4, 5, 1, 2))
+    env.restore(state)
+
+
+def test_a_refused_vector_restore_changes_no_row(tiny_gpt2):
+    state = snapshot_of(tiny_gpt2, kl_estimator="k2")
+    envs = []
+    for _ in range(2):
+        venv = TextGenVectorEnv(3, **kwargs(tiny_gpt2))
+        venv.attach_policy(skewed_scorer(venv.single_action_space.n))
+        venv.reset(seed=0)
+        venv.step(np.array([4, 5, 6]))
+        envs.append(venv)
+    venv, twin = envs
+    with pytest.raises(ValueError, match="kl_estimator: the state's 'k2', this env's 'k1'"):
+        venv.restore(state, [0, 2])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        mine = venv.snapshot(1)
+        venv.restore(dataclasses.replace(mine, tokens=np.append(mine.tokens[:-1], 10**6)), 2)
+    for actions in ([7, 8, 9], [10, 11, 12]):
+        got, want = venv.step(np.array(actions)), twin.step(np.array(actions))
+        for key, value in want[0].items():
+            np.testing.assert_array_equal(got[0][key], value)
+        for mine, theirs in zip(got[1:4], want[1:4]):
+            np.testing.assert_array_equal(mine, theirs)
+        assert got[4].keys() == want[4].keys()
+        for key, value in want[4].items():
+            np.testing.assert_array_equal(got[4][key], value)
+
+
+def test_a_restored_state_pays_the_restoring_envs_current_beta(tiny_gpt2):
+    """States carry no beta: with kl_target the beta moves as episodes end, and the steps after
+    a restore pay the restoring env's beta of now (info["kl_coef"])."""
+    env = TextGenEnv(**kwargs(tiny_gpt2, kl_target=0.01, kl_horizon=10))
+    env.attach_policy(skewed_scorer(env.action_space.n))
+    env.reset(seed=0, options={"prompt_index": 0})
+    env.step(5)
+    state = env.snapshot()
+    before = env.kl_coef
+    for _ in range(3):  # whole episodes: each moves beta
+        env.reset(seed=1)
+        text_actions(env, 8, np.random.default_rng(2))
+    assert env.kl_coef != before
+    env.restore(state)
+    *_, info = env.step(9)
+    assert info["kl_coef"] == env.kl_coef
+    assert info["kl_reward"] == pytest.approx(-env.kl_coef * info["kl"], rel=1e-6)
+
+
+def test_states_move_between_envs_whose_reward_models_score_alike(tiny_gpt2):
+    """Each env made with reward_model="sentiment" holds its own VADER: the same scorer."""
+    state = snapshot_of(tiny_gpt2, reward_model="sentiment")
+    env = TextGenEnv(**kwargs(tiny_gpt2, reward_model="sentiment"))
+    env.reset(seed=0)
+    obs, _ = env.restore(state)
+    np.testing.assert_array_equal(obs["input_ids"][: len(state.tokens)], state.tokens)

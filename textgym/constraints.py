@@ -4,7 +4,9 @@ A *constraint* is any callable ``constraint(prompt_ids, generated_ids) -> allowe
 the env as ``constraint=`` (``gym.make("TextGen-v0", constraint=...)``). The env calls it once
 per new state of each row (a prompt begun, a token appended; with numpy int64 arrays of the
 prompt's ids and the ids generated so far) and takes ``allowed`` as either the allowed token
-ids (any sequence of ints) or a bool mask over the vocabulary, shape ``(vocab_size,)``.
+ids (any sequence or array of ints) or a bool mask over the vocabulary, shape
+``(vocab_size,)``. Only a bool dtype is a mask: ``vocab_size`` integers that are all 0 or 1
+could be a 0/1 mask or token ids, so they are refused (`ConstraintError`) rather than guessed.
 
 What the env does with the allowed set S (`TextGenEnv`'s section *Constraints* says it for
 users):
@@ -53,7 +55,14 @@ def allowed_masks(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """``(len(states), vocab_size)`` bool: each ``(prompt_ids, generated_ids)`` state's allowed
-    tokens under ``constraint``, checked; raises `ConstraintError` naming the constraint."""
+    tokens under ``constraint``, checked; raises `ConstraintError` naming the constraint.
+
+    :param constraint: ``constraint(prompt_ids, generated_ids) -> allowed``: token ids, or a
+        ``(vocab_size,)`` bool mask (see the module's docstring for what is refused).
+    :param states: ``(prompt_ids, generated_ids)`` pairs, one per row.
+    :param vocab_size: the number of tokens the mask covers.
+    :param device: where the returned tensor lives.
+    """
     masks = np.zeros((len(states), vocab_size), dtype=bool)
     for i, (prompt, generated) in enumerate(states):
         prompt = np.asarray(prompt, dtype=np.int64)
@@ -81,6 +90,13 @@ def _as_mask(constraint: Any, allowed: Any, vocab_size: int, generated: np.ndarr
             raise ConstraintError(
                 f"the constraint {constraint!r} returned {allowed!r} {where}: expected the "
                 f"allowed token ids (ints) or a ({vocab_size},) bool mask"
+            )
+        if array.size == vocab_size and ((array == 0) | (array == 1)).all():
+            raise ConstraintError(
+                f"the constraint {constraint!r} returned {vocab_size} integers, all 0 or 1, "
+                f"{where}: a 0/1 mask or token ids? Expected a bool mask of shape "
+                f"({vocab_size},) (only a bool dtype is a mask: np.asarray(mask, dtype=bool)) "
+                "or a sequence or array of the allowed token ids"
             )
         if array.size and (array.min() < 0 or array.max() >= vocab_size):
             raise ConstraintError(

@@ -2,9 +2,10 @@
 
 A prompt is a string or a chat conversation: a list of ``{"role": ..., "content": ...}``
 messages, rendered with the tokenizer's chat template and ``add_generation_prompt=True``, as
-TRL does. Prompt sets come from a list, a .txt (one per line), .jsonl or .json file, or the
-bundled set. A prompt longer than its budget is cut from the left, keeping the special tokens the
-tokenizer puts around every text (BOS), so the model still sees the start it was trained on.
+TRL does. Prompt sets come from a list, a .jsonl or .json file of records, a file of any other
+suffix (.txt) read one prompt per line, or the bundled set (see `load_prompts`). A prompt
+longer than its budget is cut from the left, keeping the special tokens the tokenizer puts
+around every text (BOS), so the model still sees the start it was trained on.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ def load_prompts(source: str | os.PathLike | Sequence[Prompt] | None = None) -> 
     (a leading byte-order mark is dropped), chosen by its suffix, in any case:
 
     - ``.jsonl``: one JSON record per line, blank lines skipped. A record is a string, a list
-      of chat messages, or an object whose ``"prompt"``, ``"text"`` or ``"messages"`` field
-      holds one of those.
+      of chat messages, or an object whose ``"prompt"`` or ``"text"`` field holds one of those
+      or whose ``"messages"`` field holds a list of chat messages (the first of the three
+      fields present is read; a ``"messages"`` field holding anything else is refused).
     - ``.json``: one JSON list of such records.
-    - anything else: one string prompt per line, blank lines skipped.
+    - anything else (``.txt``): one string prompt per line, blank lines skipped.
 
     Raises ``ValueError`` for an empty set, a malformed prompt or record (naming the file and
     the line), a file that is not UTF-8 or a string that is not valid Unicode (a lone
@@ -226,6 +228,13 @@ def _record(record: Any, where: str) -> Prompt:
         if key is None:
             raise ValueError(f"{where} has no field in {_JSONL_KEYS}: expected {_RECORD}")
         record = record[key]
+        # A string there is a mistake (often messages encoded twice), not a plain prompt.
+        if key == "messages" and not isinstance(record, list):
+            raise ValueError(
+                f"{where} has a 'messages' field holding {record!r}: expected a list of "
+                '{"role": str, "content": str} chat messages (a plain prompt goes in "prompt" '
+                'or "text")'
+            )
     if not isinstance(record, str | list):
         raise ValueError(f"{where} holds {record!r}: expected {_EXPECTED}")
     return check_prompt(record, where)

@@ -114,7 +114,8 @@ class TextGenEnv(gym.Env):
     ## Constraints
 
     ``constraint=fn`` restricts which tokens may come next: ``fn(prompt_ids, generated_ids)``
-    returns the allowed token ids (or a ``(V,)`` bool mask) for each new state; see
+    returns the allowed token ids (or a ``(V,)`` mask of bool dtype: ``V`` integers all 0 or
+    1 could be either, and raise `textgym.constraints.ConstraintError`) for each new state; see
     `textgym.constraints` (``TokenSet``, a fixed vocabulary; ``Regex``, the text must match a
     pattern). With S the allowed set, the reference's distribution is renormalised over S
     (``log pi_ref(a) - log sum_{b in S} pi_ref(b)``, ``-inf`` outside; in ``"topk"`` mode the
@@ -131,7 +132,19 @@ class TextGenEnv(gym.Env):
     `snapshot` returns the episode's state (tokens, rewards so far, the reference's next-token
     distribution and its KV cache, a `TextGenState`); `restore` continues it, here or in an
     env with the same settings, with the same next-token log-probs, at the cost of a copy
-    instead of re-encoding the sequence. The vector env forks a row into others.
+    instead of re-encoding the sequence. The vector env forks a row into others (not with
+    ``group_size`` > 1: a group's rows start and end together, so `restore` and ``fork``
+    raise ``ValueError`` there).
+
+    The settings are those that decide what the restored episode is paid and shown (see
+    `TextGenCore.signature`): the model, reference, dtype and vocabulary, ``action_mode``,
+    ``top_k``, ``top_p``, ``max_prompt_tokens``, ``max_new_tokens``, ``constraint``,
+    ``kl_estimator``, ``kl_coef``, ``kl_target``, ``kl_horizon``, the reward model,
+    ``missing_eos_penalty`` and ``normalize_reward``'s gain and bias. A state carries no beta:
+    with ``kl_target`` the steps after a restore pay this env's current beta. A state from an
+    env that differs in any of them, or whose contents do not fit this env (token ids outside
+    the vocabulary, shapes, a ``prompt_index`` that names another prompt here), raises
+    ``ValueError`` naming what differs, before anything changes.
 
     ## Arguments
 
@@ -142,8 +155,10 @@ class TextGenEnv(gym.Env):
       scores``, a name (``"sentiment"``) or a path to a HF sequence-classification model.
     - ``prompts``: a list of prompts (strings, or chat conversations as lists of
       ``{"role", "content"}`` messages, rendered with the tokenizer's chat template), a path to
-      a UTF-8 file (.txt: one prompt per line; .jsonl: one JSON record per line; .json: a JSON
-      list of records; see `textgym.prompts.load_prompts`), or ``None`` for the bundled set.
+      a UTF-8 file (.jsonl: one JSON record per line; .json: a JSON list of records; any other
+      suffix, .txt: one prompt per line; see `textgym.prompts.load_prompts`), or ``None`` for
+      the bundled set. A record is a prompt, or an object with a ``"prompt"`` or ``"text"``
+      field holding one, or a ``"messages"`` field holding a list of messages.
     - ``max_new_tokens`` (24), ``max_prompt_tokens`` (24): episode length and prompt budget;
       longer prompts are cut from the left, keeping the tokenizer's special tokens (BOS), with
       a one-time warning. The reward model receives the prompt as the policy saw it.
@@ -254,7 +269,11 @@ class TextGenEnv(gym.Env):
         """Continue from ``state`` (a `snapshot` of this env or of a row of an env with the same
         settings), replacing the episode in progress; returns its observation and its reset
         info. The next-token log-probs then equal the snapshot's exactly (no forward pass:
-        the KV cache is copied)."""
+        the KV cache is copied). A state of other settings, or one that does not fit this env,
+        raises ``ValueError`` naming what differs and changes nothing (see Branches).
+
+        :param state: a `TextGenState` from `snapshot`.
+        """
         self.core.restore([0], state)
         self._rm_score, self._penalty = None, 0.0
         info = {key: values.item(0) for key, values in self.core.reset_info([0]).items()}

@@ -6,6 +6,7 @@ reward semantics live in exactly one place.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -20,13 +21,20 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from textgym._checks import check_int, check_number, is_int
+from textgym._checks import check_int, check_number, is_int, is_number
 from textgym.constraints import Constraint, allowed_masks
 from textgym.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl_estimate
 from textgym.lm import CachedRow, IncrementalLM, load_causal_lm, load_tokenizer
 from textgym.prompts import EncodedPrompt, Prompt, encode_prompt, load_prompts, special_affixes
 from textgym.reference import sample_tokens
-from textgym.rewards import RewardModel, checked_score, resolve_reward_model
+from textgym.rewards import (
+    CallableRewardModel,
+    HFRewardModel,
+    RewardModel,
+    VaderSentiment,
+    checked_score,
+    resolve_reward_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +110,10 @@ class TextGenState:
     reference's next-token distribution and the reference's KV cache of the sequence.
 
     Restoring writes it into a row at the cost of a copy, not a forward pass. The state holds
-    only the sequence: not the env's random generator (the prompts later resets draw), not the
-    KL controller (beta, a training quantity), not the attached scorer.
+    only the sequence and the settings it was made with (``signature``): not the env's random
+    generator (the prompts later resets draw), not the KL controller's current beta (a training
+    quantity: the steps after a restore pay the restoring env's beta), not the attached scorer.
+    `TextGenCore.restore` refuses a state whose settings or contents do not fit the env.
     """
 
     tokens: np.ndarray  # (P + T,) int64: the prompt's ids, then the T generated ones
@@ -117,7 +127,7 @@ class TextGenState:
     candidate_ids: torch.Tensor  # (top_k,) "topk" mode's candidates
     candidate_logprobs: torch.Tensor  # (top_k,)
     cache: CachedRow  # the reference's keys and values of the sequence
-    signature: tuple  # the env settings the state fits (see `TextGenCore.signature`)
+    signature: dict[str, Any]  # the settings it was made with (see `TextGenCore.signature`)
 
     @property
     def generated(self) -> np.ndarray:
@@ -297,6 +307,12 @@ class TextGenCore:
             if kl_target is not None
             else FixedKLController(kl_coef)
         )
+        # The controller as made: with kl_target its value moves, and `signature` needs the start.
+        self._kl_settings = {
+            "kl_coef": float(kl_coef),
+            "kl_target": None if kl_target is None else float(kl_target),
+            "kl_horizon": None if kl_target is None else int(kl_horizon),
+        }
 
         self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
         self.reference_model = load_causal_lm(
@@ -708,21 +724,47 @@ class TextGenCore:
 
     # ------------------------------------------------------------------ branches
     @property
-    def signature(self) -> tuple:
-        """What a `TextGenState` must agree on to be restored here: the reference model (its
-        name and dtype), the vocabulary, the action mode, the sequence shape and the
-        constraint (equal, or the same function)."""
+    def signature(self) -> dict[str, Any]:
+        """The settings that decide what a `TextGenState` becomes after `restore` (its
+        observations, masks and the rewards its steps are paid), by name; a state is restored
+        only where every one equals its own:
+
+        - ``model`` (the tokenizer, which decodes the text the RM scores), ``reference_model``
+          and ``dtype`` (the reference's name or path, and dtype), ``vocab_size``;
+        - ``action_mode``, ``top_k``, ``top_p``: the actions, candidates and `action_masks`;
+        - ``max_prompt_tokens``, ``max_new_tokens``: the sequence's shape and when it ends;
+        - ``constraint`` (equal, or the same function);
+        - ``kl_estimator``; ``kl_coef``, ``kl_target``, ``kl_horizon``: the KL controller as
+          constructed. With ``kl_target`` beta moves as episodes end: the current beta is not
+          compared, and the steps after a restore pay the restoring env's current beta;
+        - ``reward_model`` (the same function or object, VADER, or the same HF model, label and
+          ``include_prompt``), ``missing_eos_penalty``, and ``normalize_reward``: the gain and
+          bias applied to RM scores, ``(1.0, 0.0)`` without normalisation.
+
+        They are fixed at construction, so they are gathered once; each call returns a copy.
+        """
+        return dict(self._settings)
+
+    @functools.cached_property
+    def _settings(self) -> dict[str, Any]:
         ref = self.reference_model
-        return (
-            str(ref.config.name_or_path),
-            str(ref.dtype),
-            self.vocab_size,
-            self.action_mode,
-            self.top_k if self.action_mode == "topk" else None,
-            self.max_prompt_tokens,
-            self.max_new_tokens,
-            self.constraint,
-        )
+        return {
+            "model": str(self.tokenizer.name_or_path),
+            "reference_model": str(ref.config.name_or_path),
+            "dtype": str(ref.dtype),
+            "vocab_size": self.vocab_size,
+            "action_mode": self.action_mode,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "max_new_tokens": self.max_new_tokens,
+            "constraint": self.constraint,
+            "kl_estimator": self.kl_estimator,
+            **self._kl_settings,
+            "reward_model": _reward_model_key(self.reward_model),
+            "missing_eos_penalty": self.missing_eos_penalty,
+            "normalize_reward": (self.reward_gain, self.reward_bias),
+        }
 
     def snapshot(self, row: int) -> TextGenState:
         """A copy of ``row``'s mid-episode state (see `TextGenState`)."""
@@ -750,19 +792,19 @@ class TextGenCore:
         )
 
     def restore(self, rows: Sequence[int] | np.ndarray, state: TextGenState) -> None:
-        """Continue ``state`` in each of ``rows`` (sorted), replacing what they held; nothing
-        changes when this raises."""
+        """Continue ``state`` in each of ``rows`` (sorted), replacing what they held.
+
+        Everything is checked before the first write: the state's settings against this env's
+        (`signature`, every one that differs named), then its contents against this env's
+        shapes and vocabulary; a refused restore changes nothing.
+
+        :param rows: the rows that take the state (valid row indices, sorted).
+        :param state: a `TextGenState` from `snapshot`, of this env or of one with its settings.
+        """
         if not isinstance(state, TextGenState):
             raise TypeError(
                 f"state={state!r} has type {type(state).__name__}: expected a TextGenState "
                 "from snapshot()"
-            )
-        if state.signature != self.signature:
-            raise ValueError(
-                f"state was taken from an env with settings {state.signature}, this one has "
-                f"{self.signature} (reference model, dtype, vocabulary, action mode, top_k, "
-                "max_prompt_tokens, max_new_tokens, constraint): expected a state of an env like "
-                "this one"
             )
         if self.group_size > 1:
             raise ValueError(
@@ -770,7 +812,16 @@ class TextGenCore:
                 "and end together, so a row cannot take another state; expected group_size=1"
             )
         self.check_started("restore()")
+        differences = _setting_differences(state.signature, self._settings)
+        if differences:
+            raise ValueError(
+                f"state was taken from an env with other settings ({'; '.join(differences)}): "
+                "expected a state of an env with the same settings (see TextGenCore.signature)"
+            )
+        self._check_state(state)
         rows = np.asarray(rows, dtype=np.int64)
+        # Commit. The cache's splice is the one write that can fail midway; then the cache is
+        # dropped and rebuilt from the tokens, which are not yet written (see `_kv`).
         self._forward(IncrementalLM.restore, rows.tolist(), state.cache)
         device = self._next_logprobs.device
         self._next_logprobs[rows] = state.next_logprobs.to(device)
@@ -792,6 +843,86 @@ class TextGenCore:
         self.exact_kl_sum[rows] = state.exact_kl_sum
         self.active[rows] = True
         self.idle[rows] = False
+
+    def _check_state(self, state: TextGenState) -> None:
+        """Raise ``ValueError`` naming the field unless ``state`` (of an env with this env's
+        settings) holds a sequence mid-episode that fits this env's shapes and vocabulary, so
+        that every write of `restore` but the cache's splice is a copy that cannot fail."""
+        tokens, prompt_len, vocab = state.tokens, state.prompt_len, self.vocab_size
+        if not (isinstance(tokens, np.ndarray) and tokens.ndim == 1 and tokens.dtype.kind in "iu"):
+            raise ValueError(f"state.tokens={tokens!r}: expected a 1-D integer numpy array")
+        fits = is_int(prompt_len) and 1 <= prompt_len <= self.max_prompt_tokens
+        gen = len(tokens) - prompt_len if fits else -1
+        if not 0 <= gen < self.max_new_tokens:
+            raise ValueError(
+                f"state holds {len(tokens)} tokens with prompt_len={prompt_len!r}: expected a "
+                f"prompt of 1 to {self.max_prompt_tokens} tokens followed by 0 to "
+                f"{self.max_new_tokens - 1} generated ones (an episode in progress)"
+            )
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab):
+            outside = tokens[(tokens < 0) | (tokens >= vocab)]
+            raise ValueError(
+                f"state.tokens hold the id(s) {outside[:8].tolist()}, outside the vocabulary: "
+                f"expected token ids in [0, {vocab})"
+            )
+        k = self._cand_ids.shape[1]
+        arrays = {  # name: (value, its type, shape, dtype kind, what it is)
+            "kl_rewards": (state.kl_rewards, np.ndarray, (gen,), "f", "a KL reward per token"),
+            "next_logprobs": (state.next_logprobs, torch.Tensor, (vocab,), "f", "log-probs"),
+            "candidate_ids": (state.candidate_ids, torch.Tensor, (k,), "i", "token ids"),
+            "candidate_logprobs": (state.candidate_logprobs, torch.Tensor, (k,), "f", "log-probs"),
+        }
+        for name, (value, kind, shape, dtype, what) in arrays.items():
+            if not (
+                isinstance(value, kind)
+                and tuple(value.shape) == shape
+                and _dtype_kind(value.dtype) == dtype
+            ):
+                got = f"{type(value).__name__} {getattr(value, 'dtype', '')}".rstrip()
+                raise ValueError(
+                    f"state.{name} is a {got} of shape {tuple(getattr(value, 'shape', ()))}: "
+                    f"expected a {kind.__name__} of {'floats' if dtype == 'f' else 'ints'} of "
+                    f"shape {shape} ({what}) in this env"
+                )
+        if self.action_mode == "topk":  # only there are the candidates read (as actions' tokens)
+            low, high = torch.aminmax(state.candidate_ids)
+            if int(low) < 0 or int(high) >= vocab:
+                raise ValueError(
+                    f"state.candidate_ids={state.candidate_ids.tolist()}: expected token ids in "
+                    f"[0, {vocab})"
+                )
+        for name in ("kl_sum", "exact_kl_sum"):
+            if not is_number(getattr(state, name)):
+                raise ValueError(f"state.{name}={getattr(state, name)!r}: expected a number")
+        cache = state.cache
+        if not (
+            isinstance(cache, CachedRow)
+            and cache.mask.dim() == 1
+            and cache.length == len(tokens)
+            and len(cache.keys) == len(cache.values)
+            and all(
+                keys.dim() == 3 and keys.shape[1] == cache.mask.shape[0] and keys.shape == v.shape
+                for keys, v in zip(cache.keys, cache.values)
+            )
+        ):
+            raise ValueError(
+                f"state.cache does not hold the keys and values of the state's {len(tokens)} "
+                "tokens: expected the CachedRow snapshot() took with them"
+            )
+        index, prompt, count = state.prompt_index, state.prompt, len(self.prompts)
+        if not isinstance(prompt, str):
+            raise ValueError(f"state.prompt={prompt!r}: expected the prompt's text, a str")
+        if not (is_int(index) and (index == -1 or (0 <= index < count))):
+            raise ValueError(
+                f"state.prompt_index={index!r}: expected -1 (a prompt given to reset) or an "
+                f"index into this env's {count} prompts"
+            )
+        if index >= 0 and self._prompt_texts[index] != prompt:
+            raise ValueError(
+                f"state.prompt_index={index} is the prompt {self._prompt_texts[index]!r} in "
+                f"this env, but the state's prompt is {prompt!r}: expected a state of an env "
+                "with the same prompts"
+            )
 
     def reset_info(self, rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The reset info of ``rows``, one value per row: ``prompt`` and ``prompt_index`` (the
@@ -1269,6 +1400,48 @@ def _option_entries(
             )
         return [(f"{name}[{i}]", entry) for i, entry in enumerate(value)]
     return [(name, value)] * count
+
+
+def _reward_model_key(model: RewardModel) -> Any:
+    """What makes two reward models score alike, for `TextGenCore.signature`: the function a
+    callable wraps, VADER (it has no settings), an HF model's path, label and
+    ``include_prompt``; any other reward model is compared as itself (``==``)."""
+    if isinstance(model, CallableRewardModel):
+        return model.fn
+    if isinstance(model, VaderSentiment):
+        return "VaderSentiment"
+    if isinstance(model, HFRewardModel):
+        return ("HFRewardModel", model.name, model.label, model.include_prompt)
+    return model
+
+
+def _setting_differences(theirs: Any, ours: Mapping[str, Any]) -> list[str]:
+    """``"name: the state's X, this env's Y"`` for each setting in which the signature
+    ``theirs`` (a state's) differs from ``ours``."""
+    if not isinstance(theirs, Mapping):
+        return [f"signature={theirs!r}, expected a dict of settings like {list(ours)}"]
+    if theirs == ours:  # the common case, at the cost of one comparison
+        return []
+
+    def shown(settings: Mapping[str, Any], key: str) -> str:
+        return repr(settings[key]) if key in settings else "none"
+
+    return [
+        f"{key}: the state's {shown(theirs, key)}, this env's {shown(ours, key)}"
+        for key in [*ours, *(key for key in theirs if key not in ours)]
+        if key not in theirs or key not in ours or theirs[key] != ours[key]
+    ]
+
+
+def _dtype_kind(dtype: np.dtype | torch.dtype) -> str:
+    """A numpy or torch dtype's kind: ``"f"`` floats, ``"i"`` integers, ``"b"`` bools, ``"c"``
+    complex numbers."""
+    if isinstance(dtype, torch.dtype):
+        if dtype == torch.bool:
+            return "b"
+        return "f" if dtype.is_floating_point else "c" if dtype.is_complex else "i"
+    kind = np.dtype(dtype).kind
+    return "i" if kind == "u" else kind
 
 
 def _fresh(tensor: torch.Tensor) -> np.ndarray:

@@ -62,7 +62,8 @@ class TextGenVectorEnv(VectorEnv):
     the same as without groups; the idle steps are reward-0 no-ops inside it. Infos carry
     ``group`` (the id of the group episode, the same for its k rows: the samples of one prompt)
     and ``idle`` on every step and at resets. ``reset_mask`` and per-row prompt options must
-    keep groups whole (one prompt per group), and ``seed`` is None or an int.
+    keep groups whole (one prompt per group), and ``seed`` is None or an int. `restore` and
+    `fork` are refused with groups (a group's rows start and end together).
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -203,7 +204,13 @@ class TextGenVectorEnv(VectorEnv):
         """Continue ``state`` in each of ``rows``, replacing their episodes (a row due to
         autoreset continues ``state`` instead). Returns every row's observation and the reset
         infos of ``rows`` (``_key`` masks: ``rows``), as ``reset(options={"reset_mask"})`` does.
-        The other rows are untouched; the next `step` goes on from there."""
+        The other rows are untouched; the next `step` goes on from there. Refused with
+        ``group_size`` > 1, and for a state of other settings or one that does not fit (see
+        `TextGenEnv.restore`): then no row changes.
+
+        :param state: a `TextGenState` from `snapshot` (of this env or another).
+        :param rows: a row index or a list of them.
+        """
         given = [rows] if is_int(rows) else list(rows)
         if not given or not all(is_int(row) and 0 <= row < self.num_envs for row in given):
             raise ValueError(
@@ -224,7 +231,11 @@ class TextGenVectorEnv(VectorEnv):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Branch row ``row`` into ``rows``: each continues ``row``'s episode from its current
         state (``restore(snapshot(row), rows)``): k continuations of one prefix, sampled in
-        one batched step."""
+        one batched step. Refused with ``group_size`` > 1.
+
+        :param row: the row whose state is copied.
+        :param rows: a row index or a list of them, the rows that take it.
+        """
         return self.restore(self.snapshot(row), rows)
 
     def _row(self, row: Any, argument: str) -> int:
