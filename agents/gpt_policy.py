@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from typing import Any
 
 import gymnasium as gym
@@ -42,9 +41,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, PreTraine
 from textgym.envs.textgen_core import core_of
 from textgym.lm import cache_keyword, cache_layers, output_cache, quiet_loading
 from textgym_agents.saving import (
-    from_bytes,
+    check_keywords,
     kwargs_from_json,
     kwargs_to_json,
+    open_archive,
+    read_json,
+    read_weights,
     space_from_json,
     space_to_json,
     to_bytes,
@@ -104,8 +106,9 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
     :param lm_config: the trunk's HF config as a dict (saved with the model, so loading
         rebuilds the same architecture).
     :param init_from: a model name or path whose weights initialise the trunk. A new policy
-        refuses to act if it cannot be loaded; a loaded agent's saved weights replace them
-        (`load_state_dict`), so a saved agent still loads where ``init_from`` is gone.
+        refuses to act if it cannot be loaded. It is not saved (`without_init_from`): the saved
+        weights hold the whole trunk, so a saved policy loads on any machine, with no model
+        there (`load` builds the trunk from ``lm_config`` and gives it the saved weights).
     :param head: ``"lm"``, ``"candidates"`` or ``"linear"`` (see the module docstring).
     """
 
@@ -153,7 +156,7 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
     def archive(self) -> dict[str, bytes]:
         """The files of a saved policy: ``policy.json`` (the constructor's arguments and
         spaces) and ``policy.pth`` (the weights, read with ``torch.load(weights_only=True)``)."""
-        kwargs = self._get_constructor_parameters()
+        kwargs = without_init_from(self._get_constructor_parameters())
         spaces = {name: space_to_json(kwargs.pop(name)) for name in SPACES}
         kwargs.pop("lr_schedule")  # the trainer's business, not the policy's
         meta = {"format": POLICY_FORMAT, "spaces": spaces, "kwargs": kwargs_to_json(kwargs)}
@@ -175,12 +178,21 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
     ) -> GPTActorCriticPolicy:
         """A policy saved with `save`, rebuilt from JSON and weights alone (no code runs).
 
+        Every argument in ``policy.json`` is checked before the policy is built: its classes
+        resolve only through `textgym_agents.saving.SAVED_CLASSES`, each with the base its
+        argument needs, and every class (the policy's own included) is called only with
+        keywords it takes (`textgym_agents.saving.kwargs_from_json`). The trunk is built from
+        the saved ``lm_config`` and takes the saved weights: no model is read from the machine
+        (a file's ``init_from``, which files of earlier versions hold, is ignored).
+
+        :param path: the file `save` (or `SequencePPO.save`) wrote.
+        :param device: where the policy goes.
         :param allow_pickle: also load a policy saved in SB3's pickle format (by SB3's
             ``BasePolicy.save``, or textgym 0.1's first releases): unpickling runs whatever
             code the file holds, so only for files you trust.
         """
         device = get_device(device)
-        with zipfile.ZipFile(path) as archive:
+        with open_archive(path) as archive:
             if "policy.json" not in archive.namelist():
                 if not allow_pickle:
                     raise ValueError(
@@ -191,17 +203,41 @@ class GPTActorCriticPolicy(ActorCriticPolicy):
                     )
                 warn_pickle(path)
                 return super().load(str(path), device=device)
-            meta = json.loads(archive.read("policy.json"))
-            state = from_bytes(archive.read("policy.pth"), device)
-        if meta.get("format") != POLICY_FORMAT:
+            spaces, kwargs = cls._saved_arguments(read_json(archive, "policy.json"), path)
+            state = read_weights(archive, "policy.pth", device)
+        policy = cls(**spaces, lr_schedule=_no_schedule, **kwargs)
+        try:
+            policy.load_state_dict(state)
+        except RuntimeError as err:
             raise ValueError(
-                f"path={str(path)!r} holds format {meta.get('format')!r}: expected "
-                f"{POLICY_FORMAT!r}"
-            )
-        spaces = {name: space_from_json(meta["spaces"][name]) for name in SPACES}
-        policy = cls(**spaces, lr_schedule=lambda _: 0.0, **kwargs_from_json(meta["kwargs"]))
-        policy.load_state_dict(state)
+                f"{path}: policy.pth does not fit the policy policy.json describes ({err})"
+            ) from err
         return policy.to(device)
+
+    @classmethod
+    def _saved_arguments(
+        cls, meta: Any, path: str | os.PathLike
+    ) -> tuple[dict[str, gym.Space], dict[str, Any]]:
+        """The spaces and the other constructor arguments of a ``policy.json``, checked."""
+        source = f"{path}: policy.json"
+        if not isinstance(meta, dict) or meta.get("format") != POLICY_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else meta
+            raise ValueError(f"{source} holds format {found!r}: expected {POLICY_FORMAT!r}")
+        try:
+            spaces = {name: space_from_json(meta["spaces"][name]) for name in SPACES}
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{source}: spaces is not a saved observation and action space ({err!r})"
+            ) from err
+        kwargs = without_init_from(kwargs_from_json(meta.get("kwargs"), source))
+        check_keywords(cls, kwargs, (*SPACES, "lr_schedule"), source, "kwargs")
+        lm_config = kwargs["lm_config"]
+        if not (isinstance(lm_config, dict) and isinstance(lm_config.get("model_type"), str)):
+            raise ValueError(
+                f"{source}: kwargs lm_config is not a Hugging Face config: expected a JSON "
+                "object with a model_type"
+            )
+        return spaces, kwargs
 
     def set_training_mode(self, mode: bool) -> None:
         super().set_training_mode(mode)
@@ -430,6 +466,20 @@ POLICY_FORMAT = "textgym-gpt-policy-1"
 SPACES = ("observation_space", "action_space")
 
 
+def without_init_from(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A GPT policy's arguments as saved and loaded: without ``init_from``, a model of the
+    machine that trained it, which loading never needs (the saved weights hold the trunk).
+
+    :param kwargs: `GPTActorCriticPolicy`'s constructor arguments.
+    """
+    return {key: value for key, value in kwargs.items() if key != "init_from"}
+
+
+def _no_schedule(_: float) -> float:
+    """A loaded policy's learning-rate schedule: none is saved (it is the trainer's)."""
+    return 0.0
+
+
 def causal_lm_forward(
     trunk: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -541,13 +591,15 @@ def _make_trunk(lm_config: dict[str, Any], init_from: str | None) -> tuple[nn.Mo
     model_type = config_dict.pop("model_type")
     config = AutoConfig.for_model(model_type, **config_dict)
     if not init_from:
-        return AutoModelForCausalLM.from_config(config), None
+        # A saved lm_config is read from a file: its auto_map never runs code.
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=False), None
     try:
         with quiet_loading():
             trunk = AutoModelForCausalLM.from_pretrained(
                 init_from,
                 config=config,
                 use_safetensors=True,
+                trust_remote_code=False,
                 local_files_only=not os.path.isdir(init_from),  # a hub model: if cached
             )
         return trunk, None
@@ -559,4 +611,4 @@ def _make_trunk(lm_config: dict[str, Any], init_from: str | None) -> tuple[nn.Mo
             "random weights; expected a local model directory with model.safetensors, or a "
             "Hugging Face model name in the local cache"
         )
-        return AutoModelForCausalLM.from_config(config), failure
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=False), failure

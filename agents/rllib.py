@@ -25,19 +25,20 @@ scorer contract. `TextGymCallbacks` attaches each runner's own module to the run
 their scorer; the module remembers the log-probs of the forward pass that chose the actions
 (`ForwardMemory`), so the env's ``log pi`` is that of the distribution that acted, at no
 second forward pass, and the rewards RLlib trains on are the env's. The adaptive KL
-coefficient lives in each runner's env (its ``kl_controller``); after every iteration the
-driver combines the runners' updates into one coefficient and sends it to all of them
-(`TextGymCallbacks.on_train_result`), so N runners steer it as one env would.
+coefficient is one controller on the driver: the runners' envs pay the coefficient they are
+sent and do not step it; after every iteration the driver applies one update over the
+episodes every runner finished in it and sends the result to all of them
+(`synchronise_kl_coef`), so within an iteration every runner pays the same coefficient.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.machinery
 import json
-import math
 import os
+import sys
 import time
-import zipfile
 from typing import Any
 
 import gymnasium as gym
@@ -45,6 +46,7 @@ import numpy as np
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.connectors.env_to_module import FlattenObservations
 from ray.rllib.core import DEFAULT_MODULE_ID
@@ -63,14 +65,26 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.envs.textgen_core import core_of
+from textgym.kl import FixedKLController
 from textgym_agents.extractors import ReferencePriorPolicy, TokenExtractor
-from textgym_agents.gpt_policy import ForwardMemory, GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.gpt_policy import (
+    ForwardMemory,
+    GPTActorCriticPolicy,
+    gpt_policy_kwargs,
+    without_init_from,
+)
 from textgym_agents.hyperparams import RLLIB_AGENTS, RLLIB_ENV_KWARGS, RLLIB_HYPERPARAMS
 from textgym_agents.saving import (
-    from_bytes,
-    import_class,
+    POLICY_CLASS_ARGUMENTS,
+    SAVED_CLASSES,
+    ClassArgument,
+    class_registry,
     kwargs_from_json,
     kwargs_to_json,
+    open_archive,
+    read_json,
+    read_weights,
+    saved_class,
     space_from_json,
     space_to_json,
     to_bytes,
@@ -96,25 +110,18 @@ class SB3PolicyModule(TorchRLModule, ValueFunctionAPI):
     forward pass (logits and values).
 
     ``model_config``: ``{"policy_class": {"class": name}, "policy_kwargs": {...}}`` in the
-    JSON form of `textgym_agents.saving.kwargs_to_json` (classes by name, imported only from
-    trusted packages), so a module is rebuilt from its spec anywhere.
+    JSON form of `textgym_agents.saving.kwargs_to_json` (classes by name, read back only
+    through a registry of the exact classes textgym saves: `policy_config`), so a module is
+    rebuilt from its spec anywhere.
 
     On TextGen the module is its env's KL scorer (`score`): each forward pass remembers its
     log-probs, which the env's scorer call for the rows that acted reads back.
     """
 
     def setup(self) -> None:
-        config = kwargs_from_json(dict(self.model_config))
-        policy_class = config["policy_class"]
-        if not (isinstance(policy_class, type) and issubclass(policy_class, ActorCriticPolicy)):
-            raise ValueError(
-                f"model_config policy_class={policy_class!r}: expected an SB3 ActorCriticPolicy"
-            )
+        policy_class, policy_kwargs = policy_config(dict(self.model_config), "the module spec")
         self.policy = policy_class(
-            self.observation_space,
-            self.action_space,
-            _no_schedule,
-            **kwargs_from_json(config.get("policy_kwargs", {})),
+            self.observation_space, self.action_space, _no_schedule, **policy_kwargs
         )
         self.policy.optimizer = None  # RLlib's learner optimizes the module's parameters
         self.action_dist_cls = TorchCategorical
@@ -156,6 +163,43 @@ class SB3PolicyModule(TorchRLModule, ValueFunctionAPI):
 
 def _no_schedule(_: float) -> float:
     return 0.0
+
+
+# What an `SB3PolicyModule`'s model_config may name: the policies textgym trains on RLlib and
+# the classes among their arguments; SB3PolicyModule calls
+# ``policy_class(observation_space, action_space, lr_schedule, **policy_kwargs)``.
+_POLICY_CONFIG_CLASSES = {
+    **SAVED_CLASSES,
+    **class_registry(GPTActorCriticPolicy, ReferencePriorPolicy),
+}
+_POLICY_CONFIG_ARGUMENTS = {
+    **POLICY_CLASS_ARGUMENTS,
+    "policy_class": ClassArgument(
+        ActorCriticPolicy, "policy_kwargs", ("observation_space", "action_space", "lr_schedule")
+    ),
+}
+
+
+def policy_config(
+    model_config: dict[str, Any], source: str
+) -> tuple[type[ActorCriticPolicy], dict[str, Any]]:
+    """The policy class and arguments of an `SB3PolicyModule`'s ``model_config``, checked
+    before anything is called (`textgym_agents.saving.kwargs_from_json`).
+
+    :param model_config: ``{"policy_class": {"class": name}, "policy_kwargs": {...}}``.
+    :param source: where it comes from (a file and entry), for the errors.
+    """
+    config = kwargs_from_json(
+        model_config,
+        source,
+        _POLICY_CONFIG_ARGUMENTS,
+        _POLICY_CONFIG_CLASSES,
+        "model_config argument",
+    )
+    # Other entries are RLlib's (its algorithm's model config, merged in): plain JSON, unread.
+    if "policy_class" not in config:
+        raise ValueError(f"{source}: model_config holds {sorted(config)}: expected a policy_class")
+    return config["policy_class"], config.get("policy_kwargs") or {}
 
 
 def module_spec(env_id: str, agent: str, env_kwargs: dict[str, Any]) -> RLModuleSpec | None:
@@ -216,20 +260,25 @@ class TextGymCallbacks(RLlibCallback):
 
     - On each env runner, its module becomes its TextGen envs' KL scorer (`RunnerScorer`).
     - Each finished episode (summed over the chunks RLlib samples it in) is kept on its
-      runner as a row of ``episodes.csv`` (`take_episodes` collects them).
-    - After each iteration the driver combines the runners' adaptive KL coefficients: each
-      runner's controller multiplied its coefficient by one factor per batch of finished
-      episodes, and the factors do not depend on the coefficient, so the product of every
-      runner's change is what one controller that saw all episodes would have done. The
-      result is sent to every runner.
+      runner as a row of ``episodes.csv`` (`take_episodes` collects them), and its summed KL
+      (the ``episode_kl`` of its last step's info) goes into the runner's KL report.
+    - Adaptive beta is one controller, on the driver (`synchronise_kl_coef`): each runner's
+      envs pay the coefficient the driver sent last and never step it, and after each
+      iteration the driver updates it once over the KL reports of every runner.
     """
 
     def on_environment_created(self, *, env_runner, env, **kwargs) -> None:
         core = core_of(env)
         if core is not None:
             core.attach_policy(RunnerScorer(env_runner))
+            # The env's own controller (kl_coef, kl_target, kl_horizon) is the driver's to
+            # step; the env pays a fixed coefficient, and a remade env the one sent last.
+            env_runner.textgym_kl_controller = core.kl_controller
+            value = getattr(env_runner, "textgym_kl_coef", core.kl_controller.value)
+            core.kl_controller = FixedKLController(value)
         env_runner.textgym_episodes = []  # finished episodes, for `take_episodes`
         env_runner.textgym_partial = {}  # episode id -> (return, length) of earlier chunks
+        env_runner.textgym_kl_report = [0.0, 0]  # finished episodes' summed KL and count
 
     def on_sample_end(self, *, env_runner=None, samples=(), **kwargs) -> None:
         # RLlib hands episodes over in chunks (one per sample call): an episode's return and
@@ -245,58 +294,84 @@ class TextGymCallbacks(RLlibCallback):
                 partial[chunk.id_] = (episode_return, length)
                 continue
             info = chunk.get_infos(-1) or {}
+            kl = _float_or_none(info.get("episode_kl"))
+            if kl is not None:
+                env_runner.textgym_kl_report[0] += kl
+                env_runner.textgym_kl_report[1] += 1
             env_runner.textgym_episodes.append(
                 {
                     "return": episode_return,
                     "length": length,
                     "rm_score": _float_or_none(info.get("rm_score")),
-                    "kl": _float_or_none(info.get("episode_kl")),
+                    "kl": kl,
                     "kl_coef": _float_or_none(info.get("kl_coef")),
                 }
             )
 
     def on_algorithm_init(self, *, algorithm: Algorithm, **kwargs) -> None:
-        synchronise_kl_coef(algorithm)  # before any episode: the envs' starting coefficient
+        synchronise_kl_coef(algorithm)  # before any episode: the driver takes the controller
 
     def on_train_result(self, *, algorithm: Algorithm, result: dict, **kwargs) -> None:
         synchronise_kl_coef(algorithm)
+
+    def on_env_runners_recreated(self, *, algorithm: Algorithm, **kwargs) -> None:
+        # A recreated runner's envs start at the starting coefficient: send the current one.
+        controller = getattr(algorithm, "textgym_kl_controller", None)
+        if controller is not None:
+            set_kl_coef(algorithm, controller.value)
 
 
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _runner_kl_coef(runner: Any) -> float | None:
-    core = core_of(runner.env) if getattr(runner, "env", None) is not None else None
-    return None if core is None else float(core.kl_controller.value)
+def _take_kl_report(runner: Any) -> tuple[float, int]:
+    kl_sum, count = getattr(runner, "textgym_kl_report", (0.0, 0))
+    runner.textgym_kl_report = [0.0, 0]
+    return kl_sum, count
 
 
 def synchronise_kl_coef(algorithm: Algorithm) -> float | None:
-    """Combine the runners' adaptive KL coefficients into one and send it to every runner
-    (see `TextGymCallbacks`); returns it (None without TextGen envs)."""
+    """One step of the driver's KL controller over the episodes every runner finished since
+    the last call, sent to every runner; returns the coefficient (None without TextGen envs).
+
+    With a ``kl_target`` this is Ziegler's update over the union of the runners' episodes:
+    ``KL`` = their summed KL over their count ``n``, ``beta *= 1 + clip(KL / target - 1, -0.2,
+    0.2) * n / horizon``. The first call takes the controller the runners' envs were built
+    with as the driver's (`TextGymCallbacks`).
+    """
     group = algorithm.env_runner_group
-    values = [v for v in group.foreach_env_runner(_runner_kl_coef) if v is not None]
-    if not values:
-        return None
-    previous = getattr(algorithm, "textgym_kl_coef", None)
-    if previous is None or previous <= 0:  # the first call (or a coefficient of 0 stays 0)
-        combined = float(np.mean(values))
-    else:
-        combined = previous * math.prod(v / previous for v in values)
-    set_kl_coef(algorithm, combined)
-    return combined
+    controller = getattr(algorithm, "textgym_kl_controller", None)
+    if controller is None:
+        controllers = group.foreach_env_runner(
+            lambda runner: getattr(runner, "textgym_kl_controller", None)
+        )
+        controllers = [c for c in controllers if c is not None]
+        if not controllers:
+            return None
+        controller = algorithm.textgym_kl_controller = controllers[0]
+    reports = group.foreach_env_runner(_take_kl_report)
+    count = sum(n for _, n in reports)
+    if count:
+        controller.update(sum(kl for kl, _ in reports) / count, count)
+    set_kl_coef(algorithm, controller.value)
+    return controller.value
 
 
 def set_kl_coef(algorithm: Algorithm, value: float) -> None:
-    """Set every runner's KL coefficient (adaptive or fixed) to ``value``."""
+    """Set the KL coefficient (adaptive or fixed) to ``value``: the driver's controller and
+    the coefficient every runner's envs pay."""
 
     def assign(runner: Any) -> None:
         core = core_of(runner.env) if getattr(runner, "env", None) is not None else None
         if core is not None:
             core.kl_controller.value = value
+            runner.textgym_kl_coef = value
 
     algorithm.env_runner_group.foreach_env_runner(assign)
-    algorithm.textgym_kl_coef = value
+    controller = getattr(algorithm, "textgym_kl_controller", None)
+    if controller is not None:
+        controller.value = value
 
 
 def take_episodes(algorithm: Algorithm) -> list[dict[str, Any]]:
@@ -311,6 +386,35 @@ def take_episodes(algorithm: Algorithm) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------- the config
+def check_working_directory() -> None:
+    """Refuse a working directory from which the env runners may import another textgym.
+
+    Ray puts the driver's working directory first on its workers' import path, so a folder
+    there named ``textgym`` or ``textgym_agents`` (a clone of the repository, say) can replace
+    the installed package in every env runner: with an editable install even a folder without
+    ``__init__.py`` does, and every runner then fails to find the envs. The working directory
+    may hold the installed package itself (the repository root of an editable install).
+
+    :raises ValueError: naming the folder, when the working directory holds another one.
+    """
+    cwd = os.getcwd()
+    for name in ("textgym", "textgym_agents"):
+        spec = importlib.machinery.PathFinder.find_spec(name, [cwd])
+        if spec is None:
+            continue
+        # None when this process imported the folder too (`python -m` or `-c` run from there).
+        installed = getattr(sys.modules[name], "__file__", None)
+        if spec.origin and installed and os.path.samefile(spec.origin, installed):
+            continue
+        found = (spec.submodule_search_locations or [spec.origin])[0]  # a package or a module
+        raise ValueError(
+            f"the working directory {cwd!r} holds {found!r}, which Ray's env runners, with "
+            f"the working directory first on their import path, may import as {name!r} "
+            "instead of the installed package: expected a working directory without it; "
+            "run from another directory"
+        )
+
+
 def rllib_env_kwargs(agent: str, env_id: str, env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     return {**RLLIB_ENV_KWARGS.get(env_id, {}).get(agent, {}), **(env_kwargs or {})}
 
@@ -346,6 +450,7 @@ def rllib_config(
     :param num_gpus_per_env_runner: GPUs each runner reserves; with any, its env and module
         run on its GPU (``device="cuda"``).
     """
+    check_working_directory()
     hyper = dict(rllib_hyperparams(agent, env_id))
     env_kwargs = rllib_env_kwargs(agent, env_id, env_kwargs)
     if num_gpus_per_env_runner and "device" not in env_kwargs and env_id.startswith("TextGen"):
@@ -380,8 +485,11 @@ def rllib_config(
 
 # ---------------------------------------------------------------------------- saving
 MODULE_FORMAT = "textgym-rllib-module-1"
-# Module classes a saved module may name (no other code is imported when loading).
-_MODULE_CLASSES = ("textgym_agents.rllib.", "ray.rllib.")
+# The module classes a saved module may name: textgym's and RLlib's default PPO module.
+_MODULE_CLASSES = class_registry(SB3PolicyModule, DefaultPPOTorchRLModule)
+# The names RLlib's default module may give its activations (RLlib maps each to a class);
+# textgym gives it no initializers.
+_DEFAULT_ACTIVATIONS = ("linear", "relu", "tanh", "elu", "silu", "swish")
 
 
 def module_archive(module: TorchRLModule, env_space: gym.Space) -> dict[str, bytes]:
@@ -394,6 +502,8 @@ def module_archive(module: TorchRLModule, env_space: gym.Space) -> dict[str, byt
     config = module.model_config
     if not isinstance(config, dict):  # RLlib's DefaultModelConfig dataclass
         config = dataclasses.asdict(config)
+    if isinstance(module, SB3PolicyModule):  # the weights hold the trunk: no model path kept
+        config = {**config, "policy_kwargs": without_init_from(config.get("policy_kwargs", {}))}
     meta = {
         "format": MODULE_FORMAT,
         "class": f"{cls.__module__}.{cls.__qualname__}",
@@ -408,28 +518,70 @@ def module_archive(module: TorchRLModule, env_space: gym.Space) -> dict[str, byt
 
 def load_module(path: str | os.PathLike, device: str = "cpu") -> RLlibPolicy:
     """A module saved by `RLlibAgent.save`, rebuilt from JSON and weights (no code runs), as
-    the `RLlibPolicy` that evaluation plays."""
-    with zipfile.ZipFile(path) as archive:
+    the `RLlibPolicy` that evaluation plays. Before anything is built, its class resolves only
+    through the registry of the module classes textgym saves, and its model config is checked
+    (`policy_config`; RLlib's default module: `DefaultModelConfig` fields, plain values)."""
+    with open_archive(path) as archive:
         if "module.json" not in archive.namelist():
             raise ValueError(
                 f"path={str(path)!r} is not an RLlib module file (no module.json): expected "
                 "a model.zip of a run trained with --backend rllib"
             )
-        meta = json.loads(archive.read("module.json"))
-        state = from_bytes(archive.read("module.pth"), device)
-    if meta.get("format") != MODULE_FORMAT:
-        raise ValueError(
-            f"path={str(path)!r} holds format {meta.get('format')!r}: expected {MODULE_FORMAT!r}"
+        source = f"{path}: module.json"
+        meta = read_json(archive, "module.json")
+        if not isinstance(meta, dict) or meta.get("format") != MODULE_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else meta
+            raise ValueError(f"{source} holds format {found!r}: expected {MODULE_FORMAT!r}")
+        module_class = saved_class(
+            meta.get("class"), TorchRLModule, _MODULE_CLASSES, source, "class"
         )
-    module_class = import_class(meta["class"], _MODULE_CLASSES, f"path={str(path)!r}")
+        model_config = _saved_model_config(module_class, meta.get("model_config"), source)
+        try:
+            spaces = {
+                name: space_from_json(meta[name])
+                for name in ("observation_space", "action_space", "env_observation_space")
+            }
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{source}: its spaces are not saved spaces ({err!r})") from err
+        state = read_weights(archive, "module.pth", device)
     module = module_class(
-        observation_space=space_from_json(meta["observation_space"]),
-        action_space=space_from_json(meta["action_space"]),
-        model_config=meta["model_config"],
+        observation_space=spaces["observation_space"],
+        action_space=spaces["action_space"],
+        model_config=model_config,
     )
-    module.load_state_dict(state)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path}: module.pth does not fit the module module.json describes ({err})"
+        ) from err
     module.eval()
-    return RLlibPolicy(module.to(device), space_from_json(meta["env_observation_space"]))
+    return RLlibPolicy(module.to(device), spaces["env_observation_space"])
+
+
+def _saved_model_config(module_class: type, config: Any, source: str) -> dict[str, Any]:
+    """A saved module's model config, checked for ``module_class`` before it is built."""
+    if module_class is SB3PolicyModule:
+        policy_config(config, source)
+        # Files of earlier versions keep the GPT's init_from: the weights make it unneeded.
+        return {**config, "policy_kwargs": without_init_from(config.get("policy_kwargs") or {})}
+    fields = {field.name for field in dataclasses.fields(DefaultModelConfig)}
+    if not isinstance(config, dict) or set(config) - fields:
+        extra = sorted(set(config) - fields) if isinstance(config, dict) else config
+        raise ValueError(
+            f"{source}: model_config gives {extra!r}: expected fields of RLlib's DefaultModelConfig"
+        )
+    for key, value in config.items():
+        if key.endswith("_activation") and value not in _DEFAULT_ACTIVATIONS:
+            raise ValueError(
+                f"{source}: model_config {key} is {value!r}: expected one of {_DEFAULT_ACTIVATIONS}"
+            )
+        if "_initializer" in key and value is not None:
+            raise ValueError(
+                f"{source}: model_config {key} is {value!r}: expected null (textgym saves "
+                "no initializers)"
+            )
+    return config
 
 
 class RLlibPolicy(BasePolicy):
@@ -509,10 +661,9 @@ class RLlibAgent:
 
     @property
     def kl_coef(self) -> float | None:
-        """The runners' KL coefficient (None without TextGen envs)."""
-        values = self.algo.env_runner_group.foreach_env_runner(_runner_kl_coef)
-        values = [value for value in values if value is not None]
-        return values[0] if values else None
+        """The KL coefficient every runner pays (None without TextGen envs)."""
+        controller = getattr(self.algo, "textgym_kl_controller", None)
+        return None if controller is None else controller.value
 
     @kl_coef.setter
     def kl_coef(self, value: float) -> None:
@@ -552,10 +703,10 @@ class RLlibAgent:
     def load_state(self, path: str | os.PathLike) -> None:
         """Weights, optimizer state and step count of a `save` into this agent (built with
         the same configuration); the runners get the weights."""
-        with zipfile.ZipFile(path) as archive:
-            weights = from_bytes(archive.read("module.pth"))
-            optimizers = from_bytes(archive.read("optimizer.pth"))
-            counters = json.loads(archive.read("agent.json"))
+        with open_archive(path) as archive:
+            weights = read_weights(archive, "module.pth")
+            optimizers = read_weights(archive, "optimizer.pth")
+            counters = read_json(archive, "agent.json")
         learner = self.algo.learner_group._learner
         self.module.load_state_dict(weights)
         learner._set_optimizer_state(optimizers)

@@ -12,7 +12,8 @@ same rewards, and changes only how the work is done:
 - **The update** gets all of an episode's log-probs and values from one forward pass over
   the finished sequence (prompt + generated tokens), then runs clipped PPO over whole
   episodes, with GAE (``gamma=1``: every token shapes the finished text equally) or RLOO's
-  leave-one-out baseline (``advantage="rloo"``, see `rloo_advantages`).
+  leave-one-out baseline (``advantage="rloo"``, see `rloo_advantages`), normalised as
+  ``normalize_advantage`` says (`advantages` returns what the loss uses).
 
 **Groups** (``group_size=k``, the env's argument): rows ``g*k`` to ``g*k + k - 1`` sample k
 texts of one prompt and end together (see `TextGenVectorEnv`). A row whose text has ended
@@ -37,7 +38,8 @@ agent = SequencePPO(env_kwargs={"max_new_tokens": 24}, seed=0)
 agent.learn(total_timesteps=50_000)
 agent.save("gpt_policy.zip")
 
-# RLOO: 4 samples per prompt, the mean return of the other 3 as the baseline, no value head.
+# RLOO: 4 samples per prompt, the mean return of the other 3 as the baseline, no value head;
+# its advantages are used as they are (normalize_advantage="none", the default with "rloo").
 rloo = SequencePPO(seed=0, group_size=4, advantage="rloo", vf_coef=0.0)
 ```
 """
@@ -62,11 +64,24 @@ from textgym.envs.textgen_vector import TextGenVectorEnv
 from textgym.lm import IncrementalLM
 from textgym.reference import sample_tokens
 from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
-from textgym_agents.saving import from_bytes, to_bytes, write_archive
+from textgym_agents.saving import read_weights, to_bytes, write_archive
 
-__all__ = ["ADVANTAGES", "Episode", "SequencePPO", "UpdateStats", "rloo_advantages"]
+__all__ = [
+    "ADVANTAGES",
+    "NORMALIZATIONS",
+    "Episode",
+    "SequencePPO",
+    "UpdateStats",
+    "rloo_advantages",
+]
 
 ADVANTAGES = ("gae", "rloo")  # the values of SequencePPO's ``advantage``
+# The values of SequencePPO's ``normalize_advantage``; "batch" and "group" scale one advantage
+# per episode, so they need ``advantage="rloo"``.
+NORMALIZATIONS = ("token", "none", "batch", "group")
+_STD_EPS = 1e-8  # added to every standard deviation an advantage is divided by
+# What a trainer saved before a setting existed was trained with (`SequencePPO.load_state`).
+_SETTINGS_BEFORE = {"group_size": 1, "advantage": "gae", "normalize_advantage": "token"}
 
 
 @dataclass
@@ -138,6 +153,17 @@ class SequencePPO:
         other episodes of its group; needs ``group_size >= 2``). With ``"rloo"`` the value
         head only learns the returns, with weight ``vf_coef``; ``vf_coef=0`` leaves it out
         (no value loss, no forward pass for old values).
+    :param normalize_advantage: how the advantages are scaled before the policy loss uses
+        them (`advantages` returns the result). ``"token"``: minus their mean over every
+        generated token of the update's episodes, over their standard deviation (once per
+        update, not per minibatch). ``"none"``: as computed. ``"batch"`` (``"rloo"`` only):
+        each episode's advantage minus the mean over the update's episodes, each counted
+        once, over their standard deviation (TRL's ``RLOOTrainer(normalize_advantages=True)``).
+        ``"group"`` (``"rloo"`` only): each episode's advantage over the standard deviation
+        of its group's returns (GRPO's scale; RLOO's ``A = k/(k-1) (R - mean R)`` makes it
+        GRPO's advantage times ``k/(k-1)``). Standard deviations are Bessel-corrected, plus
+        1e-8. Default: ``"token"`` with ``"gae"``, ``"none"`` with ``"rloo"`` (the plain
+        leave-one-out estimator).
     :param policy: a policy to continue training (default: a new one from the env's
         reference, so the KL starts at zero).
     :param device: ``"cpu"``, ``"cuda"``, ... (default: the env's ``device`` argument, else CPU).
@@ -161,6 +187,7 @@ class SequencePPO:
         target_kl: float | None = None,
         group_size: int = 1,
         advantage: str = "gae",
+        normalize_advantage: str | None = None,
         policy: GPTActorCriticPolicy | None = None,
     ) -> None:
         for name, value in (
@@ -182,6 +209,19 @@ class SequencePPO:
             raise ValueError(
                 f"advantage='rloo' with group_size={group_size}: RLOO's baseline is the mean "
                 "return of the other samples of a prompt, so expected group_size >= 2"
+            )
+        if normalize_advantage is None:
+            normalize_advantage = "none" if advantage == "rloo" else "token"
+        if normalize_advantage not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalize_advantage={normalize_advantage!r} is not known: expected one of "
+                f"{NORMALIZATIONS} or None (the default of the advantage)"
+            )
+        if advantage != "rloo" and normalize_advantage in ("batch", "group"):
+            raise ValueError(
+                f"normalize_advantage={normalize_advantage!r} with advantage={advantage!r}: "
+                "it scales one advantage per episode, which only 'rloo' gives; expected "
+                "'token' or 'none'"
             )
         if "group_size" in (env_kwargs or {}):
             raise ValueError(
@@ -213,6 +253,7 @@ class SequencePPO:
         self.target_kl = target_kl
         self.group_size = group_size
         self.advantage = advantage
+        self.normalize_advantage = normalize_advantage
 
         torch.manual_seed(seed)
         self.env = gym.make_vec(
@@ -435,30 +476,55 @@ class SequencePPO:
         return logits, values, self._to(valid)
 
     def _advantages(self, episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Advantages and value targets ``(B, T)`` at every generated position.
+        """Advantages, normalised as the loss uses them, and value targets ``(B, T)`` at every
+        generated position (padding: anything).
 
         ``"gae"``: GAE (gamma = 1) per episode on the values of one no-grad forward pass; the
         episode's end is terminal. ``"rloo"``: each episode's `rloo_advantages` entry on all its
         tokens, and the return from each token on as the value target (no forward pass).
         """
+        valid = self._to(_pad([np.ones(len(e.tokens), dtype=bool) for e in episodes]))
         if self.advantage == "rloo":
-            baselined = rloo_advantages(episodes, self.group_size).astype(np.float32)
-            adv = _pad([np.full(len(e.tokens), a) for e, a in zip(episodes, baselined)])
-            returns = _pad([np.cumsum(e.rewards[::-1])[::-1] for e in episodes])
-            return self._to(adv), self._to(returns)
-        with torch.no_grad():
-            _, values, _ = self._forward(episodes)
-        values_np = values.cpu().numpy()
-        adv = np.zeros_like(values_np)
-        for i, e in enumerate(episodes):
-            last = 0.0
-            for t in range(len(e.tokens) - 1, -1, -1):
-                next_value = values_np[i, t + 1] if t + 1 < len(e.tokens) else 0.0
-                delta = e.rewards[t] + next_value - values_np[i, t]
-                last = delta + self.gae_lambda * last
-                adv[i, t] = last
-        adv_t = self._to(adv)
-        return adv_t, adv_t + values
+            # (B,) float64 on the CPU; the device gets float32, as from GAE
+            per_episode = torch.as_tensor(rloo_advantages(episodes, self.group_size))
+            if self.normalize_advantage == "batch":
+                per_episode = _whiten(per_episode)
+            elif self.normalize_advantage == "group":
+                std = torch.as_tensor(_group_return_std(episodes, self.group_size))
+                per_episode = per_episode / (std + _STD_EPS)
+            adv = torch.where(valid, self._to(per_episode.float())[:, None], 0.0)
+            returns = self._to(_pad([np.cumsum(e.rewards[::-1])[::-1] for e in episodes]))
+        else:
+            with torch.no_grad():
+                _, values, _ = self._forward(episodes)
+            values_np = values.cpu().numpy()
+            adv_np = np.zeros_like(values_np)
+            for i, e in enumerate(episodes):
+                last = 0.0
+                for t in range(len(e.tokens) - 1, -1, -1):
+                    next_value = values_np[i, t + 1] if t + 1 < len(e.tokens) else 0.0
+                    delta = e.rewards[t] + next_value - values_np[i, t]
+                    last = delta + self.gae_lambda * last
+                    adv_np[i, t] = last
+            adv = self._to(adv_np)
+            returns = adv + values
+        if self.normalize_advantage == "token":
+            adv = _whiten(adv, valid)
+        return adv, returns
+
+    def advantages(self, episodes: Sequence[Episode]) -> list[np.ndarray]:
+        """The advantage of each generated token, exactly as the update's policy loss uses it
+        (``advantage`` and ``normalize_advantage`` applied; with ``"gae"``, on the current value
+        head).
+
+        :param episodes: finished episodes (from `collect`); with ``"rloo"``, whole groups.
+        :return: one ``(T,)`` float32 array per episode, in the order given.
+        """
+        episodes = list(episodes)
+        if not episodes:
+            raise ValueError("episodes=[]: expected at least one finished Episode")
+        adv = self._advantages(episodes)[0].cpu().numpy()
+        return [adv[i, : len(e.tokens)].copy() for i, e in enumerate(episodes)]
 
     def update(self, episodes: list[Episode]) -> dict[str, float]:
         """Clipped PPO over whole episodes; returns the mean losses and diagnostics."""
@@ -466,11 +532,8 @@ class SequencePPO:
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr(progress)
         advantages, returns = self._advantages(episodes)
-        valid = self._to(_pad([np.ones(len(e.tokens), dtype=bool) for e in episodes]))
         actions = self._to(_pad([e.actions for e in episodes]))
         old_logprobs = self._to(_pad([e.logprobs for e in episodes]))
-        flat = advantages[valid]
-        advantages = (advantages - flat.mean()) / (flat.std() + 1e-8)
 
         stats = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clip": []}
         self.policy.set_training_mode(True)
@@ -589,8 +652,9 @@ class SequencePPO:
         """Continue from a file `save` wrote: weights, optimizer, step counter and sampling
         RNG. The env starts afresh: its next reset is seeded with ``seed + num_timesteps``.
 
-        The file's ``group_size`` and ``advantage`` must be this trainer's (a file from
-        before they existed: 1 and ``"gae"``); nothing changes when they are not.
+        The file's ``group_size``, ``advantage`` and ``normalize_advantage`` must be this
+        trainer's (a file from before they existed: 1, ``"gae"`` and ``"token"``, what it was
+        trained with, RLOO included); nothing changes when they are not.
         """
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -600,7 +664,7 @@ class SequencePPO:
                     "SequencePPO.save (policy.pth, optimizer.pth, trainer.json)"
                 )
             trainer = json.loads(archive.read("trainer.json"))
-            saved = {"group_size": 1, "advantage": "gae"} | {
+            saved = _SETTINGS_BEFORE | {
                 key: trainer[key] for key in self._settings() if key in trainer
             }
             if saved != self._settings():
@@ -608,15 +672,22 @@ class SequencePPO:
                     f"path={str(path)!r} was saved by a trainer with {saved}, this one has "
                     f"{self._settings()}: expected a trainer built with the same settings"
                 )
-            self.policy.load_state_dict(from_bytes(archive.read("policy.pth"), self.device))
-            self.optimizer.load_state_dict(from_bytes(archive.read("optimizer.pth"), self.device))
+            # Both read (weights-only) before either is applied: a refused file changes nothing.
+            weights = read_weights(archive, "policy.pth", self.device)
+            optimizer = read_weights(archive, "optimizer.pth", self.device)
+        self.policy.load_state_dict(weights)
+        self.optimizer.load_state_dict(optimizer)
         self.num_timesteps = int(trainer["num_timesteps"])
         self.generator.set_state(torch.tensor(trainer["generator"], dtype=torch.uint8))
         self._obs = None
 
     def _settings(self) -> dict[str, Any]:
         """The settings a saved trainer must be continued with (its episodes depend on them)."""
-        return {"group_size": self.group_size, "advantage": self.advantage}
+        return {
+            "group_size": self.group_size,
+            "advantage": self.advantage,
+            "normalize_advantage": self.normalize_advantage,
+        }
 
 
 def rloo_advantages(episodes: Sequence[Episode], group_size: int) -> np.ndarray:
@@ -628,6 +699,22 @@ def rloo_advantages(episodes: Sequence[Episode], group_size: int) -> np.ndarray:
     :param episodes: whole groups, ``group_size`` episodes of each ``group`` id, in any order.
     :param group_size: episodes per group, at least 2.
     """
+    returns, inverse = _groups(episodes, group_size)
+    others = np.bincount(inverse, weights=returns)[inverse] - returns
+    return returns - others / (group_size - 1)
+
+
+def _group_return_std(episodes: Sequence[Episode], group_size: int) -> np.ndarray:
+    """``(B,)``: the standard deviation (Bessel-corrected) of the returns of each episode's
+    group, GRPO's scale."""
+    returns, inverse = _groups(episodes, group_size)
+    std = [returns[inverse == g].std(ddof=1) for g in range(inverse.max() + 1)]
+    return np.array(std)[inverse]
+
+
+def _groups(episodes: Sequence[Episode], group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(returns, group index)``, each ``(B,)``, of episodes that must form whole groups of
+    ``group_size >= 2``."""
     returns = np.array([e.episode_return for e in episodes], dtype=np.float64)
     _, inverse, counts = np.unique(
         [e.group for e in episodes], return_inverse=True, return_counts=True
@@ -637,8 +724,7 @@ def rloo_advantages(episodes: Sequence[Episode], group_size: int) -> np.ndarray:
             f"episodes hold groups of {sorted(set(counts.tolist()))} episode(s): RLOO's "
             f"baseline expected whole groups of group_size={group_size} >= 2 episodes"
         )
-    others = np.bincount(inverse, weights=returns)[inverse] - returns
-    return returns - others / (group_size - 1)
+    return returns, inverse
 
 
 def _pad(arrays: list[np.ndarray], value: int = 0) -> np.ndarray:
@@ -649,3 +735,10 @@ def _pad(arrays: list[np.ndarray], value: int = 0) -> np.ndarray:
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _whiten(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``values`` minus the mean of its entries under ``mask`` (default: all), over their
+    standard deviation (Bessel-corrected, as torch's and TRL's) plus 1e-8."""
+    chosen = values if mask is None else values[mask]
+    return (values - chosen.mean()) / (chosen.std() + _STD_EPS)

@@ -169,8 +169,9 @@ def test_rewards_rllib_trains_on_are_the_exact_kl_rewards(
 
 
 class _Runner:
-    def __init__(self, env):
+    def __init__(self, env, module=None):
         self.env = env
+        self.module = module
 
 
 class _Group:
@@ -181,30 +182,107 @@ class _Group:
         return [func(runner) for runner in self.runners]
 
 
-def test_adaptive_kl_coef_is_combined_over_runners_as_one_controller(tiny_gpt2):
-    """Two runners' controllers, each updated on its own episodes, are combined into the
-    coefficient one controller would reach on all of them, and sent to both."""
+class _Algorithm:
+    def __init__(self, runners):
+        self.env_runner_group = _Group(runners)
+
+
+class _UniformModule:
+    """A runner module whose policy is uniform over the actions, not the reference."""
+
+    def __init__(self, actions: int):
+        self.actions = actions
+
+    def score(self, obs):
+        return np.full((len(obs["input_ids"]), self.actions), -np.log(self.actions))
+
+
+def _finished_episode(kl: float):
+    """A finished one-step episode whose last info carries its summed KL, as TextGen's does."""
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    return SingleAgentEpisode(
+        observations=[0, 0],
+        actions=[0],
+        rewards=[0.0],
+        infos=[{}, {"episode_kl": kl}],
+        terminated=True,
+        len_lookback_buffer=0,
+    )
+
+
+def test_adaptive_kl_coef_is_one_controller_over_every_runners_episodes(tiny_gpt2):
+    """The driver applies one Ziegler update over the union of the episodes the runners
+    finished (KL: their summed KL over their count, n: their count) and sends it to every
+    runner; the runners' envs pay it and never step it themselves."""
     import gymnasium as gym
 
     from textgym.kl import AdaptiveKLController
 
     kwargs = {"model": str(tiny_gpt2), "kl_coef": 0.1, "kl_target": 2.0, "kl_horizon": 100}
-    envs = [gym.make("TextGen-v0", **kwargs) for _ in range(2)]
-    algorithm = type("Algo", (), {})()
-    algorithm.env_runner_group = _Group([_Runner(env) for env in envs])
-    assert tg_rllib.synchronise_kl_coef(algorithm) == pytest.approx(0.1)
-    batches = [(5.0, 8), (0.5, 3)]  # (KL per sequence, sequences) seen by each runner
+    callbacks = tg_rllib.TextGymCallbacks()
+    env = gym.make("TextGen-v0", max_new_tokens=3, kl_estimator="k3", **kwargs)
+    runners = [_Runner(env, _UniformModule(int(env.action_space.n)))]
+    runners.append(_Runner(gym.make("TextGen-v0", **kwargs)))
+    for runner in runners:
+        callbacks.on_environment_created(env_runner=runner, env=runner.env.unwrapped)
+    algorithm = _Algorithm(runners)
+    callbacks.on_algorithm_init(algorithm=algorithm)
+    assert tg_rllib.synchronise_kl_coef(algorithm) == 0.1  # no episodes: no update
+
+    # A whole episode on a runner, away from the reference: its env pays 0.1 throughout.
+    env.reset(seed=0)
+    terminated, paid = False, []
+    while not terminated:
+        _, _, terminated, _, info = env.step(0)
+        paid.append(info["kl_coef"])
+    assert info["episode_kl"] > 0 and paid == [0.1] * len(paid)
+    assert env.unwrapped.kl_coef == 0.1
+
+    kls = [[5.0] * 6 + [4.0, 3.0], [0.5, 0.25, 1.0]]  # the episodes each runner finished
+    for runner, episodes in zip(runners, kls):
+        callbacks.on_sample_end(
+            env_runner=runner, samples=[_finished_episode(kl) for kl in episodes]
+        )
+    callbacks.on_train_result(algorithm=algorithm, result={})
+    union = [kl for episodes in kls for kl in episodes]
     one = AdaptiveKLController(0.1, 2.0, 100)
-    for env, (kl, n) in zip(envs, batches):
-        env.unwrapped.core.kl_controller.update(kl, n)
-        one.update(kl, n)
-    combined = tg_rllib.synchronise_kl_coef(algorithm)
-    assert combined == pytest.approx(one.value, rel=1e-12) and combined != pytest.approx(0.1)
-    assert [env.unwrapped.core.kl_controller.value for env in envs] == [combined, combined]
+    one.update(sum(union) / len(union), len(union))
+    sequential = AdaptiveKLController(0.1, 2.0, 100)  # the runners' batches one after another
+    for episodes in kls:
+        sequential.update(sum(episodes) / len(episodes), len(episodes))
+    assert algorithm.textgym_kl_controller.value == pytest.approx(one.value, rel=1e-12)
+    assert one.value == pytest.approx(0.1022) and sequential.value != pytest.approx(one.value)
+    assert [runner.env.unwrapped.kl_coef for runner in runners] == [one.value] * 2
+
+    # The reports were taken: the next iteration without episodes leaves beta alone, and a
+    # recreated runner (its env at the starting 0.1) is sent the current one.
+    assert tg_rllib.synchronise_kl_coef(algorithm) == pytest.approx(one.value, rel=1e-12)
+    runners.append(_Runner(gym.make("TextGen-v0", **kwargs)))
+    callbacks.on_environment_created(env_runner=runners[2], env=runners[2].env.unwrapped)
+    assert runners[2].env.unwrapped.kl_coef == 0.1
+    callbacks.on_env_runners_recreated(
+        algorithm=algorithm,
+        env_runner_group=algorithm.env_runner_group,
+        env_runner_indices=[3],
+        is_evaluation=False,
+    )
+    assert runners[2].env.unwrapped.kl_coef == algorithm.textgym_kl_controller.value
 
 
-def test_adaptive_kl_coef_is_the_same_on_every_runner_after_an_iteration(local_ray, tiny_gpt2):
-    env_kwargs = {"model": str(tiny_gpt2), "max_new_tokens": 4, "kl_target": 0.01, "kl_horizon": 10}
+def test_adaptive_kl_coef_on_two_runners_is_one_controller_per_iteration(local_ray, tiny_gpt2):
+    """Through RLlib: every episode finished in an iteration, on either runner, paid the
+    coefficient the driver sent before it, and the next one is one update of
+    `AdaptiveKLController` over all of them."""
+    from textgym.envs.textgen_core import core_of
+    from textgym.kl import AdaptiveKLController
+
+    env_kwargs = {
+        "model": str(tiny_gpt2),
+        "max_new_tokens": 4,
+        "kl_target": 0.01,
+        "kl_horizon": 100,
+    }
     config = tg_rllib.rllib_config(
         "TextGen-v0",
         "gpt",
@@ -217,14 +295,24 @@ def test_adaptive_kl_coef_is_the_same_on_every_runner_after_an_iteration(local_r
         lr=1e-3,
     )
     agent = tg_rllib.RLlibAgent(config)
+    iterations = []
     try:
-        agent.learn(128)
-        values = agent.algo.env_runner_group.foreach_env_runner(
-            tg_rllib._runner_kl_coef, local_env_runner=False
+        start = agent.kl_coef
+        agent.learn(192, callback=lambda a, stats: iterations.append((stats.episodes, a.kl_coef)))
+        paid = agent.algo.env_runner_group.foreach_env_runner(
+            lambda runner: core_of(runner.env).kl_controller.value, local_env_runner=False
         )
     finally:
         agent.close()
-    assert len(values) == 2 and values[0] == values[1] != 0.05
+    assert len(iterations) >= 3
+    before = start
+    for episodes, after in iterations:
+        assert episodes and {row["kl_coef"] for row in episodes} == {before}
+        one = AdaptiveKLController(before, 0.01, 100)
+        one.update(sum(row["kl"] for row in episodes) / len(episodes), len(episodes))
+        assert after == pytest.approx(one.value, rel=1e-12) and after != before
+        before = after
+    assert paid == [before, before]
 
 
 @pytest.mark.parametrize(
@@ -361,3 +449,36 @@ def test_the_driver_reads_the_gpt_architecture_on_the_cpu_for_gpu_runners(tiny_g
     spec = tg_rllib.module_spec("TextGen-v0", "gpt", {"model": str(tiny_gpt2), "device": "cuda"})
     assert spec.module_class is tg_rllib.SB3PolicyModule
     assert spec.model_config["policy_kwargs"]["init_from"] == str(tiny_gpt2)
+
+
+@pytest.mark.parametrize(
+    ("folder", "init"),
+    [("textgym", False), ("textgym", True), ("textgym_agents", True)],
+    ids=["a-clone-of-the-repository", "another-textgym", "another-textgym_agents"],
+)
+def test_rllib_refuses_a_working_directory_whose_folder_the_runners_would_import(
+    tmp_path, monkeypatch, folder, init
+):
+    """Ray puts the working directory first on its env runners' import path: a folder there
+    named like textgym's packages (a clone of the repository: ``textgym/`` without
+    ``__init__.py``, which shadows the editable install) would replace the installed package
+    in every runner, which then fails to find the envs. Refused before any runner starts,
+    naming the folder; from the repository root (its textgym is the installed one) it runs."""
+    from pathlib import Path
+
+    (tmp_path / folder / "textgym").mkdir(parents=True)
+    if init:
+        (tmp_path / folder / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=f"the working directory '{tmp_path}' holds '{tmp_path / folder}', which Ray's "
+        f"env runners, .* may import as '{folder}' instead of the installed package: .* run "
+        "from another directory",
+    ):
+        tg_rllib.rllib_config("GridWorld-v0", "ppo")
+    with pytest.raises(ValueError, match="run from another directory"):  # before Ray starts
+        train("GridWorld-v0", "ppo", backend="rllib", out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.chdir(Path(textgym.__file__).parents[1])
+    assert tg_rllib.rllib_config("GridWorld-v0", "ppo").env == "textgym:GridWorld-v0"

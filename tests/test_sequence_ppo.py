@@ -167,6 +167,9 @@ def test_save_and_load_round_trip(tiny_gpt2, tmp_path):
         ("group_size", 0),
         ("group_size", 3),  # does not divide num_envs=4
         ("advantage", "grpo"),
+        ("normalize_advantage", "sequence"),
+        ("normalize_advantage", "batch"),  # one advantage per episode: RLOO only
+        ("normalize_advantage", "group"),
     ],
 )
 def test_bad_settings_name_the_argument(tiny_gpt2, argument, value):
@@ -266,6 +269,135 @@ def test_rloo_advantage_is_the_return_minus_the_mean_of_the_others(tiny_gpt2):
         rloo_advantages(episodes[:5], 3)
 
 
+def whitened(values: np.ndarray) -> np.ndarray:
+    return (values - values.mean()) / (values.std(ddof=1) + 1e-8)
+
+
+def expected_rloo_advantages(
+    rewards: list[list[float]], groups: list[int], normalisation: str
+) -> list[np.ndarray]:
+    """SequencePPO's documented RLOO advantages, computed directly: per episode its return
+    minus the mean return of the others of its group, normalised as documented, on every
+    token."""
+    returns = np.array([sum(r) for r in rewards])
+    members = {g: [j for j in range(len(groups)) if groups[j] == g] for g in groups}
+    loo = np.array(
+        [
+            r - np.mean([returns[j] for j in members[g] if j != i])
+            for i, (r, g) in enumerate(zip(returns, groups))
+        ]
+    )
+    if normalisation == "batch":
+        loo = whitened(loo)
+    elif normalisation == "group":
+        loo = np.array([a / (returns[members[g]].std(ddof=1) + 1e-8) for a, g in zip(loo, groups)])
+    tokens = [np.full(len(r), a) for r, a in zip(rewards, loo)]
+    if normalisation == "token":
+        flat = whitened(np.concatenate(tokens))
+        tokens = np.split(flat, np.cumsum([len(r) for r in rewards])[:-1])
+    return tokens
+
+
+# The issue's example: returns 1, 0, 0.5, 0.5 in groups (0, 1), (2, 3), of 1, 3, 2, 2 tokens.
+ISSUE_REWARDS = [[1.0], [0.0, 0.0, 0.0], [0.0, 0.5], [0.25, 0.25]]
+ISSUE_GROUPS = [0, 0, 1, 1]
+# Two groups of 3, interleaved, with different spreads.
+MIXED_REWARDS = [[0.5], [-0.1, 0.25, 1.0], [0.0, 2.0], [0.75], [0.25, -0.5], [1.5, 0.0]]
+MIXED_GROUPS = [7, 3, 7, 3, 7, 3]
+
+
+def test_rloo_trains_on_the_plain_leave_one_out_advantage_by_default(tiny_gpt2):
+    agent = trainer(tiny_gpt2, num_envs=2, group_size=2, advantage="rloo")
+    assert agent.normalize_advantage == "none"
+    episodes = [handmade_episode(r, g) for r, g in zip(ISSUE_REWARDS, ISSUE_GROUPS)]
+    advantages = agent.advantages(episodes)
+    for got, want in zip(advantages, [[1.0], [-1.0, -1.0, -1.0], [0.0, 0.0], [0.0, 0.0]]):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    # Whitening over tokens (what RLOO did before the option) is still there, by name.
+    tokens = trainer(
+        tiny_gpt2, num_envs=2, group_size=2, advantage="rloo", normalize_advantage="token"
+    )
+    got = [a[0] for a in tokens.advantages(episodes)]
+    np.testing.assert_allclose(got, [1.768, -1.061, 0.354, 0.354], atol=1e-3)
+
+
+@pytest.mark.parametrize("normalisation", ["none", "token", "batch", "group"])
+@pytest.mark.parametrize(
+    ("rewards", "groups"), [(ISSUE_REWARDS, ISSUE_GROUPS), (MIXED_REWARDS, MIXED_GROUPS)]
+)
+def test_rloo_advantages_are_their_documented_formula(tiny_gpt2, rewards, groups, normalisation):
+    k = len(groups) // len(set(groups))
+    agent = trainer(
+        tiny_gpt2, num_envs=k, group_size=k, advantage="rloo", normalize_advantage=normalisation
+    )
+    episodes = [handmade_episode(r, g) for r, g in zip(rewards, groups)]
+    expected = expected_rloo_advantages(rewards, groups, normalisation)
+    for got, want in zip(agent.advantages(episodes), expected):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("normalisation", ["token", "none"])
+def test_gae_advantages_are_their_documented_formula(tiny_gpt2, normalisation):
+    agent = trainer(tiny_gpt2, gae_lambda=0.9, normalize_advantage=normalisation)
+    episodes = agent.collect()
+    with torch.no_grad():
+        values = agent._forward(episodes)[1].numpy()
+    expected = []
+    for i, e in enumerate(episodes):  # GAE with gamma = 1, the episode's end terminal
+        v = np.append(values[i, : len(e.tokens)], 0.0)
+        deltas = e.rewards + v[1:] - v[:-1]
+        expected.append(
+            np.array(
+                [sum(0.9**j * d for j, d in enumerate(deltas[t:])) for t in range(len(e.tokens))]
+            )
+        )
+    if normalisation == "token":
+        flat = whitened(np.concatenate(expected))
+        expected = np.split(flat, np.cumsum([len(e.tokens) for e in episodes])[:-1])
+    for got, want in zip(agent.advantages(episodes), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("advantage", "normalisation"),
+    [
+        ("rloo", "none"),
+        ("rloo", "batch"),
+        ("rloo", "group"),
+        ("rloo", "token"),
+        ("gae", "token"),
+        ("gae", "none"),
+    ],
+)
+def test_the_policy_loss_uses_the_advantages_it_reports(tiny_gpt2, advantage, normalisation):
+    # Texts of different lengths, paid by length: an advantage's token weight shows.
+    agent = ending_early(
+        trainer(
+            tiny_gpt2,
+            rm=length_reward,
+            group_size=2,
+            advantage=advantage,
+            normalize_advantage=normalisation,
+            n_epochs=1,
+            minibatch_episodes=64,
+        )
+    )
+    episodes = agent.collect()
+    advantages = np.concatenate(agent.advantages(episodes))
+    # One minibatch of every episode, before any step: the ratio is 1, so the clipped
+    # objective is -advantage on every token.
+    stats = agent.update(episodes)
+    assert stats["policy_loss"] == pytest.approx(-advantages.mean(), abs=1e-4)
+    if normalisation == "none":
+        assert abs(advantages.mean()) > 1e-2  # tells "none" from the whitened mean of 0
+
+
+def test_advantages_refuse_no_episodes(tiny_gpt2):
+    with pytest.raises(ValueError, match="episodes=\\[\\]"):
+        trainer(tiny_gpt2).advantages([])
+
+
 def test_rloo_without_a_value_loss_trains_the_policy_alone(tiny_gpt2):
     agent = trainer(
         tiny_gpt2, rm=length_reward, group_size=2, advantage="rloo", vf_coef=0.0, learning_rate=1e-3
@@ -302,6 +434,35 @@ def test_load_state_round_trips_group_size_and_advantage(tiny_gpt2, tmp_path):
     with pytest.raises(ValueError, match="'advantage': 'rloo'"):
         other.load_state(path)
     assert other.num_timesteps == 0
+
+
+def test_load_state_round_trips_normalize_advantage_and_reads_old_files_as_token(
+    tiny_gpt2, tmp_path
+):
+    settings = {"num_envs": 2, "group_size": 2, "episodes_per_update": 2, "advantage": "rloo"}
+    agent = trainer(tiny_gpt2, normalize_advantage="batch", **settings)
+    agent.update(agent.collect())
+    agent.save(tmp_path / "new.zip")
+    trainer(tiny_gpt2, normalize_advantage="batch", **settings).load_state(tmp_path / "new.zip")
+    plain = trainer(tiny_gpt2, **settings)
+    with pytest.raises(ValueError, match="'normalize_advantage': 'batch'"):
+        plain.load_state(tmp_path / "new.zip")
+    assert plain.num_timesteps == 0
+
+    # A file from before the option: its RLOO advantages were whitened over tokens.
+    with zipfile.ZipFile(tmp_path / "new.zip") as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    saved = json.loads(files["trainer.json"])
+    del saved["normalize_advantage"]
+    files["trainer.json"] = json.dumps(saved).encode()
+    with zipfile.ZipFile(tmp_path / "old.zip", "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    with pytest.raises(ValueError, match="'normalize_advantage': 'token'"):
+        plain.load_state(tmp_path / "old.zip")
+    resumed = trainer(tiny_gpt2, normalize_advantage="token", **settings)
+    resumed.load_state(tmp_path / "old.zip")
+    assert resumed.num_timesteps == agent.num_timesteps
 
 
 def test_zoo_gpt_on_textgen_is_the_sequence_trainer(tiny_gpt2):

@@ -6,7 +6,10 @@ hands out a temporary name beside the target and renames it over the target once
 succeeded. `claim` makes a job the only writer of its output directory: a second job on the
 same directory stops at once with a message naming it, instead of interleaving its files.
 The claim is an advisory lock (``flock``) that the operating system drops when the process
-dies, so a killed job never leaves a stale claim behind.
+dies, so a killed job never leaves a stale claim behind. The owner removes the lock file while
+it still holds the lock, so a process that opened the file before it was removed may lock it
+afterwards: a lock counts only while the path still names the file locked, which every
+claimer checks after locking (and otherwise starts over on the path's new file).
 """
 
 from __future__ import annotations
@@ -96,15 +99,42 @@ def claim(
     else:
         directory.mkdir(parents=True, exist_ok=True)
         lock_path = directory / LOCK_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _claim_file(lock_path, f"{argument}={str(directory)!r}")
     try:
-        _lock(fd, f"{argument}={str(directory)!r}")
-        try:
-            yield directory
-        finally:
-            lock_path.unlink(missing_ok=True)  # while still held: no one else has it
+        yield directory
     finally:
-        os.close(fd)  # closing drops the lock
+        try:
+            lock_path.unlink(missing_ok=True)  # while still held: no one else has it
+        finally:
+            os.close(fd)  # closing drops the lock
+
+
+def _claim_file(path: Path, what: str) -> int:
+    """Open ``path`` (created if missing) and lock it; the open, locked descriptor. A file
+    that the path no longer names once locked (its owner removed it meanwhile) is let go and
+    the path opened anew."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock(fd, what)
+            if _names(path, fd):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` names the file open as ``fd``."""
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _lock(fd: int, what: str) -> None:
@@ -118,5 +148,3 @@ def _lock(fd: int, what: str) -> None:
             f"{what} is in use by another textgym process (pid {holder}): expected a "
             "directory no other run is writing to; wait for it to finish or choose another"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
