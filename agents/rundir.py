@@ -3,7 +3,8 @@
 A run directory holds everything a run made, so scripts can read it back (every file is
 written atomically; a running job holds ``.textgym.lock``, see `textgym.runfiles`)::
 
-    config.json    env id, agent, seed, budget, env arguments (what `load_agent` needs)
+    config.json    env id, agent, seed, budget, env arguments (what `load_agent` needs), and
+                   the versions that decide the run's numbers (`installed_versions`)
     model.zip      the trained agent (SB3's format; for ``gpt`` on TextGen the GPT policy's
                    and trainer's: JSON and weights, `SequencePPO.save`)
     summary.json   the summary printed at the end (`evaluate` before and after training);
@@ -32,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
 import time
 import warnings
 from pathlib import Path
@@ -42,11 +44,12 @@ from stable_baselines3.common.logger import Logger
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.runfiles import write_csv
+from textgym.versions import ENV_DISTRIBUTIONS, installed_versions
 from textgym_agents.evaluation import (
     POSITIVE_THRESHOLD,
 )
 from textgym_agents.gpt_policy import GPTActorCriticPolicy
-from textgym_agents.saving import load_sb3, warn_pickle
+from textgym_agents.saving import load_sb3, pickled_weights_error, warn_pickle
 from textgym_agents.zoo import ALGORITHMS, is_sequence_agent, make_agent
 
 EPISODE_FIELDS = ("step", "return", "length", "rm_score", "kl_per_sequence", "kl_coef")
@@ -125,6 +128,16 @@ def read_episodes(path: Path) -> dict[str, np.ndarray]:
     }
 
 
+# The distributions whose versions decide a training run's numbers (recorded in config.json).
+VERSIONED = (*ENV_DISTRIBUTIONS, "stable-baselines3", "sb3-contrib")
+
+
+def run_versions(backend: str = "sb3") -> dict[str, str | None]:
+    """What a run's ``config.json`` records under ``versions``: `installed_versions` of
+    `VERSIONED`, and of ``ray`` for the RLlib backend."""
+    return installed_versions((*VERSIONED, "ray") if backend == "rllib" else VERSIONED)
+
+
 def default_out(env_id: str, agent: str, seed: int) -> Path:
     return Path("runs") / f"{env_id}-{agent}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -138,9 +151,16 @@ def jsonable(value: Any) -> bool:
 
 
 def make_summary(
-    config: dict[str, Any], after: dict[str, Any], before: dict[str, Any] | None = None
+    config: dict[str, Any],
+    after: dict[str, Any],
+    before: dict[str, Any] | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
-    """The headline numbers (after training) first, then the full evaluations."""
+    """The headline numbers (after training) first, then the full evaluations.
+
+    :param steps: the env steps the agent was trained for (its budget ``config["steps"]``
+        when not given; a trainer may run past its budget to finish a rollout).
+    """
     headline = (
         "mean_return",
         "std_return",
@@ -149,7 +169,9 @@ def make_summary(
         "positive_share",
         "mean_kl_per_sequence",
     )
-    summary: dict[str, Any] = {key: config[key] for key in ("env_id", "agent", "seed", "steps")}
+    summary: dict[str, Any] = {key: config[key] for key in ("env_id", "agent", "seed")}
+    summary["steps"] = config["steps"] if steps is None else int(steps)
+    summary["budget"] = config["steps"]
     summary.update({key: after[key] for key in headline if key in after})
     if before is not None:
         summary["before"] = before
@@ -192,8 +214,11 @@ def load_agent(
     if is_sequence_agent(config["agent"], config["env_id"]):
         return GPTActorCriticPolicy.load(model_path, allow_pickle=allow_pickle), config
     if allow_pickle:
-        warn_pickle(model_path)
-        return ALGORITHMS[config["agent"]].load(str(model_path)), config
+        try:
+            warn_pickle(model_path)
+            return ALGORITHMS[config["agent"]].load(str(model_path)), config
+        except pickle.UnpicklingError as err:  # SB3 reads the weights weights-only even so
+            raise pickled_weights_error(f"{model_path}: a .pth entry", err) from err
     model = make_agent(
         config["agent"],
         config["env_id"],
@@ -224,7 +249,8 @@ def safe_env_kwargs(
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as the text ``textgym train`` and ``eval`` print."""
-    lines = [f"{summary['agent']} on {summary['env_id']} (seed {summary['seed']})"]
+    lines = [f"note: {summary['version_drift']}"] if summary.get("version_drift") else []
+    lines.append(f"{summary['agent']} on {summary['env_id']} (seed {summary['seed']})")
     if "training" in summary:
         t = summary["training"]
         lines.append(

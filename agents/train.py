@@ -13,6 +13,7 @@ import functools
 import json
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from textgym._checks import check_int
 from textgym.envs.textgen_core import core_of
 from textgym.runfiles import atomic_path, claim, write_csv, write_json
 from textgym.threads import torch_threads
+from textgym.versions import version_drift
 from textgym_agents.curves import plot_curves, reference_baseline
 from textgym_agents.evaluation import (
     TextEpisode,
@@ -49,6 +51,7 @@ from textgym_agents.rundir import (
     load_agent,
     make_summary,
     read_episodes,
+    run_versions,
 )
 from textgym_agents.saving import load_sb3
 from textgym_agents.sequence_ppo import SequencePPO, UpdateStats
@@ -311,15 +314,27 @@ def _buffer_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
 
 
 def _restore_buffer(buffer: ReplayBuffer, path: Path) -> None:
-    with np.load(path, allow_pickle=False) as saved:
-        buffer.pos, buffer.full = int(saved["pos"]), bool(saved["full"])
-        for name in _BUFFER_FIELDS:
-            value = getattr(buffer, name, None)
-            if isinstance(value, dict):
-                for key in value:
-                    value[key][...] = saved[f"{name}/{key}"]
-            elif value is not None:
-                value[...] = saved[name]
+    """The replay buffer `_buffer_arrays` saved at ``path`` into ``buffer``: every array read
+    (no pickles) and checked against the buffer's before the buffer changes."""
+    arrays = _buffer_arrays(buffer)  # the buffer's own arrays, filled in place
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            saved = {name: archive[name] for name in arrays if name in archive.files}
+    except ValueError as err:  # numpy's refusal of an object array or a pickle names no file
+        raise ValueError(
+            f"{path} holds Python objects ({err}): expected plain arrays, as textgym saves a "
+            "replay buffer; an object array loads only by unpickling, which textgym never does"
+        ) from err
+    for name, array in arrays.items():
+        if name not in saved or saved[name].shape != array.shape:
+            found = saved[name].shape if name in saved else "nothing"
+            raise ValueError(
+                f"{path}: {name} holds {found}: expected an array of shape {array.shape}, "
+                "this run's replay buffer"
+            )
+    buffer.pos, buffer.full = int(saved.pop("pos")), bool(saved.pop("full"))
+    for name, array in saved.items():
+        arrays[name][...] = array
 
 
 _BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -409,7 +424,14 @@ def _remove_temporaries(out: Path) -> None:
 
 
 # Settings that may change when a run resumes (its results do not depend on them).
-_RESUMABLE_CHANGES = ("threads", "num_env_runners", "address", "num_gpus_per_env_runner")
+# What a resumed run may change: resources, and the installed versions (a warning says so).
+_RESUMABLE_CHANGES = (
+    "threads",
+    "num_env_runners",
+    "address",
+    "num_gpus_per_env_runner",
+    "versions",
+)
 
 
 def train(
@@ -592,6 +614,7 @@ def _train_rllib(
         steps = hyper["n_timesteps"] if steps is None else steps
         check_int("steps", steps, 1)
         check_int("num_env_runners", num_env_runners, 0)
+        rllib.check_working_directory()  # before Ray starts (rllib_config checks it too)
         if imitate:
             raise ValueError(f"imitate={imitate}: the RLlib backend does not clone an expert")
         out = _run_dir(out, resume, env_id, agent, seed)
@@ -644,6 +667,11 @@ def _train_claimed(
     """`train` once ``out`` is claimed: from the start or from ``out``'s newest checkpoint."""
     env_id, steps, seed = config["env_id"], config["steps"], config["seed"]
     resumed = _check_resume(out, config) if resume else False
+    if resumed:
+        saved = json.loads((out / "config.json").read_text()).get("versions")
+        drift = version_drift(saved, out / "config.json")
+        if drift:
+            warnings.warn(f"resuming: {drift}", UserWarning, stacklevel=2)
     if resumed and (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())  # it finished meanwhile
     if not resumed:
@@ -653,8 +681,8 @@ def _train_claimed(
                 "directory, so no earlier run is overwritten (resume=True, --resume, continues "
                 "an unfinished one)"
             )
-        write_json(out / "config.json", config)
-    _remove_temporaries(out)
+        versions = run_versions(config.get("backend", "sb3"))
+        write_json(out / "config.json", {**config, "versions": versions})
     # The same held-out seed before and after: the same prompts (or maps) both times.
     eval_seed = seed + EVAL_SEED_OFFSET
     assess = functools.partial(
@@ -679,6 +707,8 @@ def _train_claimed(
             imitation = clone_expert(model, config["imitate"], seed=seed, progress=progress)
             imitation["evaluation"] = assess(model)
             before["imitation"] = imitation
+    # Only now, the checkpoint read and checked: a refused resume leaves the directory as it was.
+    _remove_temporaries(out)
     recorder = _Recorder(out, steps, every, progress, before, state)
     try:
         remaining = steps - model.num_timesteps
@@ -695,7 +725,7 @@ def _train_claimed(
     save_agent(model, out / "model.zip")
     with torch_seeded(eval_seed):  # what `evaluate_run` repeats
         after = assess(model)
-    summary = make_summary(config, after, before=before["before"])
+    summary = make_summary(config, after, before=before["before"], steps=model.num_timesteps)
     baselines = None
     if env_id.startswith("TextGen"):
         reference = evaluate_reference(config["eval_episodes"], eval_seed, config["env_kwargs"])
@@ -783,7 +813,19 @@ def evaluate_run(
             deterministic=deterministic,
             samples=SAMPLES,
         )
-    return make_summary(config, after)
+    summary = make_summary(config, after, steps=_trained_steps(Path(run_dir)))
+    drift = version_drift(config.get("versions"), Path(run_dir) / "config.json")
+    if drift:
+        summary["version_drift"] = drift
+    return summary
+
+
+def _trained_steps(run_dir: Path) -> int | None:
+    """The steps the run's ``summary.json`` says were trained (None: no summary to read)."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("training", {}).get("steps")
 
 
 def play_run(

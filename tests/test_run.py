@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import platform
 
+import gymnasium
 import numpy as np
 import pytest
+import stable_baselines3
+import torch
+import transformers
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from textgym_agents.cli import main
 from textgym_agents.compare import THRESHOLDS, compare
 from textgym_agents.curves import steps_to_threshold
-from textgym_agents.rundir import WINDOW, load_agent, read_episodes
+from textgym_agents.rundir import WINDOW, load_agent, read_episodes, run_versions
 from textgym_agents.train import evaluate_run, train
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
@@ -60,6 +65,38 @@ def test_train_writes_a_complete_gridworld_run(tmp_path):
     ]
     config = json.loads((out / "config.json").read_text())
     assert config["env_kwargs"] == {} and config["steps"] == 512
+    # The summary says what ran: the steps trained (PPO finishes its last rollout), the budget.
+    assert summary["budget"] == 512 and summary["steps"] == summary["training"]["steps"]
+    assert config["versions"] == run_versions()
+
+
+def test_a_run_records_the_versions_that_decide_its_numbers():
+    versions = run_versions()
+    assert versions["python"] == platform.python_version()
+    assert versions["torch"] == torch.__version__  # the build too: 2.13.0+cpu
+    assert versions["torch_cuda"] == torch.version.cuda
+    assert versions["transformers"] == transformers.__version__
+    assert versions["gymnasium"] == gymnasium.__version__
+    assert versions["numpy"] == np.__version__
+    assert versions["stable-baselines3"] == stable_baselines3.__version__
+    assert {"tokenizers", "sb3-contrib", "textgym", "textgym_commit"} <= set(versions)
+    assert "ray" not in versions and "ray" in run_versions("rllib")
+
+
+def test_eval_says_in_one_line_when_the_installed_versions_differ(tmp_path, capsys):
+    out = tmp_path / "run"
+    train_args = ["--agent", "dqn", "--steps", "300", "--eval-episodes", "2", "--no-progress"]
+    main(["train", "GridWorld-v0", *train_args, "--out", str(out)])
+    main(["eval", str(out), "--episodes", "2"])
+    assert "note:" not in capsys.readouterr().out  # made with what is installed
+    config = json.loads((out / "config.json").read_text())
+    config["versions"].update(torch="2.0.0+cu118", numpy="1.24.0")
+    (out / "config.json").write_text(json.dumps(config))
+    main(["eval", str(out), "--episodes", "2"])
+    notes = [line for line in capsys.readouterr().out.splitlines() if "note:" in line]
+    assert len(notes) == 1
+    assert "torch 2.0.0+cu118 (installed: " + torch.__version__ + ")" in notes[0]
+    assert "numpy 1.24.0 (installed: " in notes[0] and "transformers" not in notes[0]
 
 
 def test_gpt_run_on_textgen_reports_rm_score_kl_and_samples(tiny_gpt2, tmp_path):
