@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from provenance import provenance  # benchmarks/provenance.py
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.runfiles import write_json
@@ -465,18 +464,10 @@ def main(argv=None) -> None:
     for name in args.only.split(","):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         results[name] = benches[name](args)
-    import torch
+        import torch
 
-    results["machine"] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": len(__import__("os").sched_getaffinity(0)),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": args.device,
-        "python": platform.python_version(),
-        "peak_rss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+        results[name]["measured"] = provenance(torch.get_num_threads(), args.device)
+    results.pop("machine", None)  # before each entry carried its own ``measured``
     print(table(results))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)

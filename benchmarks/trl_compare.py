@@ -15,19 +15,23 @@ prompts, VADER on the continuation as the reward, ``kl_coef`` = ``beta`` with th
 summed over the sequence, up to 24 new tokens (EOS ends a completion on both sides; the
 tokens actually generated are counted), episodes per update, minibatch size, epochs (PPO
 epochs = RLOO's ``num_iterations``), learning rate (constant), Adam epsilon, max grad norm,
-clip range, advantage normalisation, fp32, sampling at temperature 1 without filtering. What
-differs by default is the algorithm (PPO with a value head and GAE on per-token rewards against
-RLOO's leave-one-out baseline over ``num_generations`` samples of a prompt, a sequence-level
-ratio and no value head) and how prompts are drawn; README section "textgym against TRL" has
-the list.
+clip range, fp32, sampling at temperature 1 without filtering. TRL normalises its advantages
+(``normalize_advantages=True``: whitened over the update's sequences) unless textgym's
+``normalize_advantage`` is ``"none"``. What differs by default is the algorithm (PPO with a
+value head and GAE on per-token rewards, whitened over tokens, against RLOO's leave-one-out
+baseline over ``num_generations`` samples of a prompt, a sequence-level ratio and no value
+head) and how prompts are drawn; README section "textgym against TRL" has the list.
 
 ``--group-size k --advantage rloo`` with ``k`` = ``--num_generations`` (4 by default) runs
 textgym like for like: `SequencePPO` samples ``k`` texts of each prompt (the env's groups) and
 gives every token of a text the RLOO advantage, its KL-regularised return minus the mean
 return of the other ``k - 1`` (as TRL's ``reward - beta * kl``), with no value head
-(``vf_coef=0``). What still differs then: textgym's ratio and clipping are per token, TRL's per
-sequence, and textgym normalises the advantages over tokens, TRL over sequences. Either option
-alone works too (``--group-size k``: groups with GAE). Options take ``-`` or ``_`` alike.
+(``vf_coef=0``), and neither side normalises it (SequencePPO's default for RLOO, TRL's
+default). ``--normalize-advantage batch`` whitens it over sequences on both sides. What still
+differs is printed under the table and stored under ``differences`` (see `differences`): the ratio
+and clipping are per token in textgym, per sequence in TRL, among others. Either of
+``--group-size`` and ``--advantage`` alone works too (``--group-size k``: groups with GAE).
+Options take ``-`` or ``_`` alike.
 """
 
 from __future__ import annotations
@@ -36,8 +40,6 @@ import argparse
 import json
 import logging
 import os
-import platform
-import resource
 import sys
 import tempfile
 import time
@@ -48,11 +50,13 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere, without an install
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "benchmarks"):  # run from anywhere, without an install
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from provenance import provenance  # noqa: E402  (benchmarks/provenance.py)
 
 import textgym  # noqa: E402, F401  (registers the envs)
 from textgym.runfiles import write_json  # noqa: E402
@@ -68,6 +72,9 @@ class Args:
     num_generations: int = 4  # TRL: completions per prompt (RLOO's k); episodes / k prompts
     group_size: int = 1  # textgym: completions per prompt (like for like: num_generations)
     advantage: str = "gae"  # textgym: "gae" (value head) or "rloo" (TRL's baseline, no value head)
+    # textgym's normalize_advantage ("": SequencePPO's default, "token" with gae, "none" with
+    # rloo); TRL whitens over sequences (normalize_advantages=True) unless it is "none"
+    normalize_advantage: str = ""
     minibatch: int = 16  # episodes per gradient step
     epochs: int = 4  # passes over an update's episodes (TRL: num_iterations)
     learning_rate: float = 3e-5  # the zoo's rate for the GPT policy, constant on both sides
@@ -84,10 +91,13 @@ class Args:
 
 def result_key(args: Args) -> str:
     """The key of ``results.json`` a run goes under: ``"trl"`` for textgym's PPO with GAE
-    without groups, ``"trl_rloo"`` for the like-for-like run (groups and RLOO's baseline)."""
+    without groups, ``"trl_rloo"`` for the like-for-like run (groups and RLOO's baseline); a
+    ``--normalize-advantage`` given adds its value."""
+    norm = f"_{args.normalize_advantage}" if args.normalize_advantage else ""
     if args.advantage == "gae" and args.group_size == 1:
-        return "trl"
-    return f"trl_{args.advantage}" + (f"_g{args.group_size}" if args.group_size != 4 else "")
+        return "trl" + norm
+    group = f"_g{args.group_size}" if args.group_size != 4 else ""
+    return f"trl_{args.advantage}{group}{norm}"
 
 
 # ---------------------------------------------------------------- the two trainers
@@ -114,12 +124,17 @@ def make_textgym(args: Args):
         clip_range=args.clip_range,
         group_size=args.group_size,
         advantage=args.advantage,
+        normalize_advantage=args.normalize_advantage or None,
         **no_value_head,
     )
 
 
-def make_trl(args: Args, output_dir: str, callback):
-    """TRL's RLOOTrainer on the same model, prompts and reward, with the matched settings."""
+def make_trl(args: Args, output_dir: str, callback, normalize_advantages: bool):
+    """TRL's RLOOTrainer on the same model, prompts and reward, with the matched settings.
+
+    :param normalize_advantages: TRL's option: whiten the advantages over the update's
+        sequences (False: TRL's default, RLOO's advantages as they are).
+    """
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
@@ -160,7 +175,7 @@ def make_trl(args: Args, output_dir: str, callback):
         use_vllm=False,
         beta=args.kl_coef,
         epsilon=args.clip_range,
-        normalize_advantages=True,  # SequencePPO normalises its advantages per update
+        normalize_advantages=normalize_advantages,
         learning_rate=args.learning_rate,
         lr_scheduler_type="constant",
         warmup_steps=0,
@@ -186,6 +201,47 @@ def make_trl(args: Args, output_dir: str, callback):
         callbacks=[callback],
     )
     return trainer
+
+
+def differences(args: Args, normalisation: str) -> list[str]:
+    """What still differs between the two sides, given the settings and textgym's resolved
+    ``normalize_advantage`` (TRL 1.16.0's ``RLOOTrainer``, read from its source)."""
+    found = []
+    if args.advantage == "gae":
+        found.append(
+            "algorithm: textgym runs PPO with a value head (vf_coef 0.1) and GAE (lambda 0.95, "
+            "gamma 1) on per-token rewards; TRL runs RLOO's leave-one-out baseline, no value head"
+        )
+    if args.group_size != args.num_generations:
+        found.append(
+            f"samples per prompt: textgym {args.group_size} (group_size), TRL "
+            f"{args.num_generations} (num_generations)"
+        )
+    found.append(
+        "ratio and clipping: textgym's ratio is per token and clipped per token; TRL's is the "
+        "sequence's (exp of the summed log-prob change) and clipped per sequence"
+    )
+    found.append(
+        "loss average: textgym averages the clipped objective over a minibatch's tokens (a "
+        "longer text weighs more); TRL over its sequences"
+    )
+    normalised = {
+        "token": "textgym whitens the advantages over the update's tokens, TRL over its sequences",
+        "batch": "both whiten over the update's sequences; TRL adds 1e-4 to the std, textgym 1e-8",
+        "group": "textgym divides each advantage by its group's return std (GRPO's scale), TRL "
+        "whitens over the update's sequences",
+    }
+    if normalisation in normalised:
+        found.append(f"advantage normalisation: {normalised[normalisation]}")
+    found += [
+        "prompts: the env draws each group's prompt at random (with replacement); TRL shuffles "
+        "the prompt set",
+        "minibatches: TRL reuses one split for its num_iterations passes; SequencePPO "
+        "reshuffles every epoch",
+        "old log-probs: TRL recomputes them in a forward pass after generation (its KL uses "
+        "them too); SequencePPO keeps those of the acting forward",
+    ]
+    return found
 
 
 def steps_per_update(args: Args) -> int:
@@ -311,7 +367,7 @@ def run(args: Args) -> dict:
         warnings.simplefilter("ignore")
         trl_profiler = profiler if args.profile == "trl" else None
         timer = _Timer(steps_per_update(args), textgym_update, trl_profiler, args.warmup)
-        trainer = make_trl(args, tmp, timer.callback)
+        trainer = make_trl(args, tmp, timer.callback, agent.normalize_advantage != "none")
         trainer.remove_callback(PrinterCallback)  # no log lines inside the timed loop
         trainer.train()
     trl_updates = [
@@ -322,11 +378,17 @@ def run(args: Args) -> dict:
         _print_profile(profiler, args.profile)
 
     result = summarise(args, textgym_updates, trl_updates)
+    result["normalize_advantage"] = {
+        "textgym": agent.normalize_advantage,
+        "trl": trainer.args.normalize_advantages,
+    }
+    result["differences"] = differences(args, agent.normalize_advantage)
     if args.eval_samples:
         result["after_training"] = evaluate_both(args, agent.policy.trunk, trainer.model)
     result["settings"] = asdict(args)
-    result["versions"] = _versions()
-    result["machine"] = _machine(torch.get_num_threads())
+    result["measured"] = provenance(
+        torch.get_num_threads(), distributions=("trl", "accelerate", "datasets")
+    )
     return result
 
 
@@ -467,33 +529,6 @@ def _print_profile(profiler, which: str) -> None:
     pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
 
 
-def _versions() -> dict:
-    import accelerate
-    import datasets
-    import transformers
-    import trl
-
-    return {
-        "trl": trl.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "accelerate": accelerate.__version__,
-        "datasets": datasets.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _machine(threads: int) -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": len(os.sched_getaffinity(0)),
-        "torch_threads": threads,
-        "device": "cpu",
-        "peak_rss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
-
-
 def report(result: dict) -> str:
     ours, theirs = result["textgym"], result["trl"]
     ev = result.get("after_training")
@@ -525,6 +560,14 @@ def report(result: dict) -> str:
             f"return | {_ev(ev['textgym'])} | {_ev(ev['trl'])} | reference: "
             f"{_ev(ev['reference'])} |"
         )
+    norm = result.get("normalize_advantage")
+    if norm:
+        lines.append(
+            f"\nAdvantage normalisation: textgym normalize_advantage={norm['textgym']!r}, "
+            f"TRL normalize_advantages={norm['trl']}."
+        )
+    lines.append("\nWhat still differs:")
+    lines += [f"- {line}" for line in result.get("differences", [])]
     return "\n".join(lines)
 
 
