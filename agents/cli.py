@@ -10,7 +10,9 @@ episodes token by token, coloured by step reward, as ANSI, PNG or HTML.
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -57,10 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
         "steps of demonstrations (SB3 actor-critic agents; default: the zoo's, 0 for most)",
     )
     trn.add_argument(
+        "--keep-checkpoints",
+        type=_parse_keep,
+        default=argparse.SUPPRESS,  # train's default, KEEP_CHECKPOINTS
+        metavar="K",
+        help="keep the newest K checkpoints, deleting older ones once a new one is complete "
+        "(default 2: the newest, which --resume reads, and the one before it); all: keep "
+        "every one; model.zip is always kept",
+    )
+    resuming = trn.add_mutually_exclusive_group()
+    resuming.add_argument(
         "--resume",
         action="store_true",
-        help="continue the unfinished run in --out (killed, crashed) from its newest "
-        "checkpoint; give the arguments it was started with",
+        help="continue the unfinished run in --out (killed, crashed, interrupted) from its "
+        "newest checkpoint; give the arguments it was started with; refused when --out holds "
+        "no run",
+    )
+    resuming.add_argument(
+        "--resume-or-start",
+        action="store_true",
+        help="as --resume, but start the run when --out holds none (for a job script that "
+        "runs one command until it finishes)",
     )
     trn.add_argument(
         "--backend",
@@ -223,13 +242,36 @@ def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _parse_keep(raw: str) -> int | None:
+    """``--keep-checkpoints``: a count >= 1, or ``all`` (None)."""
+    if raw == "all":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r}: expected an integer >= 1 (the newest checkpoint is what --resume "
+            "reads) or 'all'"
+        )
+    return value
+
+
 def train(args: argparse.Namespace) -> None:
-    from textgym_agents.rundir import format_summary
+    from textgym_agents.rundir import format_summary, holds_run
+    from textgym_agents.train import TrainingInterrupted
     from textgym_agents.train import train as train_run
 
     check_positive(args, "steps", "eval_episodes", "checkpoint_every")
-    if args.resume and args.out is None:
-        raise UsageError("--resume: expected --out, the run directory to continue")
+    resume_flag = "--resume" if args.resume else "--resume-or-start"
+    if (args.resume or args.resume_or_start) and args.out is None:
+        raise UsageError(f"{resume_flag}: expected --out, the run directory to continue")
+    if args.resume and not holds_run(args.out):
+        raise UsageError(
+            f"--resume: --out {args.out} holds no run (no config.json): expected the directory "
+            "of a run to continue (--resume-or-start starts one where there is none)"
+        )
     if args.imitate is not None and args.imitate < 0:
         raise UsageError(f"--imitate {args.imitate}: expected a number of steps >= 0")
     if args.num_env_runners < 0:
@@ -239,23 +281,42 @@ def train(args: argparse.Namespace) -> None:
     rllib_only = ("address", "num_gpus_per_env_runner")
     if args.backend != "rllib" and any(getattr(args, name) for name in rllib_only):
         raise UsageError("--address and --num-gpus-per-env-runner: expected --backend rllib")
-    env_kwargs = parse_env_args(args.env_arg)
-    summary = train_run(
-        args.env,
-        args.agent,
-        steps=args.steps,
-        seed=args.seed,
-        env_kwargs=env_kwargs,
-        threads=choose_threads(args, env_kwargs),
-        out=args.out,
-        progress=not args.no_progress,
-        checkpoint_every=args.checkpoint_every,
-        eval_episodes=args.eval_episodes,
-        imitate=args.imitate,
-        resume=args.resume,
-        **_backend_arguments(args),
-    )
+    env_kwargs = parse_env_args(args.env_arg, [args.env])
+    # Without --keep-checkpoints, train's default (KEEP_CHECKPOINTS) holds.
+    keep = {"keep_checkpoints": args.keep_checkpoints} if "keep_checkpoints" in args else {}
+    try:
+        summary = train_run(
+            args.env,
+            args.agent,
+            steps=args.steps,
+            seed=args.seed,
+            env_kwargs=env_kwargs,
+            threads=choose_threads(args, env_kwargs),
+            out=args.out,
+            progress=not args.no_progress,
+            checkpoint_every=args.checkpoint_every,
+            eval_episodes=args.eval_episodes,
+            imitate=args.imitate,
+            resume=args.resume or args.resume_or_start,
+            **keep,
+            **_backend_arguments(args),
+        )
+    except TrainingInterrupted as stop:
+        raise KeyboardInterrupt(
+            f"{stop}; continue with: {_resume_command(args, stop.out)}"
+        ) from None
     print(format_summary(summary))
+
+
+def _resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The ``textgym train`` command as given, with ``--out`` (a default one named) and
+    ``--resume``: what goes on with the run in ``out``."""
+    argv = list(args.argv)
+    if args.out is None:
+        argv += ["--out", str(out)]
+    if not (args.resume or args.resume_or_start):
+        argv.append("--resume")
+    return shlex.join(["textgym", *argv])
 
 
 def _backend_arguments(args: argparse.Namespace) -> dict:
@@ -291,7 +352,7 @@ def compare(args: argparse.Namespace) -> None:
     from textgym_agents.compare import compare as compare_runs
 
     check_positive(args, "steps", "eval_episodes")
-    env_kwargs = parse_env_args(args.env_arg)
+    env_kwargs = parse_env_args(args.env_arg, args.envs)
     table = compare_runs(
         args.envs,
         args.agents,
@@ -310,7 +371,7 @@ def kl_experiment(args: argparse.Namespace) -> None:
     from textgym_agents.kl_experiment import KL_SETTINGS, run_kl_experiment
 
     check_positive(args, "steps", "episodes", "checkpoints")
-    env_kwargs = parse_env_args(args.env_arg)
+    env_kwargs = parse_env_args(args.env_arg, ["TextGen-v0"])
     with torch_threads(choose_threads(args, {**env_kwargs, "reward_model": args.reward_model})):
         table = run_kl_experiment(
             args.reward_model,
@@ -327,8 +388,6 @@ def kl_experiment(args: argparse.Namespace) -> None:
 
 
 def render(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from textgym.render import html_page, render_ansi, render_html, render_rgb, shared_scale
     from textgym.runfiles import atomic_path, write_text
 
@@ -345,7 +404,7 @@ def render(args: argparse.Namespace) -> None:
             f"--temperature {args.temperature}: applies to SOURCE reference only (a run's "
             "agent samples from its own policy)"
         )
-    env_kwargs = parse_env_args(args.env_arg)
+    env_kwargs = parse_env_args(args.env_arg, ["TextGen-v0"])
     if args.source == "reference":
         from textgym_agents.evaluation import play_text
 

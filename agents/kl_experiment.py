@@ -202,6 +202,7 @@ def _run(
             checkpoint_every=max(1, steps // checkpoints),
             eval_episodes=min(episodes, 32),  # the experiment measures the checkpoints itself
             resume=True,
+            keep_checkpoints=None,  # every checkpoint is measured
             **overrides,
         )
     assess = {"episodes": episodes, "seed": seed + EVAL_SEED_OFFSET}

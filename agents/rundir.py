@@ -15,7 +15,8 @@ written atomically; a running job holds ``.textgym.lock``, see `textgym.runfiles
     checkpoints/   step_N.zip (the agent with its optimizer and counters), step_N.buffer.npz
                    (an off-policy agent's replay buffer, newest only) and step_N.json (RNG
                    states, KL coefficient, evaluation before training; written last), every
-                   ``--checkpoint-every`` steps: what ``--resume`` continues from
+                   ``--checkpoint-every`` steps and at a Ctrl-C: what ``--resume`` continues
+                   from; the newest ``--keep-checkpoints`` (default 2) are kept
     logs/          TensorBoard events and progress.csv: charts/episodic_return,
                    charts/episode_length, text/rm_score, text/positive_share,
                    text/kl_per_sequence, text/kl_coef, train/..., time/...
@@ -136,6 +137,11 @@ def run_versions(backend: str = "sb3") -> dict[str, str | None]:
     """What a run's ``config.json`` records under ``versions``: `installed_versions` of
     `VERSIONED`, and of ``ray`` for the RLlib backend."""
     return installed_versions((*VERSIONED, "ray") if backend == "rllib" else VERSIONED)
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a run, finished or not: its ``config.json``, written first."""
+    return (Path(run_dir) / "config.json").is_file()
 
 
 def default_out(env_id: str, agent: str, seed: int) -> Path:

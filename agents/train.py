@@ -4,6 +4,7 @@ replaying a finished run (`textgym eval`, `textgym render`).
 `train` reads top to bottom: check the arguments, build the agent, claim the run directory,
 evaluate before, (clone an expert,) learn with a recorder that logs every episode and saves
 checkpoints, save, evaluate after (seeded, so `evaluate_run` repeats it exactly), plot.
+Ctrl-C ends it with a `TrainingInterrupted` that says where a resume goes on from.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import csv
 import functools
 import json
 import random
+import signal
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -27,7 +31,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from tqdm.auto import tqdm
 
 import textgym  # noqa: F401  (registers the envs)
-from textgym._checks import check_int
+from textgym._checks import check_int, is_int
 from textgym.envs.textgen_core import core_of
 from textgym.runfiles import atomic_path, claim, write_csv, write_json
 from textgym.threads import torch_threads
@@ -47,6 +51,7 @@ from textgym_agents.rundir import (
     WINDOW,
     EpisodeLog,
     default_out,
+    holds_run,
     jsonable,
     load_agent,
     make_summary,
@@ -63,9 +68,74 @@ from textgym_agents.zoo import (
     make_agent,
 )
 
-__all__ = ["evaluate_run", "play_run", "save_agent", "train"]
+__all__ = ["TrainingInterrupted", "evaluate_run", "play_run", "save_agent", "train"]
 
 STEP_KEY = "time/total_timesteps"  # SB3's name for the step in the logs
+
+# The newest checkpoint is what a resume reads; the one before it is there to go back to
+# should the newest hold a run that went wrong just before it.
+KEEP_CHECKPOINTS = 2
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """`train` stopped by Ctrl-C (SIGINT); ``train(..., resume=True)`` with the same arguments
+    goes on from ``checkpoint``.
+
+    :ivar out: the run directory.
+    :ivar step: the step training stopped at.
+    :ivar steps: the run's budget.
+    :ivar checkpoint: the step of the run's newest checkpoint (None: it has none, and a resume
+        starts over).
+    :ivar saved: whether ``checkpoint`` was saved at the interrupt, rather than before it.
+    """
+
+    def __init__(
+        self, out: Path, step: int, steps: int, checkpoint: int | None, saved: bool
+    ) -> None:
+        self.out, self.step, self.steps = out, step, steps
+        self.checkpoint, self.saved = checkpoint, saved
+        where = f"interrupted at step {step:,} of {steps:,}"
+        if checkpoint == step:
+            state = f"checkpointed there ({out / 'checkpoints' / f'step_{step}.zip'})"
+        elif checkpoint is not None:
+            state = (
+                f"its newest checkpoint is at step {checkpoint:,} (the steps after it are "
+                "trained again)"
+            )
+        else:
+            state = "it has no checkpoint yet (a resume starts it over)"
+        super().__init__(f"{where}; {state}")
+
+
+class _Interrupt:
+    """Ctrl-C (SIGINT) while the agent learns, deferred to the trainer's next safe point,
+    where the run is checkpointed and stops: after the env step in progress (SB3) or after the
+    update in progress (`SequencePPO`); a second Ctrl-C stops at once, unsaved. Deferred only
+    in the main thread and only in place of Python's own handler (a caller's stays); with
+    ``defer=False`` (RLlib, whose runners a Ctrl-C may have stopped) Ctrl-C acts at once."""
+
+    def __init__(self, defer: bool) -> None:
+        self.defer = defer
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        if (
+            self.defer
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class _ProgressCSV(KVWriter):
@@ -125,8 +195,12 @@ class _Recorder:
     SB3 agents are checkpointed between rollouts (after an update, before the next
     collection), `SequencePPO` after an update.
 
+    Once a checkpoint is complete, all but the newest ``keep`` are deleted (`_prune`).
+
     :param resumed: the checkpoint's ``.json`` of a resumed run (its step is where the bar,
         the logs and the episode log pick up), or None.
+    :param keep: checkpoints kept (None: every one).
+    :param interrupt: Ctrl-C, which the callbacks answer by stopping training.
     """
 
     def __init__(
@@ -136,7 +210,9 @@ class _Recorder:
         checkpoint_every: int,
         progress: bool,
         before: dict[str, Any],
-        resumed: dict[str, Any] | None = None,
+        resumed: dict[str, Any] | None,
+        keep: int | None,
+        interrupt: _Interrupt,
     ) -> None:
         upto = resumed["step"] if resumed else None
         logs = out / "logs"
@@ -148,6 +224,8 @@ class _Recorder:
         self.log = EpisodeLog(self.logger, out / "episodes.csv", upto)
         self.checkpoints = out / "checkpoints"
         self.checkpoint_every = checkpoint_every
+        self.keep = keep
+        self.interrupt = interrupt
         self.next_checkpoint = resumed["next_checkpoint"] if resumed else checkpoint_every
         self.last_checkpoint = upto
         self.before = before  # the evaluations and cloning before training, for the summary
@@ -203,10 +281,7 @@ class _Recorder:
             state["kl_coef"] = kl_coef
         write_json(base.with_suffix(".json"), state)
         self.last_checkpoint = step
-        # Only a resume reads a replay buffer, and only the newest: keep one (tens of MB).
-        for older in self.checkpoints.glob("step_*.buffer.npz"):
-            if older.name != f"step_{step}.buffer.npz":
-                older.unlink()
+        _prune(self.checkpoints, step, self.keep)
 
     def close(self) -> None:
         self.stopped = time.perf_counter()
@@ -238,7 +313,7 @@ class _SB3Callback(BaseCallback):
                     info.get("kl_coef"),
                 )
         self.recorder.advance(self.num_timesteps)
-        return True
+        return not self.recorder.interrupt.requested
 
 
 def _sequence_callback(recorder: _Recorder):
@@ -259,6 +334,7 @@ def _sequence_callback(recorder: _Recorder):
         logger.dump(stats.timesteps)
         recorder.advance(stats.timesteps)
         recorder.checkpoint(trainer, stats.timesteps)
+        return not recorder.interrupt.requested
 
     return callback
 
@@ -369,16 +445,52 @@ def _set_rng_state(model: Any, state: dict[str, Any]) -> None:
 
 
 def _latest_checkpoint(out: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest complete checkpoint of ``out`` (its ``.json`` is written last)."""
-    found = []
-    for path in (out / "checkpoints").glob("step_*.json"):
-        step = path.stem.removeprefix("step_")
-        if step.isdigit() and path.with_suffix(".zip").exists():
-            found.append((int(step), path))
-    if not found:
+    """The newest complete checkpoint of ``out``: its ``.zip`` and its ``.json``'s state."""
+    steps = _complete_steps(out / "checkpoints")
+    if not steps:
         return None
-    _, path = max(found)
+    path = out / "checkpoints" / f"step_{steps[-1]}.json"
     return path.with_suffix(".zip"), json.loads(path.read_text())
+
+
+def _checkpoint_files(folder: Path) -> dict[int, list[Path]]:
+    """The files of the checkpoints in ``folder`` by step (`atomic_path`'s temporaries aside)."""
+    files: dict[int, list[Path]] = {}
+    for path in folder.glob("step_*"):
+        step = path.name.split(".")[0].removeprefix("step_")
+        if step.isdigit() and ".tmp-" not in path.name:
+            files.setdefault(int(step), []).append(path)
+    return files
+
+
+def _complete_steps(folder: Path) -> list[int]:
+    """The steps of the complete checkpoints in ``folder`` (a ``.zip`` and, written last, its
+    ``.json``), in order."""
+    return sorted(
+        step
+        for step, paths in _checkpoint_files(folder).items()
+        if {f"step_{step}.zip", f"step_{step}.json"} <= {path.name for path in paths}
+    )
+
+
+def _prune(folder: Path, newest: int, keep: int | None) -> None:
+    """Delete the checkpoints before the newest ``keep`` complete ones (None: none), and the
+    replay buffers of all but the ``newest`` (only a resume reads one: tens of MB each).
+
+    Called once the checkpoint at ``newest`` is complete, so the one a resume reads is never
+    deleted. A checkpoint's ``.json`` goes first, so one killed half-deleted is not complete.
+    Files past ``newest`` (a killed run's, which this run writes over) are left alone.
+    """
+    kept = set(_complete_steps(folder)[-keep:]) if keep is not None else None
+    for step, paths in _checkpoint_files(folder).items():
+        if step >= newest:
+            continue
+        if kept is not None and step not in kept:
+            doomed = sorted(paths, key=lambda path: path.suffix != ".json")
+        else:
+            doomed = [path for path in paths if path.name.endswith(".buffer.npz")]
+        for path in doomed:
+            path.unlink()
 
 
 def _restore(model: Any, checkpoint: Path, state: dict[str, Any]) -> None:
@@ -449,6 +561,7 @@ def train(
     imitate: int | None = None,
     threads: int | None = None,
     resume: bool = False,
+    keep_checkpoints: int | None = KEEP_CHECKPOINTS,
     backend: str = "sb3",
     num_env_runners: int = 2,
     address: str | None = None,
@@ -466,6 +579,12 @@ def train(
     Every file of the run directory is written atomically; episodes are appended to
     ``episodes.csv`` as they finish. The process claims the directory before writing to it
     (`textgym.runfiles.claim`): a second run on it stops with a `DirectoryBusyError`.
+
+    Ctrl-C (SIGINT) stops the run at the trainer's next safe point (SB3: after the env step in
+    progress; ``gpt`` on TextGen: after the update in progress), saves a checkpoint there and
+    raises `TrainingInterrupted` (a `KeyboardInterrupt`); a second Ctrl-C, or one outside
+    learning, raises it at once, naming the newest checkpoint. RLlib runs are not saved at the
+    interrupt. ``resume=True`` goes on from the newest checkpoint either way.
 
     :param env_id: ``"GridWorld-v0"`` or ``"TextGen-v0"``.
     :param agent: a name from `textgym_agents.zoo.AGENTS`.
@@ -490,7 +609,11 @@ def train(
         start afresh (the episodes in flight at the checkpoint are not resumed), so the
         figures are close to, not bit-identical with, an uninterrupted run's. Without a
         checkpoint the run starts over in the same directory; without a run, a new one starts;
-        a finished run is not trained again: its summary is returned.
+        a finished run is not trained again: its summary is returned. It says on stderr which
+        step it resumes from.
+    :param keep_checkpoints: checkpoints kept: after each save, all but the newest this many
+        are deleted (None: keep every one). The newest, which a resume reads, is always kept,
+        and so is ``model.zip``.
     :param backend: ``"sb3"`` (this process: SB3, or `SequencePPO` for ``gpt`` on TextGen)
         or ``"rllib"``: Ray RLlib's PPO over ``num_env_runners`` env runners
         (`textgym_agents.rllib`, agents ``ppo`` and ``gpt``; ``pip install -e ".[rllib]"``).
@@ -503,6 +626,11 @@ def train(
     :param overrides: algorithm keywords replacing the zoo's (RLlib: ``PPOConfig.training``
         keywords replacing `RLLIB_HYPERPARAMS`).
     """
+    if keep_checkpoints is not None and not (is_int(keep_checkpoints) and keep_checkpoints >= 1):
+        raise ValueError(
+            f"keep_checkpoints={keep_checkpoints!r}: expected an integer >= 1 (the newest "
+            "checkpoint is what a resume reads), or None to keep every checkpoint"
+        )
     if backend == "rllib":
         return _train_rllib(
             env_id,
@@ -518,6 +646,7 @@ def train(
             imitate=imitate,
             threads=threads,
             resume=resume,
+            keep_checkpoints=keep_checkpoints,
             num_env_runners=num_env_runners,
             address=address,
             num_gpus_per_env_runner=num_gpus_per_env_runner,
@@ -550,7 +679,9 @@ def train(
                 f"gpt on GridWorld-v0): agent={agent!r} on {env_id} is not one"
             )
         with claim(out):
-            return _train_claimed(model, config, out, progress, checkpoint_every, resume)
+            return _train_claimed(
+                model, config, out, progress, checkpoint_every, resume, keep_checkpoints
+            )
 
 
 def _run_dir(out: str | Path | None, resume: bool, env_id: str, agent: str, seed: int) -> Path:
@@ -594,6 +725,7 @@ def _train_rllib(
     imitate: int | None,
     threads: int | None,
     resume: bool,
+    keep_checkpoints: int | None,
     num_env_runners: int,
     address: str | None,
     num_gpus_per_env_runner: float,
@@ -627,7 +759,7 @@ def _train_rllib(
             "num_gpus_per_env_runner": num_gpus_per_env_runner,
         }
         # A resumed run's envs start afresh, seeded anew (as `_restore` seeds SB3's).
-        latest = _latest_checkpoint(out) if resume and (out / "config.json").exists() else None
+        latest = _latest_checkpoint(out) if resume and holds_run(out) else None
         env_seed = seed + (latest[1]["step"] if latest else 0)
         started = not ray.is_initialized()
         if started:
@@ -648,7 +780,9 @@ def _train_rllib(
             )
             try:
                 with claim(out):
-                    return _train_claimed(model, config, out, progress, checkpoint_every, resume)
+                    return _train_claimed(
+                        model, config, out, progress, checkpoint_every, resume, keep_checkpoints
+                    )
             finally:
                 model.close()
         finally:
@@ -663,6 +797,33 @@ def _train_claimed(
     progress: bool,
     checkpoint_every: int | None,
     resume: bool,
+    keep_checkpoints: int | None,
+) -> dict[str, Any]:
+    """`train` once ``out`` is claimed; a Ctrl-C that `_train_session` did not save at
+    becomes a `TrainingInterrupted` naming the newest checkpoint."""
+    try:
+        return _train_session(
+            model, config, out, progress, checkpoint_every, resume, keep_checkpoints
+        )
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt as err:
+        if not holds_run(out):
+            raise  # stopped before the run began: nothing to resume
+        latest = _latest_checkpoint(out)
+        newest = latest[1]["step"] if latest else None
+        step = int(model.num_timesteps)
+        raise TrainingInterrupted(out, step, config["steps"], newest, saved=False) from err
+
+
+def _train_session(
+    model: Any,
+    config: dict[str, Any],
+    out: Path,
+    progress: bool,
+    checkpoint_every: int | None,
+    resume: bool,
+    keep_checkpoints: int | None,
 ) -> dict[str, Any]:
     """`train` once ``out`` is claimed: from the start or from ``out``'s newest checkpoint."""
     env_id, steps, seed = config["env_id"], config["steps"], config["seed"]
@@ -675,7 +836,7 @@ def _train_claimed(
     if resumed and (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())  # it finished meanwhile
     if not resumed:
-        if (out / "config.json").exists():
+        if holds_run(out):
             raise FileExistsError(
                 f"out={str(out)!r} already holds a run (config.json): expected a new or empty "
                 "directory, so no earlier run is overwritten (resume=True, --resume, continues "
@@ -699,7 +860,13 @@ def _train_claimed(
         checkpoint, state = latest
         _restore(model, checkpoint, state)
         before = {key: state[key] for key in ("before", "imitation")}
+        print(
+            f"resuming {out} at step {state['step']:,} of {steps:,}, from its newest checkpoint",
+            file=sys.stderr,
+        )
     else:
+        if resumed:
+            print(f"resuming {out}: it has no checkpoint yet, so it starts over", file=sys.stderr)
         # A resumed run without a checkpoint starts over: its logs from step 0 are dropped.
         state = {"step": 0, "next_checkpoint": every, "seconds": 0.0} if resumed else None
         before = {"before": assess(model), "imitation": None}
@@ -709,19 +876,26 @@ def _train_claimed(
             before["imitation"] = imitation
     # Only now, the checkpoint read and checked: a refused resume leaves the directory as it was.
     _remove_temporaries(out)
-    recorder = _Recorder(out, steps, every, progress, before, state)
-    try:
-        remaining = steps - model.num_timesteps
-        if remaining > 0 and isinstance(model, SequencePPO):
-            model.learn(remaining, callback=_sequence_callback(recorder))
-        elif remaining > 0 and not isinstance(model, BaseAlgorithm):
-            model.learn(remaining, callback=_rllib_callback(recorder))
-        elif remaining > 0:
-            model.set_logger(recorder.logger)
-            model.learn(remaining, callback=_SB3Callback(recorder), reset_num_timesteps=False)
-        recorder.checkpoint(model, int(model.num_timesteps), final=True)
-    finally:
-        recorder.close()
+    rllib = not isinstance(model, BaseAlgorithm | SequencePPO)
+    with _Interrupt(defer=not rllib) as interrupt:
+        recorder = _Recorder(
+            out, steps, every, progress, before, state, keep_checkpoints, interrupt
+        )
+        try:
+            remaining = steps - model.num_timesteps
+            if remaining > 0 and isinstance(model, SequencePPO):
+                model.learn(remaining, callback=_sequence_callback(recorder))
+            elif remaining > 0 and rllib:
+                model.learn(remaining, callback=_rllib_callback(recorder))
+            elif remaining > 0:
+                model.set_logger(recorder.logger)
+                model.learn(remaining, callback=_SB3Callback(recorder), reset_num_timesteps=False)
+            recorder.checkpoint(model, int(model.num_timesteps), final=True)
+        finally:
+            recorder.close()
+    if interrupt.requested:
+        step = int(model.num_timesteps)
+        raise TrainingInterrupted(out, step, steps, step, saved=True)
     save_agent(model, out / "model.zip")
     with torch_seeded(eval_seed):  # what `evaluate_run` repeats
         after = assess(model)
@@ -755,10 +929,9 @@ def _train_claimed(
 def _check_resume(out: Path, config: dict[str, Any]) -> bool:
     """Whether ``out`` holds a run to resume, finished or not (else it is new); refuse one
     made with other arguments."""
-    path = out / "config.json"
-    if not path.exists():
+    if not holds_run(out):
         return False
-    saved = json.loads(path.read_text())
+    saved = json.loads((out / "config.json").read_text())
     changed = [
         f"{key}={config.get(key)!r} (the run has {saved.get(key)!r})"
         for key in sorted(set(saved) | set(config))

@@ -179,3 +179,80 @@ def test_the_rllib_backend_without_ray_says_how_to_install_it(cli_error, tmp_pat
     line = cli_error([*argv, "--out", str(tmp_path / "run")])
     assert "needs Ray RLlib" in line and "pip install -e '.[rllib]'" in line
     assert not (tmp_path / "run").exists()
+
+
+def run_command(module: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """``python -m module argv``: the console script as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "line"),
+    [
+        (
+            "textgym.cli",
+            ["rollout", "TextGen-v0", "--env-arg", "klcoef=0.1"],
+            "textgym rollout: --env-arg 'klcoef=0.1': TextGen-v0 takes no argument 'klcoef' "
+            "(did you mean 'kl_coef'?); expected one of render_mode, group_size, model, "
+            "reference_model, reward_model, prompts, max_new_tokens,",
+        ),
+        (
+            "textgym_agents.cli",
+            ["train", "GridWorld-v0", "--agent", "ppo", "--env-arg", "slipp=0.1"],
+            "textgym train: --env-arg 'slipp=0.1': GridWorld-v0 takes no argument 'slipp' "
+            "(did you mean 'slip'?); expected one of render_mode, map, size, random_map, slip, "
+            "obs_mode, max_episode_steps, disable_env_checker",
+        ),
+        (
+            "textgym_agents.cli",
+            ["compare", "--envs", "GridWorld-v0", "TextGen-v0", "--agents", "ppo"]
+            + ["--env-arg", "max_new_tokens=4"],
+            "textgym compare: --env-arg 'max_new_tokens=4': GridWorld-v0 takes no argument "
+            "'max_new_tokens'; expected one of render_mode, map,",
+        ),
+    ],
+)
+def test_an_unknown_env_arg_names_the_closest_key_and_lists_the_valid_ones(
+    module, argv, line, tmp_path
+):
+    out = [] if argv[0] == "rollout" else ["--out", str(tmp_path / "o")]
+    done = run_command(module, [*argv, *out])
+    assert done.returncode == 2 and done.stdout == ""
+    (printed,) = done.stderr.splitlines()
+    assert printed.startswith(line)
+    valid = printed.split("expected one of ")[1].split(", ")
+    if argv[1] == "TextGen-v0":  # every constructor argument is listed
+        assert {"kl_estimator", "action_mode", "top_k", "trust_remote_code", "constraint"} <= set(
+            valid
+        )
+    assert not (tmp_path / "o").exists()
+
+
+def test_env_keywords_are_the_constructor_arguments_and_gym_makes():
+    from textgym.cli import env_keywords
+
+    assert env_keywords("GridWorld-v0") == [
+        "render_mode",
+        "map",
+        "size",
+        "random_map",
+        "slip",
+        "obs_mode",
+        "max_episode_steps",
+        "disable_env_checker",
+    ]
+    textgen = env_keywords("TextGen-v0")
+    assert {"kl_coef", "kl_target", "kl_horizon", "prompts", "missing_eos_penalty"} <= set(textgen)
+    assert "num_rows" not in textgen  # the single env sets it
+    assert parse_env_args(["kl_coef=0.1"], ["TextGen-v0"]) == {"kl_coef": 0.1}
+
+
+@pytest.mark.parametrize("episodes", ["0", "-2"])
+def test_rollout_refuses_a_non_positive_episode_count(episodes):
+    done = run_command("textgym.cli", ["rollout", "GridWorld-v0", "--episodes", episodes])
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"textgym rollout: --episodes {episodes}: expected an integer >= 1"
+    ]

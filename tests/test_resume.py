@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from textgym_agents.gpt_policy import GPTActorCriticPolicy
 from textgym_agents.kl_experiment import run_kl_experiment
 from textgym_agents.rundir import read_episodes
 from textgym_agents.saving import load_sb3
-from textgym_agents.train import train
+from textgym_agents.train import TrainingInterrupted, train
 from textgym_agents.zoo import make_agent
 
 GRID = {"steps": 2048, "n_steps": 32, "checkpoint_every": 256, "eval_episodes": 5}
@@ -252,6 +253,162 @@ def test_resume_on_a_new_directory_starts_a_run(tmp_path):
         **{**GRID, "steps": 256},
     )
     assert (tmp_path / "new" / "summary.json").exists()
+
+
+def test_a_run_killed_before_its_new_checkpoint_is_complete_keeps_the_one_before(tmp_path):
+    out = tmp_path / "run"
+    # Killed after step_768.zip is written, before its .json marks it complete.
+    patch = textwrap.dedent(
+        """
+        import os, pathlib, signal
+        from textgym_agents import train as _train
+        _write_json = _train.write_json
+        def dying_write_json(path, data):
+            if pathlib.Path(path).name == "step_768.json":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return _write_json(path, data)
+        _train.write_json = dying_write_json
+        """
+    )
+    kwargs = {**GRID, "keep_checkpoints": 1}
+    process = start_training("GridWorld-v0", "ppo", out, kwargs, patch)
+    assert process.wait(timeout=120) == -signal.SIGKILL
+    # Only the newest complete checkpoint is kept, and it is kept until a newer one is complete.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_512.json",
+        "step_512.zip",
+        "step_768.zip",
+    ]
+    train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **kwargs)
+    assert_complete(out, GRID["steps"])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_2048.json",
+        "step_2048.zip",
+    ]
+    assert (out / "model.zip").exists()
+
+
+def interrupt_at(monkeypatch, step: int, times: int = 1) -> None:
+    """Press Ctrl-C (SIGINT to this process) ``times`` in a row once training logged ``step``."""
+    from textgym_agents import train as train_module
+
+    advance = train_module._Recorder.advance
+    sent = []
+
+    def interrupting(self, at):
+        advance(self, at)
+        if at >= step and not sent:
+            sent.append(at)
+            # Undeferred, the KeyboardInterrupt would stop pytest itself.
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(train_module._Recorder, "advance", interrupting)
+
+
+def test_ctrl_c_stops_sequence_ppo_after_its_update_with_a_checkpoint(
+    tiny_gpt2, tmp_path, monkeypatch, capsys
+):
+    kwargs = text_kwargs(tiny_gpt2)
+    out = tmp_path / "run"
+    interrupt_at(monkeypatch, 40)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train("TextGen-v0", "gpt", out=out, progress=False, **kwargs)
+    step = stop.value.step
+    assert stop.value.saved and stop.value.checkpoint == step and 40 <= step < 96
+    assert str(stop.value) == (
+        f"interrupted at step {step} of 96; checkpointed there "
+        f"({out / 'checkpoints' / f'step_{step}.zip'})"
+    )
+    # The checkpoint is the update's, complete; training stopped there.
+    assert newest_checkpoint(out) == step
+    assert read_episodes(out / "episodes.csv")["step"].max() == step
+    assert not (out / "summary.json").exists() and not (out / ".textgym.lock").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    capsys.readouterr()
+    train("TextGen-v0", "gpt", out=out, progress=True, resume=True, **kwargs)
+    err = capsys.readouterr().err
+    assert f"resuming {out} at step {step} of 96, from its newest checkpoint\n" in err
+    assert f"| {step}/96 [" in err  # the progress bar starts there
+    assert_complete(out, 96)
+
+
+def test_a_second_ctrl_c_stops_at_once_naming_the_newest_checkpoint(
+    tiny_gpt2, tmp_path, monkeypatch
+):
+    kwargs = text_kwargs(tiny_gpt2)
+    out = tmp_path / "run"
+    interrupt_at(monkeypatch, 40, times=2)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train("TextGen-v0", "gpt", out=out, progress=False, **kwargs)
+    step, newest = stop.value.step, newest_checkpoint(out)
+    assert not stop.value.saved and stop.value.checkpoint == newest < step
+    assert str(stop.value) == (
+        f"interrupted at step {step} of 96; its newest checkpoint is at step {newest} (the "
+        "steps after it are trained again)"
+    )
+    assert not (out / ".textgym.lock").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def start_textgym(argv: list[str]) -> subprocess.Popen:
+    """``textgym argv`` in a child process, as a user runs it."""
+    command = [sys.executable, "-m", "textgym_agents.cli", *argv]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_checkpoints_prints_the_resume_command_and_exits_130(tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "GridWorld-v0", "--agent", "ppo", "--steps", "16384"]
+    argv += ["--checkpoint-every", "1024", "--eval-episodes", "2", "--no-progress"]
+    argv += ["--out", str(out)]
+    process = start_textgym(argv)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/step_*.json")):
+        assert process.poll() is None, f"training ended (rc {process.returncode})"
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    printed, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and printed == ""
+    step = newest_checkpoint(out)
+    command = shlex.join(["textgym", *argv, "--resume"])
+    assert err.splitlines() == [
+        f"textgym train: interrupted at step {step:,} of 16,384; checkpointed there "
+        f"({out / 'checkpoints' / f'step_{step}.zip'}); continue with: {command}"
+    ]
+    assert 1024 <= step < 16384 and not (out / "summary.json").exists()
+    # The command it printed finishes the run.
+    resumed = start_textgym(shlex.split(command)[1:])
+    printed, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming {out} at step {step:,} of 16,384, from its newest checkpoint" in err
+    assert "ppo on GridWorld-v0 (seed 0)" in printed
+    assert_complete(out, 16384)
+
+
+def test_cli_resume_refuses_a_directory_without_a_run(tmp_path):
+    for out in (tmp_path / "missing", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        argv = ["train", "GridWorld-v0", "--agent", "ppo", "--out", str(out), "--resume"]
+        refused = start_textgym(argv)
+        printed, err = refused.communicate(timeout=120)
+        assert refused.returncode == 2 and printed == ""
+        assert err.splitlines() == [
+            f"textgym train: --resume: --out {out} holds no run (no config.json): expected the "
+            "directory of a run to continue (--resume-or-start starts one where there is none)"
+        ]
+    assert not (tmp_path / "missing").exists() and not list((tmp_path / "empty").iterdir())
+    argv = ["train", "GridWorld-v0", "--agent", "ppo", "--out", str(tmp_path / "empty")]
+    argv += ["--steps", "64", "--eval-episodes", "1", "--no-progress", "--resume-or-start"]
+    started = start_textgym(argv)
+    printed, err = started.communicate(timeout=300)
+    assert started.returncode == 0, err
+    assert "ppo on GridWorld-v0 (seed 0)" in printed
+    assert (tmp_path / "empty" / "summary.json").exists()
 
 
 def test_cli_resume_needs_out(cli_error):

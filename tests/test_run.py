@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 
 import gymnasium
 import numpy as np
@@ -320,3 +322,76 @@ def test_rllib_arguments_are_refused_by_the_sb3_backend(tmp_path):
         with pytest.raises(ValueError, match=r"expected backend='rllib'|expected 'sb3' or 'rllib'"):
             train("GridWorld-v0", "ppo", out=tmp_path / "run", **kwargs)
     assert not (tmp_path / "run").exists()
+
+
+def checkpoint_names(steps: list[int]) -> list[str]:
+    return sorted(f"step_{step}.{suffix}" for step in steps for suffix in ("json", "zip"))
+
+
+@pytest.mark.parametrize(
+    ("keep", "kept"),
+    [
+        ({}, [384, 512]),
+        ({"keep_checkpoints": 1}, [512]),
+        ({"keep_checkpoints": None}, [128, 256, 384, 512]),
+    ],
+)
+def test_train_keeps_the_newest_checkpoints_and_the_model(tmp_path, keep, kept):
+    out = tmp_path / "run"
+    # 8 envs: rollouts of 128 steps, a checkpoint between each two.
+    train(
+        "GridWorld-v0",
+        "ppo",
+        steps=512,
+        out=out,
+        progress=False,
+        eval_episodes=2,
+        n_steps=16,
+        batch_size=64,
+        checkpoint_every=128,
+        **keep,
+    )
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == checkpoint_names(kept)
+    assert (out / "model.zip").exists() and (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("keep", [0, -1, True, 1.5, "2"])
+def test_train_refuses_a_bad_checkpoint_count_before_writing(tmp_path, keep):
+    with pytest.raises(ValueError, match=f"keep_checkpoints={keep!r}: expected an integer >= 1"):
+        train("GridWorld-v0", "ppo", out=tmp_path / "run", progress=False, keep_checkpoints=keep)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_keep_checkpoints_refuses_zero_and_keeps_the_newest(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "textgym_agents.cli",
+        "train",
+        "GridWorld-v0",
+        "--agent",
+        "ppo",
+    ]
+    for count in ("0", "-3"):
+        done = subprocess.run(
+            [*command, "--keep-checkpoints", count, "--out", str(tmp_path / "bad")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.splitlines() == [
+            f"textgym train: argument --keep-checkpoints: '{count}': expected an integer >= 1 "
+            "(the newest checkpoint is what --resume reads) or 'all' (see textgym train --help)"
+        ]
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "run"
+    options = ["--steps", "3072", "--checkpoint-every", "1024", "--eval-episodes", "1"]
+    done = subprocess.run(
+        [*command, *options, "--no-progress", "--keep-checkpoints", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == checkpoint_names([3072])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
+import inspect
 import os
 import re
 import sys
@@ -67,18 +69,70 @@ _USER_ERRORS = (
 )
 
 
-def parse_env_args(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["max_new_tokens=8", "action_mode=topk"]`` -> keyword arguments (literals parsed)."""
-    kwargs = {}
+def parse_env_args(pairs: Sequence[str], env_ids: Sequence[str] = ()) -> dict[str, Any]:
+    """``["max_new_tokens=8", "action_mode=topk"]`` -> keyword arguments (literals parsed).
+
+    :param pairs: the ``--env-arg`` values, ``key=value`` each.
+    :param env_ids: the envs the arguments are for: a key that one of them does not take
+        (`env_keywords`) is refused, naming the closest valid key and listing them all. An id
+        that is not registered is left to the command, which names it.
+    """
+    kwargs, given = {}, {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--env-arg {pair!r}: expected key=value")
+        given[key] = pair
         try:
             kwargs[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             kwargs[key] = raw
+    for env_id in env_ids:
+        try:
+            valid = env_keywords(env_id)
+        except gym.error.Error:
+            continue
+        if valid is None:
+            continue
+        for key, pair in given.items():
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UsageError(
+                    f"--env-arg {pair!r}: {env_id} takes no argument {key!r}{hint}; expected "
+                    f"one of {', '.join(valid)}"
+                )
     return kwargs
+
+
+# Keywords gym.make takes itself, for any env (besides the env's own).
+_MAKE_KEYWORDS = ("max_episode_steps", "disable_env_checker")
+
+
+def env_keywords(env_id: str) -> list[str] | None:
+    """The keyword arguments ``gym.make(env_id, ...)`` takes: the env constructor's (TextGen's
+    passes every keyword but ``render_mode`` on to `TextGenCore`: the core's keywords), then
+    gym.make's own. None for a constructor that takes any keyword (``**kwargs``) and passes
+    them where this cannot see.
+
+    :raises gymnasium.error.Error: ``env_id`` is not registered.
+    """
+    from gymnasium.envs.registration import load_env_creator
+
+    from textgym.envs.textgen import TextGenEnv
+    from textgym.envs.textgen_core import TextGenCore
+
+    spec = gym.spec(env_id)
+    creator = spec.entry_point
+    creator = load_env_creator(creator) if isinstance(creator, str) else creator
+    parameters = list(inspect.signature(creator).parameters.values())
+    if creator is TextGenEnv:  # TextGenCore(1, **kwargs): its keyword-only arguments
+        core = inspect.signature(TextGenCore).parameters.values()
+        parameters += [p for p in core if p.kind is p.KEYWORD_ONLY]
+    elif any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    named = (p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return list(dict.fromkeys((*named, *_MAKE_KEYWORDS)))
 
 
 def add_env_arg(
@@ -137,12 +191,12 @@ def _parse_threads(raw: str) -> int | str:
 
 
 def rollout(args: argparse.Namespace) -> None:
-
-    kwargs = parse_env_args(args.env_arg)
+    check_positive(args, "episodes")
     try:
         gym.spec(args.env)
     except gym.error.Error as err:
         raise UsageError(f"env {args.env!r}: {err}") from err
+    kwargs = parse_env_args(args.env_arg, [args.env])
     with torch_threads(choose_threads(args, kwargs)):
         _rollout(args, kwargs)
 
@@ -300,9 +354,15 @@ def train_rm(args: argparse.Namespace) -> None:
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> None:
     """Parse ``argv`` and run its command. An error the user's input caused prints as one
-    line on stderr (``textgym COMMAND: message``) with exit status 2; ``--debug`` shows the
-    traceback."""
+    line on stderr (``textgym COMMAND: message``) with exit status 2; Ctrl-C (SIGINT) prints
+    one line too (``textgym COMMAND: interrupted``, or the `KeyboardInterrupt`'s message: where
+    a command stopped) with exit status 130; ``--debug`` shows the traceback of either.
+
+    The command sees ``argv`` as given in ``args.argv`` (to repeat it in a message).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         if getattr(args, "temperature", 1.0) <= 0:
             raise UsageError(f"--temperature {args.temperature}: expected a number > 0")
@@ -315,6 +375,12 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> N
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"textgym {args.command}: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as err:
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or "interrupted"
+        print(f"textgym {args.command}: {message}", file=sys.stderr)
+        raise SystemExit(130) from None  # 128 + SIGINT, as shells report it
 
 
 def main(argv: Sequence[str] | None = None) -> None:
