@@ -288,6 +288,16 @@ def test_a_run_killed_before_its_new_checkpoint_is_complete_keeps_the_one_before
     assert (out / "model.zip").exists()
 
 
+@pytest.fixture
+def ctrl_c_handled():
+    """Python's own Ctrl-C handler in this process, as a terminal's foreground job has: tests
+    started in the background of a shell run with SIGINT ignored (and then Python installs no
+    handler)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_at(monkeypatch, step: int, times: int = 1) -> None:
     """Press Ctrl-C (SIGINT to this process) ``times`` in a row once training logged ``step``."""
     from textgym_agents import train as train_module
@@ -308,7 +318,7 @@ def interrupt_at(monkeypatch, step: int, times: int = 1) -> None:
 
 
 def test_ctrl_c_stops_sequence_ppo_after_its_update_with_a_checkpoint(
-    tiny_gpt2, tmp_path, monkeypatch, capsys
+    tiny_gpt2, tmp_path, monkeypatch, capsys, ctrl_c_handled
 ):
     kwargs = text_kwargs(tiny_gpt2)
     out = tmp_path / "run"
@@ -336,7 +346,7 @@ def test_ctrl_c_stops_sequence_ppo_after_its_update_with_a_checkpoint(
 
 
 def test_a_second_ctrl_c_stops_at_once_naming_the_newest_checkpoint(
-    tiny_gpt2, tmp_path, monkeypatch
+    tiny_gpt2, tmp_path, monkeypatch, ctrl_c_handled
 ):
     kwargs = text_kwargs(tiny_gpt2)
     out = tmp_path / "run"
@@ -356,7 +366,15 @@ def test_a_second_ctrl_c_stops_at_once_naming_the_newest_checkpoint(
 def start_textgym(argv: list[str]) -> subprocess.Popen:
     """``textgym argv`` in a child process, as a user runs it."""
     command = [sys.executable, "-m", "textgym_agents.cli", *argv]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal, also when the tests run in the background of a shell (which
+        # starts them with SIGINT ignored, and a child would inherit that).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def test_ctrl_c_checkpoints_prints_the_resume_command_and_exits_130(tmp_path):
