@@ -9,6 +9,7 @@ Ctrl-C ends it with a `TrainingInterrupted` that says where a resume goes on fro
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -678,7 +680,7 @@ def train(
                 f"imitate={imitate} needs an SB3 actor-critic agent (ppo, a2c, maskable_ppo, or "
                 f"gpt on GridWorld-v0): agent={agent!r} on {env_id} is not one"
             )
-        with claim(out):
+        with claim(out), _interrupt_names_checkpoint(model, config, out):
             return _train_claimed(
                 model, config, out, progress, checkpoint_every, resume, keep_checkpoints
             )
@@ -779,7 +781,7 @@ def _train_rllib(
                 )
             )
             try:
-                with claim(out):
+                with claim(out), _interrupt_names_checkpoint(model, config, out):
                     return _train_claimed(
                         model, config, out, progress, checkpoint_every, resume, keep_checkpoints
                     )
@@ -790,21 +792,12 @@ def _train_rllib(
                 ray.shutdown()
 
 
-def _train_claimed(
-    model: Any,
-    config: dict[str, Any],
-    out: Path,
-    progress: bool,
-    checkpoint_every: int | None,
-    resume: bool,
-    keep_checkpoints: int | None,
-) -> dict[str, Any]:
-    """`train` once ``out`` is claimed; a Ctrl-C that `_train_session` did not save at
-    becomes a `TrainingInterrupted` naming the newest checkpoint."""
+@contextlib.contextmanager
+def _interrupt_names_checkpoint(model: Any, config: dict[str, Any], out: Path) -> Iterator[None]:
+    """A Ctrl-C that training did not save at becomes a `TrainingInterrupted` naming the
+    newest checkpoint of the run in ``out``."""
     try:
-        return _train_session(
-            model, config, out, progress, checkpoint_every, resume, keep_checkpoints
-        )
+        yield
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt as err:
@@ -816,7 +809,7 @@ def _train_claimed(
         raise TrainingInterrupted(out, step, config["steps"], newest, saved=False) from err
 
 
-def _train_session(
+def _train_claimed(
     model: Any,
     config: dict[str, Any],
     out: Path,
