@@ -30,16 +30,30 @@ from textgym.cli import (
 )
 from textgym.threads import torch_threads
 
+EXAMPLES = """examples:
+  textgym rollout TextGen-v0 --episodes 3   the reference model writes; tokens coloured by reward
+  textgym train TextGen-v0 --agent gpt      the main job: RLHF on the default task (~4-7 minutes)
+  textgym train GridWorld-v1 --agent ppo    stable-baselines3's PPO on the gridworld
+  textgym eval runs/DIR                     summarise a trained run afresh
+  textgym compare --envs GridWorld-v1 --agents ppo dqn --seeds 0 1
+  textgym COMMAND --help                    a command's options"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Every ``textgym`` command."""
-    parser, add_command = cli.new_parser()
+    parser, add_command = cli.new_parser(EXAMPLES)
     cli.add_env_commands(add_command)
     trn = add_command("train", "train an agent from the zoo into a run directory")
-    trn.add_argument("env", help="TextGen-v0 or GridWorld-v0")
+    trn.add_argument("env", help="TextGen-v0, GridWorld-v1 (or the sparse GridWorld-v0)")
     trn.add_argument("--agent", required=True, help="ppo, a2c, dqn, maskable_ppo, gpt, gpt-sb3")
     add_run_arguments(trn)
     trn.add_argument("--seed", type=int, default=0)
+    trn.add_argument(
+        "--device",
+        default=None,
+        help="where the agent and TextGen's models run: cpu, cuda, cuda:1, ... (default: CUDA "
+        "where available, else the CPU)",
+    )
     trn.add_argument(
         "--out", default=None, help="run directory (default runs/<env>-<agent>-s<seed>-<time>)"
     )
@@ -298,6 +312,7 @@ def train(args: argparse.Namespace) -> None:
             eval_episodes=args.eval_episodes,
             imitate=args.imitate,
             resume=args.resume or args.resume_or_start,
+            device=args.device,
             **keep,
             **_backend_arguments(args),
         )

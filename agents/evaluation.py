@@ -264,8 +264,10 @@ def _summarise(
         "mean_length": float(np.mean([info["episode"]["l"] for info in done])),
     }
     if env_id.startswith("GridWorld"):
-        # Only the diamond ends an episode with reward +1 (fire gives -1, a timeout 0).
-        result["success_rate"] = float(np.mean([info["last_reward"] == 1.0 for info in done]))
+        # v1 says so (is_success); on v0 only the diamond ends an episode with reward +1.
+        result["success_rate"] = float(
+            np.mean([info.get("is_success", info["last_reward"] == 1.0) for info in done])
+        )
     if is_text:
         scores = np.array([info["rm_score"] for info in done])
         result["mean_rm_score"] = float(scores.mean())

@@ -75,7 +75,7 @@ def clone_expert(
     if not venv.has_attr(expert):
         raise ValueError(
             f"expert={expert!r} is not a method of the env: expected an env that offers it "
-            "(GridWorld-v0 has 'shortest_path_actions')"
+            "(GridWorld-v1 and v0 have 'shortest_path_actions')"
         )
     rng = np.random.default_rng(seed)
     observations, targets, returns, episode_returns = _demonstrations(

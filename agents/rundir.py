@@ -24,7 +24,7 @@ written atomically; a running job holds ``.textgym.lock``, see `textgym.runfiles
 ```python
 from textgym_agents.train import train
 
-summary = train("GridWorld-v0", "ppo", seed=0, out="runs/grid-ppo")
+summary = train("GridWorld-v1", "ppo", seed=0, out="runs/grid-ppo")
 print(summary["after"]["success_rate"])
 ```
 """
@@ -156,6 +156,41 @@ def jsonable(value: Any) -> bool:
     return True
 
 
+# What config.json holds for an env argument that JSON cannot (a Python object, such as a
+# reward function): ``{PYTHON_OBJECT: "module.qualname"}``. Nothing reads it back into an
+# object: the run's user gives the object again to evaluate or resume the run.
+PYTHON_OBJECT = "python object"
+
+
+def portable_env_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` as config.json holds them: each value JSON cannot hold replaced by
+    ``{PYTHON_OBJECT: "module.qualname"}``, which names it."""
+    portable = {}
+    for key, value in env_kwargs.items():
+        if not jsonable(value):
+            kind = value if hasattr(value, "__qualname__") else type(value)
+            value = {PYTHON_OBJECT: f"{kind.__module__}.{kind.__qualname__}"}
+        portable[key] = value
+    return portable
+
+
+def given_env_kwargs(
+    saved: dict[str, Any], given: dict[str, Any] | None, source: Path
+) -> dict[str, Any]:
+    """The env arguments of a run: ``saved`` (read from ``source``) with ``given`` on top. A
+    Python object the run was made with (`PYTHON_OBJECT`) must be among ``given``."""
+    env_kwargs = {**saved, **(given or {})}
+    for key, value in env_kwargs.items():
+        if isinstance(value, dict) and set(value) == {PYTHON_OBJECT}:
+            raise ValueError(
+                f"{source}: the env argument {key}= was a Python object, "
+                f"{value[PYTHON_OBJECT]}, which a file cannot hold (nothing is imported from "
+                f"a run directory): give it again from Python, e.g. "
+                f"evaluate_run(run_dir, env_kwargs={{{key!r}: ...}})"
+            )
+    return env_kwargs
+
+
 def make_summary(
     config: dict[str, Any],
     after: dict[str, Any],
@@ -186,7 +221,11 @@ def make_summary(
 
 
 def load_agent(
-    run_dir: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False
+    run_dir: str | Path,
+    *,
+    env_kwargs: dict[str, Any] | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """The trained agent of a run directory and its ``config.json``, loaded without running
     code from either.
@@ -202,6 +241,8 @@ def load_agent(
     :param trust_remote_code: honour ``trust_remote_code=True`` among the run's env
         arguments; without it the model's own code does not run (a run directory cannot turn
         it on).
+    :param env_kwargs: env arguments on top of the run's: the Python objects it was made with
+        (a reward function: config.json names it, `PYTHON_OBJECT`), other prompts, ...
     """
     run_dir = Path(run_dir)
     config_path, model_path = run_dir / "config.json", run_dir / "model.zip"
@@ -212,7 +253,11 @@ def load_agent(
                 "`textgym train` that finished training"
             )
     config = json.loads(config_path.read_text())
-    config["env_kwargs"] = safe_env_kwargs(config["env_kwargs"], trust_remote_code, config_path)
+    config["env_kwargs"] = given_env_kwargs(
+        safe_env_kwargs(config["env_kwargs"], trust_remote_code, config_path),
+        env_kwargs,
+        config_path,
+    )
     if config.get("backend") == "rllib":
         from textgym_agents.rllib import load_module  # needs the rllib extra
 

@@ -31,7 +31,7 @@ def make_sb3_vec_env(
     TextGen gets the natively batched `TextGenSB3VecEnv` (one forward pass for all rows);
     other envs get SB3's ``DummyVecEnv`` of ``gym.make`` copies.
 
-    :param env_id: a registered id such as ``"TextGen-v0"`` or ``"GridWorld-v0"``.
+    :param env_id: a registered id such as ``"TextGen-v0"`` or ``"GridWorld-v1"``.
     :param n_envs: number of parallel episodes.
     :param seed: seed of the first env (the others follow as in SB3's ``make_vec_env``).
     :param kwargs: constructor arguments of the env.

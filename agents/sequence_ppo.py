@@ -166,7 +166,9 @@ class SequencePPO:
         leave-one-out estimator).
     :param policy: a policy to continue training (default: a new one from the env's
         reference, so the KL starts at zero).
-    :param device: ``"cpu"``, ``"cuda"``, ... (default: the env's ``device`` argument, else CPU).
+
+    The policy runs where the env's models are: the env argument ``device`` (``"cpu"``,
+    ``"cuda"``, ...; TextGen's default is CUDA where available).
     """
 
     def __init__(

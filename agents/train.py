@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 import textgym  # noqa: F401  (registers the envs)
 from textgym._checks import check_int, is_int
 from textgym.envs.textgen_core import core_of
+from textgym.lm import resolve_device
 from textgym.runfiles import atomic_path, claim, write_csv, write_json
 from textgym.threads import torch_threads
 from textgym.versions import version_drift
@@ -57,6 +58,7 @@ from textgym_agents.rundir import (
     jsonable,
     load_agent,
     make_summary,
+    portable_env_kwargs,
     read_episodes,
     run_versions,
 )
@@ -67,6 +69,7 @@ from textgym_agents.zoo import (
     agent_env_kwargs,
     default_budget,
     default_imitation,
+    is_sequence_agent,
     make_agent,
 )
 
@@ -568,6 +571,7 @@ def train(
     num_env_runners: int = 2,
     address: str | None = None,
     num_gpus_per_env_runner: float = 0,
+    device: str | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train ``agent`` on ``env_id`` into a run directory and return (and save) its summary.
@@ -588,7 +592,7 @@ def train(
     learning, raises it at once, naming the newest checkpoint. RLlib runs are not saved at the
     interrupt. ``resume=True`` goes on from the newest checkpoint either way.
 
-    :param env_id: ``"GridWorld-v0"`` or ``"TextGen-v0"``.
+    :param env_id: ``"GridWorld-v1"``, ``"GridWorld-v0"`` or ``"TextGen-v0"``.
     :param agent: a name from `textgym_agents.zoo.AGENTS`.
     :param steps: env steps to train (default: the zoo's budget, `default_budget`).
     :param seed: seeds the agent and the training env.
@@ -625,9 +629,22 @@ def train(
         the one running on this machine); default: a local Ray instance for this run.
     :param num_gpus_per_env_runner: RLlib: GPUs each env runner reserves (its env and module
         run there).
+    :param device: where the agent and TextGen's models run: ``"cpu"``, ``"cuda"``,
+        ``"cuda:1"``, ... (default: the env's and SB3's own default, CUDA where available).
+        Sets the env argument ``device`` on TextGen and the SB3 algorithm's ``device``
+        (`SequencePPO` runs where its env's models are); both are recorded in ``config.json``,
+        so an evaluation of the run uses the same device. RLlib places its runners with
+        ``num_gpus_per_env_runner``.
     :param overrides: algorithm keywords replacing the zoo's (RLlib: ``PPOConfig.training``
         keywords replacing `RLLIB_HYPERPARAMS`).
     """
+    if device is not None:
+        if backend == "rllib":
+            raise ValueError(
+                f"device={device!r}: expected backend='sb3'; RLlib places its env runners "
+                "with num_gpus_per_env_runner"
+            )
+        env_kwargs, overrides = _placed(env_id, agent, device, env_kwargs, overrides)
     if keep_checkpoints is not None and not (is_int(keep_checkpoints) and keep_checkpoints >= 1):
         raise ValueError(
             f"keep_checkpoints={keep_checkpoints!r}: expected an integer >= 1 (the newest "
@@ -678,12 +695,34 @@ def train(
         if imitate and not isinstance(model, OnPolicyAlgorithm):
             raise ValueError(
                 f"imitate={imitate} needs an SB3 actor-critic agent (ppo, a2c, maskable_ppo, or "
-                f"gpt on GridWorld-v0): agent={agent!r} on {env_id} is not one"
+                f"gpt on GridWorld): agent={agent!r} on {env_id} is not one"
             )
         with claim(out), _interrupt_names_checkpoint(model, config, out):
             return _train_claimed(
                 model, config, out, progress, checkpoint_every, resume, keep_checkpoints
             )
+
+
+def _placed(
+    env_id: str,
+    agent: str,
+    device: str,
+    env_kwargs: dict[str, Any] | None,
+    overrides: dict[str, Any],
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``device`` as the env's and the agent's arguments (see `train`), or a clear error."""
+    resolve_device(device)  # "cuda" without CUDA fails here, before anything is built
+    for given, name in ((env_kwargs or {}, "env_kwargs"), (overrides, "overrides")):
+        if given.get("device", device) != device:
+            raise ValueError(
+                f"device={device!r} and {name}['device']={given['device']!r}: expected one "
+                "device, given once"
+            )
+    if env_id.startswith("TextGen"):
+        env_kwargs = {**(env_kwargs or {}), "device": device}
+    if not is_sequence_agent(agent, env_id):
+        overrides = {**overrides, "device": device}
+    return env_kwargs, overrides
 
 
 def _run_dir(out: str | Path | None, resume: bool, env_id: str, agent: str, seed: int) -> Path:
@@ -836,7 +875,7 @@ def _train_claimed(
                 "an unfinished one)"
             )
         versions = run_versions(config.get("backend", "sb3"))
-        write_json(out / "config.json", {**config, "versions": versions})
+        write_json(out / "config.json", {**portable(config), "versions": versions})
     # The same held-out seed before and after: the same prompts (or maps) both times.
     eval_seed = seed + EVAL_SEED_OFFSET
     assess = functools.partial(
@@ -919,12 +958,18 @@ def _train_claimed(
     return summary
 
 
+def portable(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as config.json holds it (`portable_env_kwargs`)."""
+    return {**config, "env_kwargs": portable_env_kwargs(config["env_kwargs"])}
+
+
 def _check_resume(out: Path, config: dict[str, Any]) -> bool:
     """Whether ``out`` holds a run to resume, finished or not (else it is new); refuse one
     made with other arguments."""
     if not holds_run(out):
         return False
     saved = json.loads((out / "config.json").read_text())
+    config = portable(config)
     changed = [
         f"{key}={config.get(key)!r} (the run has {saved.get(key)!r})"
         for key in sorted(set(saved) | set(config))
@@ -951,6 +996,7 @@ def evaluate_run(
     threads: int | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`textgym eval`: the summary of a saved agent, evaluated afresh. With the defaults it
     repeats the run's evaluation after training exactly (its ``summary.json``'s ``after``).
@@ -963,9 +1009,14 @@ def evaluate_run(
     :param threads: torch threads (default: the run's, from ``config.json``).
     :param allow_pickle: see `load_agent` (off: nothing in the run directory is unpickled).
     :param trust_remote_code: see `load_agent` (off: the run's config cannot turn it on).
+    :param env_kwargs: env arguments on top of the run's; a run made with a Python object
+        among them (a reward function) needs it again here (see `load_agent`).
     """
     model, config = load_agent(
-        run_dir, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+        run_dir,
+        env_kwargs=env_kwargs,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
     )
     seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
     episodes = config.get("eval_episodes", 100) if episodes is None else episodes
@@ -1013,7 +1064,10 @@ def play_run(
     :param trust_remote_code: see `load_agent`.
     """
     model, config = load_agent(
-        run_dir, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code
+        run_dir,
+        env_kwargs=env_kwargs,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
     )
     if not config["env_id"].startswith("TextGen"):
         raise ValueError(
@@ -1026,5 +1080,5 @@ def play_run(
             model,
             episodes=episodes,
             seed=seed,
-            env_kwargs={**config["env_kwargs"], **(env_kwargs or {})},
+            env_kwargs=config["env_kwargs"],
         )

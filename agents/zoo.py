@@ -7,9 +7,9 @@ The factory: `make_agent` builds an agent from the hyperparameter tables of
 from textgym_agents.zoo import default_budget, make_agent
 from textgym_agents.evaluation import evaluate
 
-model = make_agent("ppo", "GridWorld-v0", seed=0)
-model.learn(default_budget("ppo", "GridWorld-v0"))
-print(evaluate(model, "GridWorld-v0", episodes=100, seed=1000))  # success_rate >= 0.95
+model = make_agent("ppo", "GridWorld-v1", seed=0)
+model.learn(default_budget("ppo", "GridWorld-v1"))
+print(evaluate(model, "GridWorld-v1", episodes=100, seed=1000))  # success_rate >= 0.95
 ```
 """
 
@@ -81,7 +81,7 @@ def default_budget(name: str, env_id: str, env_kwargs: dict[str, Any] | None = N
     """The documented number of env steps to train agent ``name`` on ``env_id``.
 
     :param name: an agent name from `AGENTS`.
-    :param env_id: ``"GridWorld-v0"`` or ``"TextGen-v0"``.
+    :param env_id: ``"GridWorld-v1"``, ``"GridWorld-v0"`` or ``"TextGen-v0"``.
     :param env_kwargs: the env's arguments (some select a `VARIANT_HYPERPARAMS` entry).
     """
     return int(_config(name, env_id, env_kwargs)["n_timesteps"])
@@ -124,7 +124,7 @@ def make_agent(
     ``learn``.
 
     :param name: one of `AGENTS`.
-    :param env_id: ``"GridWorld-v0"`` or ``"TextGen-v0"``.
+    :param env_id: ``"GridWorld-v1"``, ``"GridWorld-v0"`` or ``"TextGen-v0"``.
     :param seed: seeds the algorithm and the env.
     :param n_envs: parallel envs (default: the zoo's value for the agent and env, else 1).
     :param env_kwargs: constructor arguments of the env, e.g. ``{"obs_mode": "tokens"}``.

@@ -251,7 +251,7 @@ def _stepping(env, steps: int, seed: int = 0):
 
 def bench_grid(args: Args, steps: int = 20_000, num_envs: int = 1024) -> dict:
     """GridWorld steps/s vs FrozenLake-v1 steps/s (both via gym.make); vectorised at N=1024."""
-    venv = gym.make_vec("GridWorld-v0", num_envs=num_envs, vectorization_mode="vector_entry_point")
+    venv = gym.make_vec("GridWorld-v1", num_envs=num_envs, vectorization_mode="vector_entry_point")
     venv.reset(seed=0)
     vec_actions = np.random.default_rng(0).integers(0, 4, size=(200, num_envs))
 
@@ -262,7 +262,7 @@ def bench_grid(args: Args, steps: int = 20_000, num_envs: int = 1024) -> dict:
     frozen_t, grid_t, vec_t = best_of(
         args.repeats,
         _stepping(gym.make("FrozenLake-v1"), steps),
-        _stepping(gym.make("GridWorld-v0"), steps),
+        _stepping(gym.make("GridWorld-v1"), steps),
         vec_run,
     )
     frozen, grid = steps / frozen_t, steps / grid_t
@@ -397,7 +397,7 @@ def table(results: dict) -> str:
         r = results["grid"]
         frozen = f"{r['frozenlake_steps_per_s']:,.0f}"
         rows.append(
-            "| GridWorld-v0 steps/s / FrozenLake-v1 (gym.make) "
+            "| GridWorld-v1 steps/s / FrozenLake-v1 (gym.make) "
             f"| {r['gridworld_steps_per_s']:,.0f} | {frozen} | {r['gridworld_ratio']:.2f} "
             f"| {r['gridworld_target']} |"
         )

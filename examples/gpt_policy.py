@@ -1,4 +1,4 @@
-"""One GPT policy, two environments: TextGen-v0 and GridWorld-v0 through the same zoo calls.
+"""One GPT policy, two environments: TextGen-v0 and GridWorld-v1 through the same zoo calls.
 
 `make_agent("gpt", env_id)` picks the right trainer for each env:
 
@@ -6,14 +6,14 @@
   `GPTActorCriticPolicy`, whose trunk starts as a copy of the env's reference model (so the
   KL penalty starts at zero). Its `learn` calls `callback(trainer, stats)` after each update,
   used here to print the progress.
-- GridWorld-v0: stable-baselines3's PPO with the same policy class, a small fresh GPT that
+- GridWorld-v1: stable-baselines3's PPO with the same policy class, a small fresh GPT that
   reads the grid as tokens (`obs_mode="tokens"`, added by `agent_env_kwargs`).
 
 Both are evaluated by `textgym_agents.zoo.evaluate`: the mean reward-model score of sampled texts
 on TextGen, the share of episodes that reach the diamond on GridWorld.
 
     python examples/gpt_policy.py --env TextGen-v0  # the zoo's budget, 100,000 tokens (~6 min)
-    python examples/gpt_policy.py --env GridWorld-v0 --steps 20000  # a quick look
+    python examples/gpt_policy.py --env GridWorld-v1 --steps 20000  # a quick look
     python examples/gpt_policy.py  # both at the zoo's budgets (GridWorld's 100,000: ~4 min)
 """
 
@@ -25,7 +25,7 @@ from textgym_agents.evaluation import evaluate
 from textgym_agents.sequence_ppo import SequencePPO, UpdateStats
 from textgym_agents.zoo import agent_env_kwargs, default_budget, make_agent
 
-METRIC = {"TextGen-v0": "mean_rm_score", "GridWorld-v0": "success_rate"}
+METRIC = {"TextGen-v0": "mean_rm_score", "GridWorld-v1": "success_rate"}
 
 
 def report(trainer: SequencePPO, stats: UpdateStats) -> None:
@@ -36,7 +36,7 @@ def report(trainer: SequencePPO, stats: UpdateStats) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="The GPT policy on TextGen-v0 and GridWorld-v0")
+    parser = argparse.ArgumentParser(description="The GPT policy on TextGen-v0 and GridWorld-v1")
     parser.add_argument("--env", nargs="+", default=list(METRIC), choices=list(METRIC), help="envs")
     parser.add_argument("--steps", type=int, help="env steps per env (default: the zoo's budget)")
     parser.add_argument("--episodes", type=int, default=128, help="evaluation episodes")

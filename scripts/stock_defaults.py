@@ -1,13 +1,18 @@
-"""Which GridWorld map do stock agents learn at their library's defaults?
+"""Do stock agents learn GridWorld at their library's defaults?
 
 Each agent is built with its library's defaults (nothing tuned: only what the env needs to be
-read at all), trained for ``--steps`` env steps on each named map, then acts greedily for 100
-episodes; printed: the share of those that reach the diamond, and the mean return.
+read at all), trained for ``--steps`` env steps on ``--env`` with each seed of ``--seeds`` and
+each map of ``--maps``, then acts greedily for 100 episodes. Printed, per map: the share of
+those episodes that reach the diamond (``info["is_success"]`` on v1; reward +1 on v0) for
+each seed, and the mean over seeds.
 
     python scripts/stock_defaults.py                       # SB3 PPO and DQN (the main env)
     python scripts/stock_defaults.py --library rllib       # RLlib PPO (pip install -e ".[rllib]")
     python scripts/stock_defaults.py --library tianshou    # Tianshou DQN (with "tianshou[eval]")
     python scripts/stock_defaults.py --library cleanrl     # CleanRL's ppo.py, written out here
+    python scripts/stock_defaults.py --env GridWorld-v0 --seeds 0 --maps 4x4 6x6 8x8
+    python scripts/stock_defaults.py --maps 6x6                 # v1's shaping on 6x6
+    python scripts/stock_defaults.py --shaping 0               # v1's map without shaping
 """
 
 from __future__ import annotations
@@ -18,29 +23,30 @@ import gymnasium as gym
 import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
+from textgym.envs.gridworld_maps import MAPS
 
-MAPS = ("4x4", "6x6", "8x8")
+ENV_ID = "GridWorld-v1"  # set by --env
+SHAPING: dict[str, float] = {}  # {"shaping": --shaping} when given; else the env's
 
 
-def greedy_success(act, map_name: str, episodes: int = 100) -> tuple[float, float]:
-    """Share of ``episodes`` greedy episodes that reach the diamond, and the mean return."""
-    env = gym.make("GridWorld-v0", map=map_name)
-    returns = []
+def greedy_success(act, map_name: str, episodes: int = 100) -> float:
+    """Share of ``episodes`` greedy episodes that reach the diamond."""
+    env = gym.make(ENV_ID, map=map_name, **SHAPING)
+    successes = 0
     for episode in range(episodes):
         obs, _ = env.reset(seed=10_000 + episode)
-        total, done = 0.0, False
+        done = False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
+            obs, reward, terminated, truncated, info = env.step(act(obs))
             done = terminated or truncated
-        returns.append(total)
-    return float(np.mean(np.array(returns) > 0)), float(np.mean(returns))
+        successes += bool(info.get("is_success", reward == 1.0))  # v0: only the diamond pays +1
+    return successes / episodes
 
 
 def sb3(name: str, map_name: str, steps: int, seed: int):
     from stable_baselines3 import DQN, PPO
 
-    env = gym.make("GridWorld-v0", map=map_name)
+    env = gym.make(ENV_ID, map=map_name, **SHAPING)
     model = {"ppo": PPO, "dqn": DQN}[name]("MlpPolicy", env, seed=seed)  # SB3 one-hots Discrete
     model.learn(steps)
     return lambda obs: int(model.predict(obs, deterministic=True)[0])
@@ -56,7 +62,7 @@ def rllib_ppo(map_name: str, steps: int, seed: int):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     config = (
         PPOConfig()
-        .environment("textgym:GridWorld-v0", env_config={"map": map_name})
+        .environment(f"textgym:{ENV_ID}", env_config={"map": map_name, **SHAPING})
         # RLlib's default module has no encoder for a Discrete observation: one-hot it.
         .env_runners(
             num_env_runners=2,
@@ -83,12 +89,12 @@ def rllib_ppo(map_name: str, steps: int, seed: int):
 
 def _one_hot_env(map_name: str) -> gym.Env:
     """The env with its Discrete index one-hot encoded (gymnasium's flattening of Discrete)."""
-    return gym.wrappers.FlattenObservation(gym.make("GridWorld-v0", map=map_name))
+    return gym.wrappers.FlattenObservation(gym.make(ENV_ID, map=map_name, **SHAPING))
 
 
 def _one_hot(map_name: str):
     """The same encoding for ``act``: the cell index -> a float32 one-hot vector."""
-    space = gym.make("GridWorld-v0", map=map_name).observation_space
+    space = gym.make(ENV_ID, map=map_name, **SHAPING).observation_space
     return lambda obs: gym.spaces.flatten(space, obs).astype(np.float32)
 
 
@@ -241,25 +247,35 @@ def cleanrl_ppo(map_name: str, steps: int, seed: int):
 
 
 def main() -> None:
+    global ENV_ID, SHAPING
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", choices=["sb3", "rllib", "tianshou", "cleanrl"], default="sb3")
+    parser.add_argument("--env", choices=["GridWorld-v1", "GridWorld-v0"], default=ENV_ID)
     parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--maps", nargs="+", choices=sorted(MAPS), help="default: the env's")
+    parser.add_argument("--agents", nargs="+", help="a subset of the library's agents")
+    parser.add_argument("--shaping", type=float, help="the env's shaping (default: the env's)")
     args = parser.parse_args()
-    agents = {"sb3": ["ppo", "dqn"], "tianshou": ["dqn"]}.get(args.library, ["ppo"])
-    print(f"| {args.library} agent, {args.steps:,} steps | " + " | ".join(MAPS) + " |")
-    print("|---|" + "---|" * len(MAPS))
+    ENV_ID = args.env
+    SHAPING = {} if args.shaping is None else {"shaping": args.shaping}
+    agents = args.agents or {"sb3": ["ppo", "dqn"], "tianshou": ["dqn"]}.get(args.library, ["ppo"])
+    train = {"rllib": rllib_ppo, "tianshou": tianshou_dqn, "cleanrl": cleanrl_ppo}
+    seeds = " | ".join(f"seed {seed}" for seed in args.seeds)
+    env = args.env + ("" if args.shaping is None else f", shaping={args.shaping:g}")
+    print(f"| {args.library} agent on {env}, {args.steps:,} steps | map | {seeds} | mean |")
+    print("|---|---|" + "---|" * (len(args.seeds) + 1))
     for name in agents:
-        cells = []
-        for map_name in MAPS:
-            if args.library == "sb3":
-                act = sb3(name, map_name, args.steps, args.seed)
-            else:
-                train = {"rllib": rllib_ppo, "tianshou": tianshou_dqn, "cleanrl": cleanrl_ppo}
-                act = train[args.library](map_name, args.steps, args.seed)
-            success, mean_return = greedy_success(act, map_name)
-            cells.append(f"{success:.0%} ({mean_return:+.2f})")
-        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        for map_name in args.maps or [gym.make(args.env).unwrapped.default_map]:
+            shares = []
+            for seed in args.seeds:
+                if args.library == "sb3":
+                    act = sb3(name, map_name, args.steps, seed)
+                else:
+                    act = train[args.library](map_name, args.steps, seed)
+                shares.append(greedy_success(act, map_name))
+            cells = " | ".join(f"{share:.0%}" for share in shares)
+            print(f"| {name} | {map_name} | {cells} | {np.mean(shares):.0%} |", flush=True)
 
 
 if __name__ == "__main__":

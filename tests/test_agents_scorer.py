@@ -84,7 +84,7 @@ def test_each_env_of_a_dummy_vec_env_gets_its_own_scorer(tiny_gpt2):
 
 
 def test_gridworld_envs_are_left_alone():
-    model = PPO("MlpPolicy", gym.make("GridWorld-v0"), n_steps=16, batch_size=16)
+    model = PPO("MlpPolicy", gym.make("GridWorld-v1"), n_steps=16, batch_size=16)
     attach_sb3_policy(model)  # nothing to attach to, and no error
     model.learn(16, callback=AttachPolicyCallback())
 

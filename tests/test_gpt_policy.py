@@ -87,7 +87,7 @@ def test_ppo_update_moves_the_policy_and_save_load_round_trips(tiny_gpt2, tmp_pa
 
 
 def test_gridworld_tokens_gets_a_small_fresh_gpt_with_a_linear_head():
-    env = gym.make("GridWorld-v0", obs_mode="tokens")
+    env = gym.make("GridWorld-v1", obs_mode="tokens")
     kwargs = gpt_policy_kwargs(env)
     assert kwargs["head"] == "linear" and kwargs["init_from"] is None
     model = PPO(

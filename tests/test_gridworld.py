@@ -1,4 +1,5 @@
-"""GridWorld-v0: the single env, its numpy vector env, and both with SB3 agents."""
+"""GridWorld (v0's 6x6 default map): the single env, its numpy vector env, and both with SB3
+agents. GridWorld-v1 and shaping: tests/test_gridworld_v1.py."""
 
 from __future__ import annotations
 
@@ -98,17 +99,19 @@ def _same(a: object, b: object) -> bool:
 
 # SB3 recommends flat observations; the 2-D "grid" is by design (its MlpPolicy flattens it).
 @pytest.mark.filterwarnings("ignore:Your observation  has an unconventional shape")
+@pytest.mark.filterwarnings("ignore:.*The environment GridWorld-v0 is out of date")
 @pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("env_id", ["GridWorld-v1", "GridWorld-v0"])
 @pytest.mark.parametrize(
     ("obs_mode", "random_map"),
     [(obs_mode, False) for obs_mode in OBS_MODES] + [("grid", True), ("tokens", True)],
 )
-def test_gymnasium_and_sb3_checkers_pass(obs_mode: str, random_map: bool) -> None:
-    env = gym.make("GridWorld-v0", obs_mode=obs_mode, random_map=random_map)
+def test_gymnasium_and_sb3_checkers_pass(env_id: str, obs_mode: str, random_map: bool) -> None:
+    env = gym.make(env_id, obs_mode=obs_mode, random_map=random_map)
     gym_check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped)
     for render_mode in ("ansi", "rgb_array"):
-        rendered = gym.make("GridWorld-v0", obs_mode=obs_mode, render_mode=render_mode)
+        rendered = gym.make(env_id, obs_mode=obs_mode, render_mode=render_mode)
         gym_check_env(rendered.unwrapped)
 
 

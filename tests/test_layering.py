@@ -32,8 +32,8 @@ import textgym
 kwargs = dict(model={str(tiny_gpt2)!r}, prompts=["the movie was"], max_new_tokens=2)
 gym.make("TextGen-v0", **kwargs).reset(seed=0)
 gym.make_vec("TextGen-v0", num_envs=2, vectorization_mode="vector_entry_point", **kwargs)
-gym.make("GridWorld-v0").reset(seed=0)
-gym.make_vec("GridWorld-v0", num_envs=2, vectorization_mode="vector_entry_point")
+gym.make("GridWorld-v1").reset(seed=0)
+gym.make_vec("GridWorld-v1", num_envs=2, vectorization_mode="vector_entry_point")
 print(sorted(name for name in {RL_LIBRARIES!r} if name in sys.modules))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -2,37 +2,53 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+BASH = [
+    line.split("  #")[0].strip()
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+    for line in block.splitlines()
+]
 CI = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
-
-
-def _classifier(tiny_gpt2, out):
-    """A tiny random-weight sentiment classifier with POSITIVE/NEGATIVE labels."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    labels = {0: "NEGATIVE", 1: "POSITIVE"}
-    AutoModelForSequenceClassification.from_pretrained(
-        str(tiny_gpt2), num_labels=2, id2label=labels, label2id={v: k for k, v in labels.items()}
-    ).save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(tiny_gpt2)).save_pretrained(out)
-    return out
 
 
 def _check_quickstart(ns):
     assert isinstance(ns["info"]["text"], str)
     assert ns["info"]["prompt"] == "I saw this movie with my kids and"  # as commented
     assert -1.0 <= ns["info"]["rm_score"] <= 1.0
+    assert ns["info"]["episode_kl"] > 0  # the uniform scorer was used: uniform is not pi_ref
 
 
 def _check_own_model(ns):
     obs, info = ns["env"].reset(seed=0)
     assert obs["input_ids"].shape == obs["attention_mask"].shape
+    assert info["prompt"] in ns["prompts"]
+    after = ns["summary"]["after"]
+    assert 0.0 <= after["mean_rm_score"] <= 1.0
+    # The run evaluates again exactly, given its reward function ...
+    reward = {"reward_model": ns["tells_the_story"]}
+    again = ns["evaluate_run"]("runs/my-model", env_kwargs=reward)
+    assert again["mean_rm_score"] == after["mean_rm_score"]
+    # ... and the README's command line trains on the same model directory.
+    (command,) = [line for line in BASH if "--env-arg model=my-model --out" in line]
+    argv = shlex.split(command)[1:] + ["--steps", "64", "--eval-episodes", "4", "--no-progress"]
+    argv += ["--env-arg", "max_new_tokens=4"]  # seconds, not a minute
+    done = subprocess.run(
+        [sys.executable, "-m", "textgym", *argv], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert "gpt on TextGen-v0" in done.stdout
+    config = json.loads(Path("runs/my-model-cli/config.json").read_text())
+    assert config["env_kwargs"]["model"] == "my-model"
 
 
 def _check_batched(ns):
@@ -41,7 +57,7 @@ def _check_batched(ns):
 
 
 def _check_zoo(ns):
-    assert ns["evaluate"](ns["model"], "GridWorld-v0", episodes=2, seed=0)["success_rate"] >= 0.0
+    assert ns["evaluate"](ns["model"], "GridWorld-v1", episodes=2, seed=0)["success_rate"] >= 0.0
 
 
 def _check_gpt_sb3(ns):
@@ -53,13 +69,13 @@ def _check_gpt_sb3(ns):
 # here within seconds (a tiny model for a hub name, small budgets), and what to check after.
 CASES = {
     'env = gym.make("TextGen-v0")  # the bundled default task': ([], _check_quickstart),
-    'model="path/or/hub-name"': (
-        [('"path/or/hub-name"', "TINY_LM"), ('"path/to/classifier"', "CLASSIFIER")],
+    "def tells_the_story(": (
+        [("steps=20_000", "steps=64, n_envs=4, eval_episodes=4")],
         _check_own_model,
     ),
     "num_envs=64": ([("num_envs=64", "num_envs=2"), ("n_envs=64", "n_envs=2")], _check_batched),
-    'model.learn(default_budget("ppo", "GridWorld-v0"))': (
-        [('default_budget("ppo", "GridWorld-v0")', "256"), ("episodes=100", "episodes=2")],
+    'model.learn(default_budget("ppo", "GridWorld-v1"))': (
+        [('default_budget("ppo", "GridWorld-v1")', "256"), ("episodes=100", "episodes=2")],
         _check_zoo,
     ),
     "model.learn(20_000": (
@@ -77,15 +93,12 @@ def test_every_python_block_of_the_readme_has_a_case():
 
 
 @pytest.mark.parametrize("marker", list(CASES))
-def test_readme_python_block_runs(marker, tiny_gpt2, tmp_path, capsys):
+def test_readme_python_block_runs(marker, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # what a block writes (a model, a run) lands here
     (code,) = [block for block in BLOCKS if marker in block]
     replacements, check = CASES[marker]
     for old, new in replacements:
         assert old in code, f"the README block changed: {old!r} is gone"
-        if new == "TINY_LM":
-            new = repr(str(tiny_gpt2))
-        elif new == "CLASSIFIER":
-            new = repr(str(_classifier(tiny_gpt2, tmp_path / "classifier")))
         code = code.replace(old, new)
     namespace: dict = {}
     exec(compile(code, f"README block {marker!r}", "exec"), namespace)

@@ -246,5 +246,5 @@ def test_render_refuses_bad_arguments(argv, message, cli_error):
 
 def test_render_refuses_a_gridworld_run(tmp_path, cli_error):
     out = tmp_path / "grid"
-    train("GridWorld-v0", "a2c", steps=16, out=out, progress=False, eval_episodes=1)
-    assert "GridWorld-v0 run: expected a TextGen-v0 run" in cli_error(["render", str(out)])
+    train("GridWorld-v1", "a2c", steps=16, out=out, progress=False, eval_episodes=1)
+    assert "GridWorld-v1 run: expected a TextGen-v0 run" in cli_error(["render", str(out)])

@@ -28,7 +28,14 @@ from textgym_agents.saving import load_sb3
 from textgym_agents.train import TrainingInterrupted, train
 from textgym_agents.zoo import make_agent
 
-GRID = {"steps": 2048, "n_steps": 32, "checkpoint_every": 256, "eval_episodes": 5}
+# PPO on one env (GridWorld-v1's zoo entry) with rollouts of 256 steps, 4 minibatches each.
+GRID = {
+    "steps": 2048,
+    "n_steps": 256,
+    "batch_size": 64,
+    "checkpoint_every": 256,
+    "eval_episodes": 5,
+}
 
 
 def text_kwargs(model: Path) -> dict:
@@ -124,7 +131,7 @@ def assert_complete(out: Path, steps: int) -> dict:
 def test_a_killed_sb3_run_resumes_from_its_newest_checkpoint(tmp_path):
     out = tmp_path / "run"
     kwargs = {**GRID, "checkpoint_every": 512}  # rollouts of 256 steps: logs between checkpoints
-    process = start_training("GridWorld-v0", "ppo", out, kwargs, block_at=1300)
+    process = start_training("GridWorld-v1", "ppo", out, kwargs, block_at=1300)
     kill_when_blocked(out, process)
     assert not (out / "summary.json").exists() and newest_checkpoint(out) == 1024
     # The killed run logged past its checkpoint: a resume drops that and plays it again.
@@ -133,17 +140,18 @@ def test_a_killed_sb3_run_resumes_from_its_newest_checkpoint(tmp_path):
         out, "charts/episodic_return"
     )
     with pytest.raises(FileExistsError, match="already holds a run"):
-        train("GridWorld-v0", "ppo", out=out, progress=False, **kwargs)
-    summary = train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **kwargs)
+        train("GridWorld-v1", "ppo", out=out, progress=False, **kwargs)
+    summary = train("GridWorld-v1", "ppo", out=out, progress=False, resume=True, **kwargs)
     assert_complete(out, kwargs["steps"])
     # Every checkpoint, from either session, loads into a fresh agent.
     for checkpoint in sorted((out / "checkpoints").glob("step_*.zip")):
-        model = make_agent("ppo", "GridWorld-v0", n_steps=32)
+        model = make_agent("ppo", "GridWorld-v1", n_steps=256)
         load_sb3(model, checkpoint)
         assert model.num_timesteps == int(checkpoint.stem.removeprefix("step_"))
     assert summary["training"]["wall_seconds"] > 0
 
 
+@pytest.mark.heavy
 def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(tmp_path):
     out = tmp_path / "run"
     # Killed while writing the zip of its third checkpoint: half a file under a temporary name.
@@ -158,28 +166,30 @@ def test_a_run_killed_while_saving_resumes_from_the_checkpoint_before(tmp_path):
         zipfile.ZipFile.writestr = dying_write
         """
     )
-    process = start_training("GridWorld-v0", "ppo", out, GRID, patch)
+    process = start_training("GridWorld-v1", "ppo", out, GRID, patch)
     assert process.wait(timeout=120) == -signal.SIGKILL
     assert [p.name for p in (out / "checkpoints").glob("*.tmp-*")]  # the half-written zip
     assert not (out / "checkpoints" / "step_768.zip").exists()
-    train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **GRID)
+    train("GridWorld-v1", "ppo", out=out, progress=False, resume=True, **GRID)
     assert_complete(out, GRID["steps"])
 
 
+@pytest.mark.heavy
 def test_dqn_resumes_with_its_replay_buffer(tmp_path):
     kwargs = {**GRID, "steps": 1500, "checkpoint_every": 500, "learning_starts": 100}
     out = tmp_path / "run"
     kwargs.pop("n_steps")
-    process = start_training("GridWorld-v0", "dqn", out, kwargs, block_at=700)
+    process = start_training("GridWorld-v1", "dqn", out, kwargs, block_at=700)
     kill_when_blocked(out, process)
     buffer = np.load(out / "checkpoints" / "step_500.buffer.npz")
     assert int(buffer["pos"]) == 500
-    train("GridWorld-v0", "dqn", out=out, progress=False, resume=True, **kwargs)
+    train("GridWorld-v1", "dqn", out=out, progress=False, resume=True, **kwargs)
     assert_complete(out, kwargs["steps"])
     # One replay buffer is kept: the newest checkpoint's, what a resume reads.
     assert [p.name for p in out.glob("checkpoints/*.npz")] == ["step_1500.buffer.npz"]
 
 
+@pytest.mark.heavy
 def test_a_killed_sequence_ppo_run_resumes(tiny_gpt2, tmp_path):
     kwargs = text_kwargs(tiny_gpt2)
     out = tmp_path / "run"
@@ -225,27 +235,27 @@ def test_resume_restores_the_trainer_state_exactly(tiny_gpt2, tmp_path):
 def test_resume_returns_a_finished_run_and_refuses_other_arguments(tmp_path):
     out = tmp_path / "run"
     small = {**GRID, "steps": 512}
-    summary = train("GridWorld-v0", "ppo", out=out, progress=False, **small)
+    summary = train("GridWorld-v1", "ppo", out=out, progress=False, **small)
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    again = train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **small)
+    again = train("GridWorld-v1", "ppo", out=out, progress=False, resume=True, **small)
     assert again == summary and files == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     with pytest.raises(ValueError, match=r"seed=1 \(the run has 0\)"):
-        train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, seed=1, **small)
+        train("GridWorld-v1", "ppo", out=out, progress=False, resume=True, seed=1, **small)
 
 
 def test_resume_without_a_checkpoint_starts_over_in_the_directory(tmp_path):
     out = tmp_path / "run"
     small = {**GRID, "steps": 512}
-    process = start_training("GridWorld-v0", "ppo", out, small, block_at=1)
+    process = start_training("GridWorld-v1", "ppo", out, small, block_at=1)
     kill_when_blocked(out, process)
     assert not (out / "checkpoints").exists() and (out / "episodes.csv").exists()
-    train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **small)
+    train("GridWorld-v1", "ppo", out=out, progress=False, resume=True, **small)
     assert_complete(out, small["steps"])
 
 
 def test_resume_on_a_new_directory_starts_a_run(tmp_path):
     train(
-        "GridWorld-v0",
+        "GridWorld-v1",
         "ppo",
         out=tmp_path / "new",
         progress=False,
@@ -255,6 +265,7 @@ def test_resume_on_a_new_directory_starts_a_run(tmp_path):
     assert (tmp_path / "new" / "summary.json").exists()
 
 
+@pytest.mark.heavy
 def test_a_run_killed_before_its_new_checkpoint_is_complete_keeps_the_one_before(tmp_path):
     out = tmp_path / "run"
     # Killed after step_768.zip is written, before its .json marks it complete.
@@ -271,7 +282,7 @@ def test_a_run_killed_before_its_new_checkpoint_is_complete_keeps_the_one_before
         """
     )
     kwargs = {**GRID, "keep_checkpoints": 1}
-    process = start_training("GridWorld-v0", "ppo", out, kwargs, patch)
+    process = start_training("GridWorld-v1", "ppo", out, kwargs, patch)
     assert process.wait(timeout=120) == -signal.SIGKILL
     # Only the newest complete checkpoint is kept, and it is kept until a newer one is complete.
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
@@ -279,7 +290,7 @@ def test_a_run_killed_before_its_new_checkpoint_is_complete_keeps_the_one_before
         "step_512.zip",
         "step_768.zip",
     ]
-    train("GridWorld-v0", "ppo", out=out, progress=False, resume=True, **kwargs)
+    train("GridWorld-v1", "ppo", out=out, progress=False, resume=True, **kwargs)
     assert_complete(out, GRID["steps"])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "step_2048.json",
@@ -377,9 +388,10 @@ def start_textgym(argv: list[str]) -> subprocess.Popen:
     )
 
 
+@pytest.mark.heavy
 def test_ctrl_c_checkpoints_prints_the_resume_command_and_exits_130(tmp_path):
     out = tmp_path / "run"
-    argv = ["train", "GridWorld-v0", "--agent", "ppo", "--steps", "16384"]
+    argv = ["train", "GridWorld-v1", "--agent", "ppo", "--steps", "16384"]
     argv += ["--checkpoint-every", "1024", "--eval-episodes", "2", "--no-progress"]
     argv += ["--out", str(out)]
     process = start_textgym(argv)
@@ -403,15 +415,16 @@ def test_ctrl_c_checkpoints_prints_the_resume_command_and_exits_130(tmp_path):
     printed, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert f"resuming {out} at step {step:,} of 16,384, from its newest checkpoint" in err
-    assert "ppo on GridWorld-v0 (seed 0)" in printed
+    assert "ppo on GridWorld-v1 (seed 0)" in printed
     assert_complete(out, 16384)
 
 
+@pytest.mark.heavy
 def test_cli_resume_refuses_a_directory_without_a_run(tmp_path):
     for out in (tmp_path / "missing", tmp_path / "empty"):
         if out.name == "empty":
             out.mkdir()
-        argv = ["train", "GridWorld-v0", "--agent", "ppo", "--out", str(out), "--resume"]
+        argv = ["train", "GridWorld-v1", "--agent", "ppo", "--out", str(out), "--resume"]
         refused = start_textgym(argv)
         printed, err = refused.communicate(timeout=120)
         assert refused.returncode == 2 and printed == ""
@@ -420,18 +433,18 @@ def test_cli_resume_refuses_a_directory_without_a_run(tmp_path):
             "directory of a run to continue (--resume-or-start starts one where there is none)"
         ]
     assert not (tmp_path / "missing").exists() and not list((tmp_path / "empty").iterdir())
-    argv = ["train", "GridWorld-v0", "--agent", "ppo", "--out", str(tmp_path / "empty")]
+    argv = ["train", "GridWorld-v1", "--agent", "ppo", "--out", str(tmp_path / "empty")]
     argv += ["--steps", "64", "--eval-episodes", "1", "--no-progress", "--resume-or-start"]
     started = start_textgym(argv)
     printed, err = started.communicate(timeout=300)
     assert started.returncode == 0, err
-    assert "ppo on GridWorld-v0 (seed 0)" in printed
+    assert "ppo on GridWorld-v1 (seed 0)" in printed
     assert (tmp_path / "empty" / "summary.json").exists()
 
 
 def test_cli_resume_needs_out(cli_error):
     assert "--resume: expected --out" in cli_error(
-        ["train", "GridWorld-v0", "--agent", "ppo", "--resume"]
+        ["train", "GridWorld-v1", "--agent", "ppo", "--resume"]
     )
 
 
@@ -443,8 +456,8 @@ def test_a_claimed_run_directory_is_refused_and_left_alone(tmp_path, cli_error):
             DirectoryBusyError,
             match=f"out='{out}' is in use by another textgym process \\(pid {os.getpid()}\\)",
         ):
-            train("GridWorld-v0", "ppo", out=out, progress=False, **{**GRID, "steps": 256})
-        message = cli_error(["train", "GridWorld-v0", "--agent", "ppo", "--out", str(out)])
+            train("GridWorld-v1", "ppo", out=out, progress=False, **{**GRID, "steps": 256})
+        message = cli_error(["train", "GridWorld-v1", "--agent", "ppo", "--out", str(out)])
         assert message.startswith("textgym train: out=") and "in use" in message
         assert sorted(p.name for p in out.iterdir()) == [".textgym.lock"]
     assert not (out / ".textgym.lock").exists()
@@ -454,7 +467,7 @@ def test_compare_kl_experiment_and_train_rm_claim_their_out(tiny_reward_model, t
     out = tmp_path / "out"
     with claim(out):
         with pytest.raises(DirectoryBusyError):
-            compare(["GridWorld-v0"], ["ppo"], [0], out=out, steps=64, progress=False)
+            compare(["GridWorld-v1"], ["ppo"], [0], out=out, steps=64, progress=False)
         with pytest.raises(DirectoryBusyError):
             run_kl_experiment(tiny_reward_model, out=out, steps=8, progress=False)
     rm = tmp_path / "rm"
@@ -463,6 +476,7 @@ def test_compare_kl_experiment_and_train_rm_claim_their_out(tiny_reward_model, t
     assert not rm.exists()
 
 
+@pytest.mark.heavy
 def test_two_runs_started_on_one_directory_do_not_mix(tmp_path):
     out = tmp_path / "run"
     command = [
@@ -470,7 +484,7 @@ def test_two_runs_started_on_one_directory_do_not_mix(tmp_path):
         "-m",
         "textgym_agents.cli",
         "train",
-        "GridWorld-v0",
+        "GridWorld-v1",
         "--agent",
         "ppo",
     ]
@@ -516,15 +530,16 @@ def test_train_rm_removes_staging_directories_of_killed_runs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
 
 
+@pytest.mark.heavy
 def test_compare_started_again_reuses_finished_runs_and_resumes_the_rest(tmp_path):
     kwargs = {"out": tmp_path, "steps": 256, "eval_episodes": 2, "progress": False}
-    compare(["GridWorld-v0"], ["ppo"], [0, 1], **kwargs)
+    compare(["GridWorld-v1"], ["ppo"], [0, 1], **kwargs)
     first = compare_rows(tmp_path)
-    unfinished = tmp_path / "GridWorld-v0" / "ppo" / "seed_1"
+    unfinished = tmp_path / "GridWorld-v1" / "ppo" / "seed_1"
     (unfinished / "summary.json").unlink()  # as if killed after training, before its summary
-    finished = tmp_path / "GridWorld-v0" / "ppo" / "seed_0" / "summary.json"
+    finished = tmp_path / "GridWorld-v1" / "ppo" / "seed_0" / "summary.json"
     written = finished.stat().st_mtime_ns
-    compare(["GridWorld-v0"], ["ppo"], [0, 1], **kwargs)
+    compare(["GridWorld-v1"], ["ppo"], [0, 1], **kwargs)
     assert compare_rows(tmp_path) == first  # the same runs, the same evaluations
     assert finished.stat().st_mtime_ns == written and (unfinished / "summary.json").exists()
 

@@ -318,6 +318,7 @@ def test_adaptive_kl_coef_on_two_runners_is_one_controller_per_iteration(local_r
 @pytest.mark.parametrize(
     ("env_id", "agent_name", "env_kwargs", "steps"),
     [
+        ("GridWorld-v1", "ppo", None, 512),
         ("GridWorld-v0", "ppo", {"map": "4x4"}, 512),
         ("GridWorld-v0", "gpt", {"map": "4x4"}, 256),
         ("TextGen-v0", "gpt", None, 256),
@@ -357,6 +358,20 @@ def test_train_backend_rllib_writes_the_run_directory(
     assert evaluate_run(run)["after"] == summary["after"]
     if env_id == "TextGen-v0":
         assert abs(summary["before"]["mean_kl_per_sequence"]) < 1e-3  # starts as the reference
+
+
+def test_the_zoos_ppo_on_gridworld_v1_is_rllibs_default_ppo():
+    """What scripts/stock_defaults.py --library rllib measures is what the zoo trains."""
+    from textgym_agents.rllib import rllib_config
+
+    zoo, stock = rllib_config("GridWorld-v1", "ppo"), PPOConfig()
+    names = ("lr", "gamma", "lambda_", "num_epochs", "minibatch_size", "entropy_coeff")
+    names += ("train_batch_size_per_learner", "use_kl_loss", "kl_coeff", "clip_param")
+    names += ("vf_loss_coeff", "vf_clip_param", "grad_clip", "use_gae")
+    for name in names:
+        assert getattr(zoo, name) == getattr(stock, name), name
+    assert (zoo.num_env_runners, zoo.num_envs_per_env_runner) == (2, 1)
+    assert zoo.env_config == {} and zoo.env == "textgym:GridWorld-v1"
 
 
 def test_a_killed_rllib_run_resumes_from_its_checkpoint(local_ray, tmp_path, monkeypatch):

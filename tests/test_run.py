@@ -39,24 +39,26 @@ def tensorboard_tags(run_dir) -> set[str]:
 def test_train_writes_a_complete_gridworld_run(tmp_path):
     out = tmp_path / "run"
     summary = train(
-        "GridWorld-v0",
+        "GridWorld-v1",
         "ppo",
         steps=512,
         out=out,
         progress=False,
         eval_episodes=5,
-        n_steps=32,  # 8 envs: rollouts of 256 steps, checkpoints between them
+        n_steps=256,  # one env: rollouts of 256 steps, checkpoints between them
         checkpoint_every=256,
     )
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert summary["env_id"] == "GridWorld-v0" and summary["agent"] == "ppo"
+    assert summary["env_id"] == "GridWorld-v1" and summary["agent"] == "ppo"
     assert summary["training"]["steps"] >= 512
     assert {"mean_return", "success_rate", "before", "after"} <= set(summary)
     assert summary["after"]["episodes"] == 5
     episodes = read_episodes(out / "episodes.csv")
     assert len(episodes["return"]) == summary["training"]["episodes"] > 0
     assert np.all(np.diff(episodes["step"]) >= 0)
-    assert np.isin(episodes["return"], [-1.0, 0.0, 1.0]).all()
+    # v1's returns are the game's (+1, -1 or 0) plus the shaping terms; the potential lies in
+    # [0, 0.5), and fire pays -1 less the potential it leaves.
+    assert (episodes["return"] >= -1.5).all() and (episodes["return"] <= 1.0).all()
     assert {"charts/episodic_return", "charts/episode_length"} <= tensorboard_tags(out)
     assert (out / "curve.png").read_bytes()[:8] == PNG
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
@@ -88,7 +90,7 @@ def test_a_run_records_the_versions_that_decide_its_numbers():
 def test_eval_says_in_one_line_when_the_installed_versions_differ(tmp_path, capsys):
     out = tmp_path / "run"
     train_args = ["--agent", "dqn", "--steps", "300", "--eval-episodes", "2", "--no-progress"]
-    main(["train", "GridWorld-v0", *train_args, "--out", str(out)])
+    main(["train", "GridWorld-v1", *train_args, "--out", str(out)])
     main(["eval", str(out), "--episodes", "2"])
     assert "note:" not in capsys.readouterr().out  # made with what is installed
     config = json.loads((out / "config.json").read_text())
@@ -173,10 +175,10 @@ def test_sb3_runs_on_textgen_log_the_text_metrics(tiny_gpt2, tmp_path, agent):
 
 def test_train_refuses_to_overwrite_a_run(tmp_path):
     out = tmp_path / "run"
-    train("GridWorld-v0", "a2c", steps=64, out=out, progress=False, eval_episodes=2)
+    train("GridWorld-v1", "a2c", steps=64, out=out, progress=False, eval_episodes=2)
     before = (out / "summary.json").read_bytes()
     with pytest.raises(FileExistsError, match="already holds a run"):
-        train("GridWorld-v0", "a2c", steps=64, out=out, progress=False, eval_episodes=2)
+        train("GridWorld-v1", "a2c", steps=64, out=out, progress=False, eval_episodes=2)
     assert (out / "summary.json").read_bytes() == before
 
 
@@ -190,7 +192,7 @@ def test_train_refuses_to_overwrite_a_run(tmp_path):
     ],
 )
 def test_train_names_bad_arguments(tmp_path, kwargs, match):
-    arguments = {"env_id": "GridWorld-v0", "agent": "ppo", "out": tmp_path / "r", **kwargs}
+    arguments = {"env_id": "GridWorld-v1", "agent": "ppo", "out": tmp_path / "r", **kwargs}
     with pytest.raises(ValueError, match=match):
         train(**arguments, progress=False)
     assert not (tmp_path / "r").exists()
@@ -208,7 +210,7 @@ def test_steps_to_threshold_uses_the_rolling_mean():
     assert steps_to_threshold(episodes, 0.9) == (WINDOW + 90) * 10
     assert steps_to_threshold(episodes, 1.1) is None
     assert steps_to_threshold({"step": np.ones(5), "return": np.ones(5)}, 0.5) is None
-    assert set(THRESHOLDS) == {"GridWorld-v0", "TextGen-v0"}
+    assert set(THRESHOLDS) == {"GridWorld-v1", "GridWorld-v0", "TextGen-v0"}
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def test_cli_train_eval_and_compare(tmp_path, capsys):
     main(
         [
             "train",
-            "GridWorld-v0",
+            "GridWorld-v1",
             "--agent",
             "dqn",
             "--steps",
@@ -232,7 +234,7 @@ def test_cli_train_eval_and_compare(tmp_path, capsys):
         ]
     )
     printed = capsys.readouterr().out
-    assert "dqn on GridWorld-v0 (seed 0)" in printed and "success" in printed
+    assert "dqn on GridWorld-v1 (seed 0)" in printed and "success" in printed
     main(["eval", str(run), "--episodes", "2"])
     assert "eval (2 episodes, greedy)" in capsys.readouterr().out
     main(["eval", str(run), "--episodes", "2", "--sample"])
@@ -243,7 +245,7 @@ def test_cli_train_eval_and_compare(tmp_path, capsys):
         [
             "compare",
             "--envs",
-            "GridWorld-v0",
+            "GridWorld-v1",
             "--agents",
             "ppo",
             "a2c",
@@ -267,8 +269,8 @@ def test_cli_train_eval_and_compare(tmp_path, capsys):
     assert all("| 2 |" in line for line in lines[2:])
     rows = (out / "compare.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 4 and rows[0].startswith("env_id,agent,seed")
-    assert (out / "curves_GridWorld-v0.png").read_bytes()[:8] == PNG
-    assert (out / "GridWorld-v0" / "a2c" / "seed_1" / "summary.json").exists()
+    assert (out / "curves_GridWorld-v1.png").read_bytes()[:8] == PNG
+    assert (out / "GridWorld-v1" / "a2c" / "seed_1" / "summary.json").exists()
 
 
 def test_compare_on_textgen_adds_the_reference_policy_per_action_mode(tiny_gpt2, tmp_path):
@@ -289,10 +291,10 @@ def test_compare_on_textgen_adds_the_reference_policy_per_action_mode(tiny_gpt2,
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "GridWorld-v0", "--agent", "ppo", "--steps", "0"], "--steps 0"),
-        (["train", "GridWorld-v0", "--agent", "ppo", "--imitate", "-1"], "--imitate -1"),
+        (["train", "GridWorld-v1", "--agent", "ppo", "--steps", "0"], "--steps 0"),
+        (["train", "GridWorld-v1", "--agent", "ppo", "--imitate", "-1"], "--imitate -1"),
         (["eval", "x", "--episodes", "0"], "--episodes 0"),
-        (["compare", "--envs", "GridWorld-v0", "--agents", "sac"], "'sac'"),
+        (["compare", "--envs", "GridWorld-v1", "--agents", "sac"], "'sac'"),
     ],
 )
 def test_cli_refuses_bad_arguments(tmp_path, argv, message, capsys):
@@ -313,14 +315,14 @@ def test_cli_refuses_bad_arguments(tmp_path, argv, message, capsys):
 )
 def test_compare_refuses_unknown_backends_and_agents_before_training(tmp_path, agent, message):
     with pytest.raises(ValueError, match=message):
-        compare(["GridWorld-v0"], ["ppo", agent], [0], out=tmp_path / "cmp", progress=False)
+        compare(["GridWorld-v1"], ["ppo", agent], [0], out=tmp_path / "cmp", progress=False)
     assert not (tmp_path / "cmp").exists()
 
 
 def test_rllib_arguments_are_refused_by_the_sb3_backend(tmp_path):
     for kwargs in ({"address": "auto"}, {"num_gpus_per_env_runner": 1}, {"backend": "ray"}):
         with pytest.raises(ValueError, match=r"expected backend='rllib'|expected 'sb3' or 'rllib'"):
-            train("GridWorld-v0", "ppo", out=tmp_path / "run", **kwargs)
+            train("GridWorld-v1", "ppo", out=tmp_path / "run", **kwargs)
     assert not (tmp_path / "run").exists()
 
 
@@ -340,7 +342,7 @@ def test_train_keeps_the_newest_checkpoints_and_the_model(tmp_path, keep, kept):
     out = tmp_path / "run"
     # 8 envs: rollouts of 128 steps, a checkpoint between each two.
     train(
-        "GridWorld-v0",
+        "GridWorld-v1",
         "ppo",
         steps=512,
         out=out,
@@ -358,40 +360,29 @@ def test_train_keeps_the_newest_checkpoints_and_the_model(tmp_path, keep, kept):
 @pytest.mark.parametrize("keep", [0, -1, True, 1.5, "2"])
 def test_train_refuses_a_bad_checkpoint_count_before_writing(tmp_path, keep):
     with pytest.raises(ValueError, match=f"keep_checkpoints={keep!r}: expected an integer >= 1"):
-        train("GridWorld-v0", "ppo", out=tmp_path / "run", progress=False, keep_checkpoints=keep)
+        train("GridWorld-v1", "ppo", out=tmp_path / "run", progress=False, keep_checkpoints=keep)
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_keep_checkpoints_refuses_zero_and_keeps_the_newest(tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "textgym_agents.cli",
-        "train",
-        "GridWorld-v0",
-        "--agent",
-        "ppo",
-    ]
-    for count in ("0", "-3"):
-        done = subprocess.run(
-            [*command, "--keep-checkpoints", count, "--out", str(tmp_path / "bad")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 2 and done.stdout == ""
-        assert done.stderr.splitlines() == [
-            f"textgym train: argument --keep-checkpoints: '{count}': expected an integer >= 1 "
-            "(the newest checkpoint is what --resume reads) or 'all' (see textgym train --help)"
-        ]
-    assert not (tmp_path / "bad").exists()
-    out = tmp_path / "run"
-    options = ["--steps", "3072", "--checkpoint-every", "1024", "--eval-episodes", "1"]
+def test_cli_keep_checkpoints_refuses_zero_and_keeps_the_newest(tmp_path, cli_error):
+    command = [sys.executable, "-m", "textgym_agents.cli", "train", "GridWorld-v1"]
+    command += ["--agent", "a2c"]  # rollouts of 5 steps: SB3's A2C at its defaults
+    refusal = (
+        "argument --keep-checkpoints: '{}': expected an integer >= 1 (the newest checkpoint is "
+        "what --resume reads) or 'all' (see textgym train --help)"
+    )
     done = subprocess.run(
-        [*command, *options, "--no-progress", "--keep-checkpoints", "1", "--out", str(out)],
+        [*command, "--keep-checkpoints", "0", "--out", str(tmp_path / "bad")],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
     )
-    assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == checkpoint_names([3072])
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"textgym train: {refusal.format('0')}"]
+    line = cli_error([*command[3:], "--keep-checkpoints", "-3", "--out", str(tmp_path / "bad")])
+    assert line == f"textgym train: {refusal.format('-3')}"
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "run"
+    options = ["--steps", "3000", "--checkpoint-every", "1000", "--eval-episodes", "1"]
+    main([*command[3:], *options, "--no-progress", "--keep-checkpoints", "1", "--out", str(out)])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == checkpoint_names([3000])

@@ -48,7 +48,7 @@ def planted(marker: Path) -> bytes:
 @pytest.fixture(scope="module")
 def grid_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "grid"
-    train("GridWorld-v0", "ppo", steps=256, out=out, progress=False, eval_episodes=2, n_steps=32)
+    train("GridWorld-v1", "ppo", steps=256, out=out, progress=False, eval_episodes=2, n_steps=32)
     return out
 
 
@@ -179,7 +179,7 @@ def test_replay_buffer_with_objects_is_refused(tmp_path):
     from textgym_agents.zoo import make_agent
 
     marker = tmp_path / "pwned"
-    model = make_agent("dqn", "GridWorld-v0", buffer_size=16)
+    model = make_agent("dqn", "GridWorld-v1", buffer_size=16)
     path = tmp_path / "buffer.npz"
     np.savez(path, pos=np.array(5), full=np.array(True), observations=np.array([Payload(marker)]))
     with pytest.raises(ValueError, match=f"{path} holds Python objects .*allow_pickle"):
@@ -248,9 +248,9 @@ def test_train_rm_never_runs_a_backbones_code(remote_code_model, tmp_path, monke
 
 def test_cli_eval_offers_the_opt_ins(grid_run, capsys):
     main(["eval", str(grid_run), "--episodes", "1"])
-    assert "ppo on GridWorld-v0" in capsys.readouterr().out
+    assert "ppo on GridWorld-v1" in capsys.readouterr().out
     main(["eval", str(grid_run), "--episodes", "1", "--allow-pickle"])
-    assert "ppo on GridWorld-v0" in capsys.readouterr().out
+    assert "ppo on GridWorld-v1" in capsys.readouterr().out
 
 
 def test_no_loader_unpickles_by_default():
@@ -392,7 +392,7 @@ def test_every_class_textgym_saves_loads_back(tmp_path, name):
     # The argument with the nearest base (an extractor is an nn.Module too, like activations).
     fields = [key for key, arg in POLICY_CLASS_ARGUMENTS.items() if issubclass(cls, arg.base)]
     field = min(fields, key=lambda key: cls.__mro__.index(POLICY_CLASS_ARGUMENTS[key].base))
-    venv = make_sb3_vec_env("GridWorld-v0", n_envs=1, seed=0, obs_mode="tokens")
+    venv = make_sb3_vec_env("GridWorld-v1", n_envs=1, seed=0, obs_mode="tokens")
     policy = GPTActorCriticPolicy(
         venv.observation_space,
         venv.action_space,
@@ -455,7 +455,7 @@ def cli_train_args(env: str, tiny_gpt2: Path) -> list[str]:
     """``textgym train`` arguments of a small run (a resume repeats them)."""
     common = ["--eval-episodes", "2", "--no-progress", "--threads", "1"]
     if env == "grid":
-        return ["GridWorld-v0", "--agent", "ppo", "--steps", "256", *common]
+        return ["GridWorld-v1", "--agent", "ppo", "--steps", "256", *common]
     text = [f"model={tiny_gpt2}", "prompts=['the movie was']", "max_new_tokens=3"]
     return [
         "TextGen-v0",
@@ -478,6 +478,7 @@ def cli_runs(tiny_gpt2, tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     ("command", "env", "entry"),
     [

@@ -58,7 +58,7 @@ def test_make_sb3_vec_env_batches_textgen_and_maskable_ppo_runs(tiny_gpt2):
         MaskablePPO("MultiInputPolicy", vocab, n_steps=16, batch_size=32, n_epochs=1, seed=0).learn(
             32
         )
-    grid = make_sb3_vec_env("GridWorld-v0", n_envs=2, seed=0)
+    grid = make_sb3_vec_env("GridWorld-v1", n_envs=2, seed=0)
     assert grid.num_envs == 2
 
 
@@ -101,7 +101,7 @@ def test_sb3_vec_env_pickles_and_the_copy_steps_like_the_original(tiny_gpt2, cop
 
 
 def test_gridworld_sb3_vec_env_pickles_and_the_copy_steps_like_the_original():
-    venv = make_sb3_vec_env("GridWorld-v0", n_envs=2, seed=0, slip=0.3)
+    venv = make_sb3_vec_env("GridWorld-v1", n_envs=2, seed=0, slip=0.3)
     venv.reset()
     clone = pickle.loads(pickle.dumps(venv))
     actions = np.random.default_rng(0).integers(0, 4, size=(30, 2))
@@ -149,7 +149,7 @@ def test_sb3_vec_env_refuses_a_bad_batch_of_actions_and_stays_usable(
     ],
 )
 def test_gridworld_sb3_vec_env_refuses_a_bad_batch_before_any_env_steps(actions, message):
-    venv = make_sb3_vec_env("GridWorld-v0", n_envs=3, seed=0, slip=0.3)
+    venv = make_sb3_vec_env("GridWorld-v1", n_envs=3, seed=0, slip=0.3)
     venv.reset()
     clone = pickle.loads(pickle.dumps(venv))
     with pytest.raises(ValueError, match=message):

@@ -3,7 +3,7 @@
 Importing this package registers the environments with Gymnasium::
 
     import gymnasium as gym
-    import textgym  # noqa: F401  (registers TextGen-v0 and GridWorld-v0)
+    import textgym  # noqa: F401  (registers TextGen-v0, GridWorld-v1 and GridWorld-v0)
 
     env = gym.make("TextGen-v0")
 
@@ -27,6 +27,15 @@ if TYPE_CHECKING:
     from textgym.envs.textgen import TextGenEnv
 
 
+# GridWorld's versions -> (env class, vector env class in textgym.envs.gridworld, keyword
+# arguments). v1 is v0 on the 4x4 map with potential-based shaping, which stock agents learn at
+# their libraries' defaults (see GridWorldEnv's Version History).
+GRIDWORLD_VERSIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "v0": ("GridWorldEnv", "GridWorldVectorEnv", {}),
+    "v1": ("GridWorldEnvV1", "GridWorldVectorEnvV1", {"shaping": 0.5}),
+}
+
+
 def _register_envs() -> None:
     if "TextGen-v0" not in registry:
         register(
@@ -34,13 +43,15 @@ def _register_envs() -> None:
             entry_point="textgym.envs.textgen:TextGenEnv",
             vector_entry_point="textgym.envs.textgen_vector:TextGenVectorEnv",
         )
-    if "GridWorld-v0" not in registry:
-        register(
-            id="GridWorld-v0",
-            entry_point="textgym.envs.gridworld:GridWorldEnv",
-            vector_entry_point="textgym.envs.gridworld:GridWorldVectorEnv",
-            max_episode_steps=100,
-        )
+    for version, (env, vector_env, kwargs) in GRIDWORLD_VERSIONS.items():
+        if f"GridWorld-{version}" not in registry:
+            register(
+                id=f"GridWorld-{version}",
+                entry_point=f"textgym.envs.gridworld:{env}",
+                vector_entry_point=f"textgym.envs.gridworld:{vector_env}",
+                max_episode_steps=100,
+                kwargs=kwargs,
+            )
 
 
 _register_envs()

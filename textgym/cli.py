@@ -35,6 +35,14 @@ from textgym.threads import ONE_THREAD_BELOW_BYTES, default_threads, torch_threa
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+# The first lines of `textgym --help`.
+DESCRIPTION = """\
+textgym: text generation as a Gymnasium environment, next to a gridworld.
+Every generated token pays a KL penalty against a frozen reference model and the
+finished text earns a reward-model score. Play the envs, train agents into run
+directories, evaluate and compare them."""
+
+
 class UsageError(ValueError):
     """A command-line argument that cannot be used; printed as one line, exit status 2."""
 
@@ -233,10 +241,18 @@ def _rollout(args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
     print(f"mean return over {args.episodes} episodes: {np.mean(returns):+.3f}")
 
 
-def new_parser() -> tuple[argparse.ArgumentParser, Callable[..., argparse.ArgumentParser]]:
+def new_parser(
+    epilog: str = "run textgym COMMAND --help for a command's options",
+) -> tuple[argparse.ArgumentParser, Callable[..., argparse.ArgumentParser]]:
     """The ``textgym`` parser without commands, and ``add_command(name, help, *parents)``,
-    which adds one with the options every command shares (``--debug``)."""
-    parser = _Parser(prog="textgym", description=__doc__.splitlines()[0])
+    which adds one with the options every command shares (``--debug``); ``epilog`` ends
+    ``textgym --help``."""
+    parser = _Parser(
+        prog="textgym",
+        description=DESCRIPTION,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -252,7 +268,7 @@ def new_parser() -> tuple[argparse.ArgumentParser, Callable[..., argparse.Argume
 def add_env_commands(add_command: Callable[..., argparse.ArgumentParser]) -> None:
     """The commands that need only the envs: ``rollout`` and ``train-rm``."""
     roll = add_command("rollout", "play and render a few episodes", COLOR)
-    roll.add_argument("env", help="a registered env id, e.g. TextGen-v0 or GridWorld-v0")
+    roll.add_argument("env", help="a registered env id, e.g. TextGen-v0 or GridWorld-v1")
     roll.add_argument("--episodes", type=int, default=3)
     roll.add_argument("--seed", type=int, default=0)
     add_env_arg(roll)

@@ -170,15 +170,32 @@ def _random_map(size: int, rng: np.random.Generator) -> _Map:
             return m
 
 
-def _check_args(
+def _check_shaping(shaping: float, shaping_gamma: float) -> None:
+    for name, value, expected, ok in (
+        ("shaping", shaping, "a finite number >= 0", lambda v: 0 <= v < np.inf),
+        ("shaping_gamma", shaping_gamma, "a discount in (0, 1]", lambda v: 0 < v <= 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be {expected}, got {name}={value!r}")
+        if not ok(value):
+            raise ValueError(f"{name} must be {expected}, got {name}={value!r}")
+
+
+def _set_arguments(
+    env: Any,
     render_mode: str | None,
     map: str | Sequence[str] | None,
     size: int | None,
     random_map: bool,
     slip: float,
     obs_mode: str,
-) -> tuple[_Map | None, int, int]:
-    """Validate the arguments both envs share; return (the fixed map or None, rows, cols)."""
+    shaping: float,
+    shaping_gamma: float,
+) -> None:
+    """Check the arguments both envs share, then set them on ``env`` with the fixed map
+    (``_fixed_map``: None for random maps; ``map=None`` is the named map ``env.default_map``)
+    and its ``_rows`` and ``_cols``."""
+    _check_shaping(shaping, shaping_gamma)
     if render_mode is not None and render_mode not in RENDER_MODES:
         raise ValueError(
             f"render_mode must be None, 'ansi' or 'rgb_array', got render_mode={render_mode!r}"
@@ -197,19 +214,26 @@ def _check_args(
     if not random_map:
         if size is not None:
             raise ValueError(f"size is only used with random_map=True, got size={size!r}")
-        rows = MAPS[map] if isinstance(map, str) else DEFAULT_MAP if map is None else map
-        return _parse_map(rows), len(rows), len(rows[0])
-    if map is not None:
-        raise ValueError(f"map cannot be combined with random_map=True, got map={map!r}")
-    size = len(DEFAULT_MAP) if size is None else size
-    check_int("size", size, 2)
-    if obs_mode == "index":
-        raise ValueError(
-            "obs_mode='index' cannot be combined with random_map=True: the robot's position "
-            "does not show a map that changes at every reset; expected obs_mode='grid' or "
-            "'tokens' with random_map=True"
-        )
-    return None, int(size), int(size)
+        rows = MAPS[map] if isinstance(map, str) else MAPS[env.default_map] if map is None else map
+        env._fixed_map, env._rows, env._cols = _parse_map(rows), len(rows), len(rows[0])
+    else:
+        if map is not None:
+            raise ValueError(f"map cannot be combined with random_map=True, got map={map!r}")
+        size = len(DEFAULT_MAP) if size is None else size
+        check_int("size", size, 2)
+        if obs_mode == "index":
+            raise ValueError(
+                "obs_mode='index' cannot be combined with random_map=True: the robot's position "
+                "does not show a map that changes at every reset; expected obs_mode='grid' or "
+                "'tokens' with random_map=True"
+            )
+        env._fixed_map, env._rows, env._cols = None, int(size), int(size)
+    env.render_mode = render_mode
+    env.slip = float(slip)
+    env.obs_mode = obs_mode
+    env.shaping = float(shaping)
+    env.shaping_gamma = float(shaping_gamma)
+    env.vocab_size = len(TOKEN_VOCAB)
 
 
 def _check_actions(actions: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -285,6 +309,19 @@ def _distances(cells: np.ndarray, moves: np.ndarray) -> np.ndarray:
             break
         distance = closer
     return distance
+
+
+def _potentials(cells: np.ndarray, moves: np.ndarray, shaping: float) -> np.ndarray:
+    """(N, S) shaping potential of each cell: ``shaping * (1 - d / d_max)`` on floor from which
+    a diamond is reachable, ``d`` its distance to the nearest one and ``d_max`` the largest such
+    distance on the map (so the potential lies in ``[0, shaping)`` and grows toward the
+    diamond); 0 on the cells that end an episode (fire, diamonds: a terminal state's potential
+    must be 0 for the shaping to leave the optimal policy unchanged) and on cells the robot
+    cannot be on."""
+    distance = _distances(cells, moves)
+    reachable = (cells == FLOOR) & np.isfinite(distance)
+    farthest = np.where(reachable, distance, 0.0).max(axis=1, keepdims=True)  # (N, 1)
+    return np.where(reachable, shaping * (1.0 - distance / np.maximum(farthest, 1.0)), 0.0)
 
 
 def _shortest_path_actions(
