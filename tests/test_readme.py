@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -26,6 +27,11 @@ def _check_quickstart(ns):
     assert ns["info"]["prompt"] == "I saw this movie with my kids and"  # as commented
     assert -1.0 <= ns["info"]["rm_score"] <= 1.0
     assert ns["info"]["episode_kl"] > 0  # the uniform scorer was used: uniform is not pi_ref
+    # The sentence under the block: each token pays -kl_coef * (log pi - log pi_ref).
+    info = ns["info"]
+    assert info["policy_logprob"] == pytest.approx(-np.log(ns["n"]))
+    expected = -info["kl_coef"] * (info["policy_logprob"] - info["ref_logprob"])
+    assert info["kl_reward"] == pytest.approx(expected, rel=1e-5)
 
 
 def _check_own_model(ns):
