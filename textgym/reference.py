@@ -9,15 +9,21 @@ forward pass beyond the env's own.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from textgym._checks import is_number
 
-if TYPE_CHECKING:
-    from textgym.envs.textgen_core import TextGenCore
+
+class ReferenceSource(Protocol):
+    """What `ReferencePolicy` reads of a TextGen core (`TextGenCore` is one; the core imports
+    `sample_tokens` from here, so this module names no class of the core's)."""
+
+    scoring_rows: np.ndarray | None  # the rows a scorer call is about
+
+    def reference_logprobs(self, rows: np.ndarray | None = None) -> np.ndarray: ...
 
 
 def sample_tokens(
@@ -51,7 +57,9 @@ class ReferencePolicy:
     :param seed: seeds the sampling (None: torch's global generator).
     """
 
-    def __init__(self, core: TextGenCore, temperature: float = 1.0, seed: int | None = None):
+    def __init__(
+        self, core: ReferenceSource, temperature: float = 1.0, seed: int | None = None
+    ) -> None:
         if not (is_number(temperature) and 0 < temperature < np.inf):
             raise ValueError(f"temperature={temperature!r}: expected a finite number > 0")
         self.core = core
