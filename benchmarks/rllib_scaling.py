@@ -1,7 +1,7 @@
 """The GPT policy's training throughput on Ray RLlib (1 and 2 env runners) against the
 single-process `SequencePPO`, same task and budget, in one command.
 
-    python benchmarks/rllib_scaling.py                 # the README's figures (rllib extra)
+    python benchmarks/rllib_scaling.py                 # docs/rllib.md's figures (rllib extra)
     python benchmarks/rllib_scaling.py --updates 2     # a quick look
 
 Each trainer runs ``--updates`` collect + update cycles of the zoo's settings for ``gpt`` on

@@ -1,6 +1,6 @@
 """textgym's GPT-policy training against TRL's RLOOTrainer: tokens/s and reward, same task.
 
-    /work/venv-trl/bin/python benchmarks/trl_compare.py               # the figures in README
+    /work/venv-trl/bin/python benchmarks/trl_compare.py               # docs/benchmarks.md's figures
     /work/venv-trl/bin/python benchmarks/trl_compare.py --updates 3   # a quick look
     /work/venv-trl/bin/python benchmarks/trl_compare.py --group-size 4 --advantage rloo
 
@@ -20,7 +20,7 @@ clip range, fp32, sampling at temperature 1 without filtering. TRL normalises it
 ``normalize_advantage`` is ``"none"``. What differs by default is the algorithm (PPO with a
 value head and GAE on per-token rewards, whitened over tokens, against RLOO's leave-one-out
 baseline over ``num_generations`` samples of a prompt, a sequence-level ratio and no value
-head) and how prompts are drawn; README section "textgym against TRL" has the list.
+head) and how prompts are drawn; benchmarks/README.md, "textgym against TRL", has the list.
 
 ``--group-size k --advantage rloo`` with ``k`` = ``--num_generations`` (4 by default) runs
 textgym like for like: `SequencePPO` samples ``k`` texts of each prompt (the env's groups) and

@@ -4,8 +4,8 @@ Fast tests build every agent on every observation format and train it for a few 
 steps. The slow tests are the learning results: on GridWorld-v1 (the 4x4 map, shaped; the
 zoo's agents are the libraries' defaults there) and on GridWorld-v0's 6x6 map (tuned) every
 agent reaches the diamond in at least 95% of 100 deterministic evaluation episodes within its
-documented budget (`default_budget`), for seeds 0, 1 and 2. GridWorld-v1's figures are in the
-README ("Learning results", from `textgym compare`); GridWorld-v0's below.
+documented budget (`default_budget`), for seeds 0, 1 and 2. GridWorld-v1's figures are in
+docs/results.md (from `textgym compare`); GridWorld-v0's below.
 
 GridWorld-v0, measured with ``python -m pytest -m slow tests/test_agents_sb3.py --durations=0``
 (torch on 1 thread, on the project's 2-core CPU machine while another job used the other core; 100

@@ -202,7 +202,7 @@ def test_slip_moves_perpendicular_with_its_probability_and_is_seeded() -> None:
 
 # Digests of seeded random-action rollouts with slip, recorded before the single and vector
 # envs shared one slip function: the random stream (and so every result that depends on it,
-# the README's GridWorld agents included) must not change.
+# the documented GridWorld agents included) must not change.
 PINNED_ROLLOUTS = {
     (("slip", 0.3),): ("34945765cf4daeae", "d85b2a2a3b796e7c"),
     (("slip", 0.3), ("random_map", True), ("obs_mode", "grid")): (
@@ -885,9 +885,9 @@ def test_the_4x4_map_has_fire_one_step_up_and_the_diamond_to_the_right():
     assert env.shortest_path_actions()[RIGHT]
 
 
-def test_random_walk_success_on_the_named_maps_is_as_the_readme_says():
-    """The README's figures: a uniform random walk of up to 100 steps finds the diamond in
-    15% of 2,000 episodes on 4x4, 0.8% on 6x6 and never on 8x8."""
+def test_random_walk_success_on_the_named_maps_is_as_documented():
+    """The figures of docs/gridworld.md: a uniform random walk of up to 100 steps finds the
+    diamond in 15% of 2,000 episodes on 4x4, 0.8% on 6x6 and never on 8x8."""
     found = {}
     for name in ("4x4", "6x6", "8x8"):
         env, wins, rng = GridWorldEnv(map=name), 0, np.random.default_rng(0)

@@ -3,7 +3,7 @@
 Measured (2-core CPU, torch 2 threads, nothing else running; `textgym train` prints the same):
 
 - ``gpt`` (sequence-level PPO), 100,000 steps: 100% positive continuations, KL 3.75 nats per
-  sequence, in 6.4 minutes (one thread, machine shared): README "The main job".
+  sequence, in 6.4 minutes (one thread, machine shared): README, "The main job".
 - ``ppo`` (SB3, topk mode, `ReferencePriorPolicy`), 100,000 steps: mean return 0.34 against
   the reference's 0.20 (200 evaluation episodes each).
 - ``a2c`` (the same policy, Adam at 1e-3, normalised advantages), 150,000 steps: mean return
@@ -37,7 +37,7 @@ def test_gpt_policy_makes_90_percent_positive_within_6_nats_and_20_minutes():
 @pytest.mark.parametrize("agent", ["ppo", "a2c"])
 def test_actor_critic_agents_beat_the_reference_return(agent: str):
     # PPO and A2C start as the reference (ReferencePriorPolicy); MaskablePPO and DQN do not
-    # beat it within their budgets (README "Learning results").
+    # beat it within their budgets (docs/results.md).
     env_kwargs = agent_env_kwargs(agent, ENV)
     model = make_agent(agent, ENV, seed=0)
     model.learn(default_budget(agent, ENV))

@@ -1,4 +1,4 @@
-"""The analysis scripts in scripts/ that back README figures."""
+"""The analysis scripts in scripts/ that back the documented figures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The README's claims that a command can check."""
+"""The README's and the documentation site's claims that a command can check: every Python
+block runs, the README stays short, the site's pages and links hold, and the site builds."""
 
 from __future__ import annotations
 
@@ -12,14 +13,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+# The README and every page of the site (docs/), as written: an included snippet is tested
+# where it is written, once.
+PAGES = {"README.md": README} | {
+    str(path.relative_to(ROOT)): path.read_text() for path in sorted((ROOT / "docs").rglob("*.md"))
+}
+BLOCKS = [
+    (name, block)
+    for name, text in PAGES.items()
+    for block in re.findall(r"```python\n(.*?)```", text, re.S)
+]
 BASH = [
     line.split("  #")[0].strip()
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+    for text in PAGES.values()
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S)
     for line in block.splitlines()
 ]
-CI = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+CI = (ROOT / ".ci" / "run").read_text()
+MKDOCS = (ROOT / "mkdocs.yml").read_text()
 
 
 def _check_quickstart(ns):
@@ -71,8 +84,9 @@ def _check_gpt_sb3(ns):
     assert core.scorer == ns["model"].policy.score  # the GPT policy scores itself
 
 
-# Every Python block of the README, found by a line of it: the replacements that make it run
-# here within seconds (a tiny model for a hub name, small budgets), and what to check after.
+# Every Python block of the README and the docs, found by a line of it: the replacements that
+# make it run here within seconds (a tiny model for a hub name, small budgets), and what to
+# check after.
 CASES = {
     'env = gym.make("TextGen-v0")  # the bundled default task': ([], _check_quickstart),
     "def tells_the_story(": (
@@ -92,22 +106,22 @@ CASES = {
 }
 
 
-def test_every_python_block_of_the_readme_has_a_case():
-    found = [[marker for marker in CASES if marker in block] for block in BLOCKS]
-    assert all(len(markers) == 1 for markers in found), found
-    assert sorted(m for (m,) in found) == sorted(CASES)
+def test_every_python_block_has_a_case():
+    found = [(name, [marker for marker in CASES if marker in block]) for name, block in BLOCKS]
+    assert all(len(markers) == 1 for _, markers in found), found
+    assert sorted(m for _, (m,) in found) == sorted(CASES)
 
 
 @pytest.mark.parametrize("marker", list(CASES))
-def test_readme_python_block_runs(marker, tmp_path, monkeypatch, capsys):
+def test_python_block_runs(marker, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # what a block writes (a model, a run) lands here
-    (code,) = [block for block in BLOCKS if marker in block]
+    ((name, code),) = [(name, block) for name, block in BLOCKS if marker in block]
     replacements, check = CASES[marker]
     for old, new in replacements:
-        assert old in code, f"the README block changed: {old!r} is gone"
+        assert old in code, f"the block in {name} changed: {old!r} is gone"
         code = code.replace(old, new)
     namespace: dict = {}
-    exec(compile(code, f"README block {marker!r}", "exec"), namespace)
+    exec(compile(code, f"{name} block {marker!r}", "exec"), namespace)
     check(namespace)
 
 
@@ -116,3 +130,44 @@ def test_ci_runs_exactly_the_readme_test_command():
     test_command = setup.split("&&")[-1].strip()
     assert test_command == "python3 -m pytest"
     assert CI.strip().splitlines()[-1] == test_command
+
+
+def test_the_readme_is_short():
+    assert len(README.splitlines()) <= 250
+
+
+def _nav_pages() -> list[str]:
+    return re.findall(r"^\s*- (?:[^:\n]+: )?([\w./-]+\.md)\s*$", MKDOCS, re.M)
+
+
+def test_every_page_of_the_site_is_in_its_navigation():
+    pages = sorted(str(path.relative_to(ROOT / "docs")) for path in (ROOT / "docs").rglob("*.md"))
+    assert sorted(_nav_pages()) == pages
+
+
+def test_the_readmes_links_lead_to_files():
+    for target in re.findall(r"\]\(((?!https?:)[^)#]+)(?:#[^)]*)?\)", README):
+        assert (ROOT / target).exists(), target
+
+
+def test_the_snippets_the_site_includes_exist():
+    """Each `--8<-- "FILE:section"` of a page names a file and a section marked in it (the
+    build below fails on a missing one too; this says which)."""
+    for name, text in PAGES.items():
+        for path, _, section in re.findall(r'^--8<-- "([^":]+)(:?)([\w-]*)"', text, re.M):
+            source = (ROOT / path).read_text()
+            assert not section or f"--8<-- [start:{section}]" in source, (name, path, section)
+
+
+def test_the_site_builds_strictly(tmp_path):
+    """`mkdocs build --strict` (the `docs` extra, part of `dev`): a broken link, a missing
+    snippet or an object the API reference names that is gone fails it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "site" / "api" / "index.html").exists()
