@@ -50,6 +50,7 @@ Usage::
 
     python scripts/build_assets.py                      # full build, ~15 min
     python scripts/build_assets.py --minutes 1 --out /tmp/assets   # smoke run
+    python scripts/build_assets.py --task exact         # TextGenExact-v0's, seconds
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from asset_build.exact import build_exact
 from asset_build.grammar import build_corpus, split_fillers
 from asset_build.prompts import build_prompts
 from asset_build.report import check_saved_assets, sample_continuations, vader_summary
@@ -86,6 +88,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=REPO_ROOT / "textgym" / "assets",
         help="output folder (default: textgym/assets in this checkout)",
+    )
+    p.add_argument(
+        "--task",
+        choices=["default", "exact"],
+        default="default",
+        help="default: TextGen-v0's model, tokenizer, prompts and report (OUT/model, ...); "
+        "exact: TextGenExact-v0's tokenizer and model (OUT/exact), seconds",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -135,12 +144,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
+
+    torch.set_num_threads(args.threads)
+    if args.task == "exact":
+        report = build_exact(args.out.resolve() / "exact", args.seed, args.steps or 400)
+        print(json.dumps(report, indent=2))
+        return report
     import transformers
     from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     t0 = time.time()
-    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     analyzer = SentimentIntensityAnalyzer()

@@ -84,6 +84,13 @@ def _check_gpt_sb3(ns):
     assert core.scorer == ns["model"].policy.score  # the GPT policy scores itself
 
 
+def _check_exact(ns):
+    assert round(ns["solver"].optimal_value(), 3) == 0.758  # as printed
+    assert round(ns["reference"]["objective"], 3) == -0.006
+    assert (round(ns["reference"]["gap"], 3), round(ns["uniform"]["gap"], 3)) == (0.764, 1.775)
+    assert ns["env"].unwrapped.core.scorer is not None
+
+
 # Every Python block of the README and the docs, found by a line of it: the replacements that
 # make it run here within seconds (a tiny model for a hub name, small budgets), and what to
 # check after.
@@ -93,6 +100,7 @@ CASES = {
         [("steps=20_000", "steps=64, n_envs=4, eval_episodes=4")],
         _check_own_model,
     ),
+    "solver = ExactSolver(env)": ([], _check_exact),
     "num_envs=64": ([("num_envs=64", "num_envs=2"), ("n_envs=64", "n_envs=2")], _check_batched),
     'model.learn(default_budget("ppo", "GridWorld-v1"))': (
         [('default_budget("ppo", "GridWorld-v1")', "256"), ("episodes=100", "episodes=2")],

@@ -3,7 +3,7 @@
 Importing this package registers the environments with Gymnasium::
 
     import gymnasium as gym
-    import textgym  # noqa: F401  (registers TextGen-v0, GridWorld-v1 and GridWorld-v0)
+    import textgym  # noqa: F401  (registers TextGen-v0, TextGenExact-v0 and the GridWorlds)
 
     env = gym.make("TextGen-v0")
 
@@ -36,13 +36,21 @@ GRIDWORLD_VERSIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
+# TextGen's registrations -> (module in textgym.envs, env class, vector env class).
+TEXTGEN_IDS: dict[str, tuple[str, str, str]] = {
+    "TextGen-v0": ("textgen", "TextGenEnv", "textgen_vector:TextGenVectorEnv"),
+    "TextGenExact-v0": ("textgen_exact", "TextGenExactEnv", "textgen_exact:TextGenExactVectorEnv"),
+}
+
+
 def _register_envs() -> None:
-    if "TextGen-v0" not in registry:
-        register(
-            id="TextGen-v0",
-            entry_point="textgym.envs.textgen:TextGenEnv",
-            vector_entry_point="textgym.envs.textgen_vector:TextGenVectorEnv",
-        )
+    for env_id, (module, env, vector_env) in TEXTGEN_IDS.items():
+        if env_id not in registry:
+            register(
+                id=env_id,
+                entry_point=f"textgym.envs.{module}:{env}",
+                vector_entry_point=f"textgym.envs.{vector_env}",
+            )
     for version, (env, vector_env, kwargs) in GRIDWORLD_VERSIONS.items():
         if f"GridWorld-{version}" not in registry:
             register(

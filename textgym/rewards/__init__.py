@@ -3,6 +3,7 @@
 - `VaderSentiment` (``"sentiment"``): lexicon sentiment, the default task's RM.
 - `HFRewardModel`: any ``AutoModelForSequenceClassification`` (a label or its single logit).
 - `CallableRewardModel`: any Python callable ``fn(prompts, texts) -> scores``.
+- `LexiconReward` (``"lexicon"``): the exact task's reward, a word lexicon with negation.
 - `train_reward_model`: a Bradley-Terry RM learned from preference pairs (`load_pairs`,
   `bundled_preferences_path`), saved as a directory that `HFRewardModel` loads.
 """
@@ -25,11 +26,13 @@ from textgym.rewards.learned import (
     load_pairs,
     train_reward_model,
 )
+from textgym.rewards.lexicon import LexiconReward
 from textgym.rewards.sentiment import VaderSentiment
 
 __all__ = [
     "CallableRewardModel",
     "HFRewardModel",
+    "LexiconReward",
     "PreferencePair",
     "RewardModel",
     "RewardModelError",
@@ -41,7 +44,7 @@ __all__ = [
     "train_reward_model",
 ]
 
-_NAMED = {"sentiment": VaderSentiment, "vader": VaderSentiment}
+_NAMED = {"sentiment": VaderSentiment, "vader": VaderSentiment, "lexicon": LexiconReward}
 
 
 def resolve_reward_model(spec: Any = None, **hf_kwargs: Any) -> RewardModel:
