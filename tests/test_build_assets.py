@@ -1,4 +1,5 @@
-"""`scripts/build_assets.py` builds the same bytes for the same seed.
+"""`scripts/build_assets.py` builds the same bytes for the same seed: the default task's
+(below) and the exact task's, which is the bundled one.
 
 A small build (3,000 documents, a 600-token vocabulary, a one-layer model trained exactly 3
 steps) is hashed file by file. The hashes were recorded with the script before it was split
@@ -42,3 +43,18 @@ def test_a_small_build_gives_the_bytes_it_gave_before_the_split(tmp_path):
     for name, expected in HASHES.items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == expected, name
     assert (out / "REPORT.json").exists()
+
+
+@pytest.mark.heavy
+def test_the_exact_task_is_built_into_the_bundled_bytes(tmp_path):
+    """`--task exact` rebuilds textgym/assets/exact byte for byte (seeded; one thread)."""
+    command = [sys.executable, str(ROOT / "scripts" / "build_assets.py"), "--task", "exact"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    bundled = ROOT / "textgym" / "assets" / "exact"
+    names = sorted(path.name for path in bundled.iterdir())
+    assert names == sorted(path.name for path in (tmp_path / "exact").iterdir())
+    for name in names:
+        assert (tmp_path / "exact" / name).read_bytes() == (bundled / name).read_bytes(), name
