@@ -632,7 +632,7 @@ class TextGenCore:
         going = gen[~ended]
         ends = self.groups.ends(self.active, gen, tokens, ended, hit_eos)
         self._reward(idx, gen, kl, ends, result)
-        going_allowed, restart_allowed = self._next_allowed(going, tokens[~ended], restart)
+        going_allowed, restart_allowed = self._next_allowed(going, tokens, ended, restart)
 
         # Advance the cache (and the KL controller, put back if a forward fails).
         episode_kl = self.kl_penalty.finished(result, ends.done)
@@ -722,15 +722,17 @@ class TextGenCore:
         self,
         going: np.ndarray,
         tokens: np.ndarray,
+        ended: np.ndarray,
         restart: tuple[np.ndarray, PromptStarts] | None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The constraint's allowed tokens of the next states (None without a constraint): of
-        the rows still ``going`` after appending ``tokens``, and of the ``restart`` prompts.
+        the rows still ``going`` after appending their ``tokens`` (those of the texts not
+        ``ended``), and of the ``restart`` prompts.
         A user function, so it runs before any write."""
         if self.constraint is None:
             return None, None
         states = []
-        for row, token in zip(going.tolist(), tokens.tolist()):
+        for row, token in zip(going.tolist(), tokens[~ended].tolist()):
             start = int(self.prompt_len[row])
             generated = self.input_ids[row, start : start + self.gen_len[row]]
             states.append((self.input_ids[row, :start], [*generated.tolist(), token]))
