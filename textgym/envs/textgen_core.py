@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,12 @@ from gymnasium import spaces
 from textgym._checks import check_int, check_number
 from textgym.constraints import Constraint
 from textgym.envs.textgen_branches import TextGenState, check_state, signature_of
+from textgym.envs.textgen_forwards import ReferenceForwards, check_reference_fits
 from textgym.envs.textgen_groups import Ends, Groups
 from textgym.envs.textgen_infos import GROUP_INFO_KEYS, INFO_KEYS, SCORER_INFO_KEYS, StepResult
 from textgym.envs.textgen_prompts import RESET_OPTIONS, PromptSet, PromptStarts
 from textgym.envs.textgen_reward import KLPenalty, KLStep, normalisation, terminal_rewards
+from textgym.envs.textgen_rows import Rows
 from textgym.envs.textgen_scoring import (
     ACTION_MODES,
     PolicyScorer,
@@ -64,6 +66,16 @@ __all__ = [  # the names other modules import from here
     "core_of",
     "exact_kl",
 ]
+
+
+def _part(part: str, name: str, doc: str | None = None) -> property:
+    """A core attribute held by one of its parts: ``core.<attribute>`` is ``core.<part>.<name>``,
+    read and written through."""
+    return property(
+        lambda core: getattr(getattr(core, part), name),
+        lambda core, value: setattr(getattr(core, part), name, value),
+        doc=doc,
+    )
 
 
 class TextGenCore:
@@ -132,8 +144,9 @@ class TextGenCore:
             trust_remote_code=trust_remote_code,
             argument="reference_model" if reference_model is not None else "model",
         )
-        self.vocab_size = int(self.reference_model.get_output_embeddings().weight.shape[0])
-        self._check_model_fits()
+        self.vocab_size = check_reference_fits(
+            self.reference_model, self.tokenizer, top_k, max_prompt_tokens, max_new_tokens
+        )
         self.eos_token_id = int(self.tokenizer.eos_token_id)
         self.pad_token_id = int(self.tokenizer.pad_token_id)
         self.reward_model: RewardModel = resolve_reward_model(reward_model)
@@ -149,28 +162,15 @@ class TextGenCore:
         # this core (the reference policy) answer from state the env already holds.
         self.scoring_rows: np.ndarray | None = None
         self.reward_gain, self.reward_bias = 1.0, 0.0
-        n, length = num_rows, self.seq_len
-        self.input_ids = np.full((n, length), self._obs_pad, dtype=np.int64)
-        self.attention_mask = np.zeros((n, length), dtype=np.int64)
-        self.prompt_len = np.zeros(n, dtype=np.int64)
-        self.gen_len = np.zeros(n, dtype=np.int64)
-        self.prompt_index = np.zeros(n, dtype=np.int64)
-        self.row_prompt: list[str] = [""] * n
-        self.active = np.zeros(n, dtype=bool)
-        self.started = False  # whether reset() began every row once (then every row has a state)
-        self.kl_sum = np.zeros(n, dtype=np.float64)
-        self.kl_rewards = np.zeros((n, max_new_tokens), dtype=np.float32)  # per generated token
-        self.exact_kl_sum = np.zeros(n, dtype=np.float64)
-        # The reference's KV cache over every row's tokens; None when it must be rebuilt from
-        # them (after unpickling, or a forward that failed midway): see `_kv`.
-        self._lm: IncrementalLM | None = None
-        self._all_rows = np.arange(n)
+        self.rows = Rows(num_rows, self.seq_len, max_new_tokens, self._obs_pad)
+        self.forwards = ReferenceForwards(self.reference_model, self.rows, self.pad_token_id)
+        self._all_rows = np.arange(num_rows)
         # Ids that are not text: special tokens but EOS (pad, bos, ...) and ids beyond the
         # tokenizer. They stay legal actions; action_masks() never offers them.
         not_text = set(self.tokenizer.all_special_ids) - {self.eos_token_id, None}
         not_text.update(range(len(self.tokenizer), self.vocab_size))
         self.scores = ReferenceScores(
-            n,
+            num_rows,
             self.vocab_size,
             action_mode=action_mode,
             top_k=top_k,
@@ -185,80 +185,34 @@ class TextGenCore:
             samples = self._reference_samples()
             self.reward_gain, self.reward_bias = normalisation(self.reward_model, *samples)
 
-    def _check_model_fits(self) -> None:
-        """Raise unless the tokenizer, ``top_k`` and the episode's length fit the reference."""
-        if len(self.tokenizer) > self.vocab_size:
-            raise ValueError(
-                f"the tokenizer of model has {len(self.tokenizer)} tokens but the reference "
-                f"model scores only {self.vocab_size}: expected a reference with the same "
-                "vocabulary"
-            )
-        if self.top_k is not None and self.top_k > self.vocab_size:
-            raise ValueError(
-                f"top_k={self.top_k} exceeds the vocabulary of {self.vocab_size} tokens: "
-                f"expected 1 <= top_k <= {self.vocab_size}"
-            )
-        config = self.reference_model.config
-        positions = getattr(config, "max_position_embeddings", None) or getattr(
-            config, "n_positions", None
-        )
-        length = self.max_prompt_tokens + self.max_new_tokens
-        if positions is not None and length > positions:
-            raise ValueError(
-                f"max_prompt_tokens + max_new_tokens = {length} exceeds the {positions} "
-                f"positions of the reference model: expected at most {positions} tokens per "
-                "episode"
-            )
-
     # ------------------------------------------------------------------ the parts' state
-    # Read through the core by the envs, tests and benchmarks/.
-    @property
-    def prompts(self) -> list[Prompt]:
-        """The prompt set."""
-        return self.prompt_set.prompts
-
-    @property
-    def _prompt_ids(self) -> list[list[int]]:
-        return self.prompt_set.ids
-
-    @property
-    def idle(self) -> np.ndarray:
-        """``(N,)`` bool: the rows whose text ended while their group still generates."""
-        return self.groups.idle
-
-    @property
-    def ended_eos(self) -> np.ndarray:
-        """``(N,)`` bool: whether an idle row's text ended with EOS."""
-        return self.groups.ended_eos
-
-    @property
-    def group(self) -> np.ndarray:
-        """``(N,)`` int64: each row's group episode id."""
-        return self.groups.group
-
-    @property
-    def groups_started(self) -> int:
-        """The group episodes begun so far."""
-        return self.groups.started
-
-    @property
-    def _next_logprobs(self) -> torch.Tensor:
-        return self.scores.next_logprobs
-
-    @property
-    def _cand_ids(self) -> torch.Tensor:
-        return self.scores.cand_ids
-
-    @property
-    def _cand_logprobs(self) -> torch.Tensor:
-        return self.scores.cand_logprobs
+    # Read (and written) through the core by the envs, agents, tests and benchmarks/.
+    prompts = _part("prompt_set", "prompts", "The prompt set.")
+    _prompt_ids = _part("prompt_set", "ids")
+    input_ids = _part("rows", "input_ids", "``(N, L)`` int64: each row's prompt and tokens.")
+    attention_mask = _part("rows", "attention_mask", "``(N, L)`` int64: 1 on each row's tokens.")
+    prompt_len = _part("rows", "prompt_len", "``(N,)`` int64: each row's prompt length.")
+    gen_len = _part("rows", "gen_len", "``(N,)`` int64: each row's generated tokens so far.")
+    prompt_index = _part("rows", "prompt_index", "``(N,)`` int64: as in ``info['prompt_index']``.")
+    row_prompt = _part("rows", "row_prompt", "Each row's prompt, as in ``info['prompt']``.")
+    active = _part("rows", "active", "``(N,)`` bool: the rows whose episode is live.")
+    started = _part("rows", "started", "Whether reset() began every row once.")
+    kl_sum = _part("rows", "kl_sum", "``(N,)`` float64: each episode's summed KL so far.")
+    kl_rewards = _part("rows", "kl_rewards", "``(N, T)`` float32: the KL reward of each token.")
+    exact_kl_sum = _part("rows", "exact_kl_sum", "``(N,)`` float64: the summed exact KL so far.")
+    idle = _part("groups", "idle", "``(N,)`` bool: rows whose text ended, their group's not.")
+    ended_eos = _part("groups", "ended_eos", "``(N,)`` bool: whether an idle row's text hit EOS.")
+    group = _part("groups", "group", "``(N,)`` int64: each row's group episode id.")
+    groups_started = _part("groups", "started", "The group episodes begun so far.")
+    _next_logprobs = _part("scores", "next_logprobs")
+    _cand_ids = _part("scores", "cand_ids")
+    _cand_logprobs = _part("scores", "cand_logprobs")
+    _recent_kl = _part("kl_penalty", "recent")
+    _lm = _part("forwards", "lm")
+    _forward = _part("forwards", "run")
 
     def _set_next(self, rows: np.ndarray, logits: torch.Tensor) -> None:
         self.scores.set_next(rows, logits)
-
-    @property
-    def _recent_kl(self) -> Any:
-        return self.kl_penalty.recent
 
     def _check_kl_sign(self, episode_kl: np.ndarray) -> None:
         self.kl_penalty.check_sign(episode_kl)
@@ -351,12 +305,12 @@ class TextGenCore:
         (with groups: whole groups, one prompt per group).
 
         Nothing changes when this raises: a forward that fails midway drops the KV cache (see
-        `_kv`), and the rows' state is written only after it succeeded.
+        `textgen_forwards`), and the rows' state is written only after it succeeded.
         """
         rows = np.asarray(rows, dtype=np.int64)
         self.groups.check_starts(rows, starts, "rows")
         allowed = self.scores.allowed([(ids, ()) for ids in starts.ids])
-        logits = self._forward(IncrementalLM.start, rows.tolist(), starts.ids)
+        logits = self.forwards.run(IncrementalLM.start, rows.tolist(), starts.ids)
         self._commit_starts(rows, starts, logits, allowed)
 
     def _commit_starts(
@@ -367,76 +321,14 @@ class TextGenCore:
         allowed: torch.Tensor | None,
     ) -> None:
         self.scores.set_next(rows, logits, allowed)
-        self.input_ids[rows] = self._obs_pad
-        self.attention_mask[rows] = 0
-        for row, ids, text in zip(rows, starts.ids, starts.texts):
-            self.input_ids[row, : len(ids)] = ids
-            self.attention_mask[row, : len(ids)] = 1
-            self.row_prompt[row] = text
-        self.prompt_len[rows] = [len(ids) for ids in starts.ids]
-        self.prompt_index[rows] = starts.indices
-        self.gen_len[rows] = 0
-        self.kl_sum[rows] = 0.0
-        self.kl_rewards[rows] = 0.0
-        self.exact_kl_sum[rows] = 0.0
-        self.active[rows] = True
+        self.rows.start(rows, starts)
         self.groups.begin(rows)
-        self.started = True
 
     def check_started(self, what: str) -> None:
         """Raise naming ``what`` unless reset() has begun every row (before it nothing that
         reads the state of an episode has an answer)."""
         if not self.started:
             raise RuntimeError(f"{what} called before reset(): call reset() first")
-
-    # ------------------------------------------------------------------ the KV cache
-    def _forward(self, run: Callable[..., Any], *args: Any) -> Any:
-        """``run(kv, *args)`` on the KV-cached reference ``kv``; if it raises, the cache (perhaps
-        updated in some layers and not in others) is dropped, to be rebuilt from the unchanged
-        tokens."""
-        kv = self._lm if self._lm is not None else self._kv()
-        try:
-            return run(kv, *args)
-        except BaseException:
-            self._lm = None
-            raise
-
-    def _kv(self) -> IncrementalLM:
-        """The KV-cached reference over every row's tokens, rebuilt by one forward over each
-        row's whole sequence when it was dropped (by pickling, or by a failed forward)."""
-        if self._lm is None:
-            kv = IncrementalLM(self.reference_model, self.num_rows, self.pad_token_id)
-            if self.started:  # ended rows too: a partial start later needs every row cached
-                lengths = self.prompt_len + self.gen_len
-                sequences = [ids[:length].tolist() for ids, length in zip(self.input_ids, lengths)]
-                kv.start(list(range(self.num_rows)), sequences)
-            self._lm = kv
-        return self._lm
-
-    def _step_forwards(
-        self,
-        kv: IncrementalLM,
-        gen: np.ndarray,
-        tokens: np.ndarray,
-        going: np.ndarray,
-        restart: tuple[np.ndarray, PromptStarts] | None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The forwards of a step: ``tokens`` (of rows ``gen``) fed to the rows still
-        ``going``, then the prompts of the ``restart`` rows; the next logits of each."""
-        logits = None
-        if going.size == self.num_rows:
-            logits = kv.advance(torch.from_numpy(tokens))
-        elif going.size:
-            feed = np.full(self.num_rows, self._obs_pad, dtype=np.int64)
-            feed[gen] = tokens
-            step_rows = np.zeros(self.num_rows, dtype=bool)
-            step_rows[going] = True
-            logits = kv.advance(torch.from_numpy(feed), step_rows)
-            logits = logits[torch.as_tensor(going, device=logits.device)]
-        if restart is None:
-            return logits, None
-        rows, starts = restart
-        return logits, kv.start(rows.tolist(), starts.ids)
 
     # ------------------------------------------------------------------ branches
     @property
@@ -473,16 +365,9 @@ class TextGenCore:
                 f"snapshot() of row {row}, whose text has ended: expected a row mid-episode "
                 "(take the snapshot before the last step, or reset() first)"
             )
-        cache = self._forward(IncrementalLM.snapshot, row)
-        length, gen = int(self.prompt_len[row] + self.gen_len[row]), int(self.gen_len[row])
+        cache = self.forwards.run(IncrementalLM.snapshot, row)
         return TextGenState(
-            tokens=self.input_ids[row, :length].copy(),
-            prompt_len=int(self.prompt_len[row]),
-            prompt_index=int(self.prompt_index[row]),
-            prompt=self.row_prompt[row],
-            kl_rewards=self.kl_rewards[row, :gen].copy(),
-            kl_sum=float(self.kl_sum[row]),
-            exact_kl_sum=float(self.exact_kl_sum[row]),
+            **self.rows.snapshot(row),
             **self.scores.snapshot(row),
             cache=cache,
             signature=self.signature,
@@ -521,26 +406,12 @@ class TextGenCore:
         )
         rows = np.asarray(rows, dtype=np.int64)
         # Commit. The cache's splice is the one write that can fail midway; then the cache is
-        # dropped and rebuilt from the tokens, which are not yet written (see `_kv`).
-        self._forward(IncrementalLM.restore, rows.tolist(), state.cache)
+        # dropped and rebuilt from the tokens, which are not yet written (see `textgen_forwards`).
+        self.forwards.run(IncrementalLM.restore, rows.tolist(), state.cache)
         self.scores.restore(
             rows, state.next_logprobs, state.candidate_ids, state.candidate_logprobs
         )
-        length, gen = len(state.tokens), len(state.kl_rewards)
-        self.input_ids[rows] = self._obs_pad
-        self.input_ids[rows, :length] = state.tokens
-        self.attention_mask[rows] = 0
-        self.attention_mask[rows, :length] = 1
-        self.prompt_len[rows] = state.prompt_len
-        self.gen_len[rows] = gen
-        self.prompt_index[rows] = state.prompt_index
-        for row in rows:
-            self.row_prompt[row] = state.prompt
-        self.kl_rewards[rows] = 0.0
-        self.kl_rewards[rows, :gen] = state.kl_rewards
-        self.kl_sum[rows] = state.kl_sum
-        self.exact_kl_sum[rows] = state.exact_kl_sum
-        self.active[rows] = True
+        self.rows.restore(rows, state)
 
     # ------------------------------------------------------------------ what the envs read
     def reset_info(self, rows: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
@@ -548,11 +419,7 @@ class TextGenCore:
         first two of `INFO_KEYS`, which every step repeats), and with groups ``group`` and
         ``idle`` (`GROUP_INFO_KEYS`)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return {
-            "prompt": np.array([self.row_prompt[row] for row in rows], dtype=object),
-            "prompt_index": self.prompt_index[rows].copy(),
-            **self.groups.info(rows),
-        }
+        return {**self.rows.info(rows), **self.groups.info(rows)}
 
     def observe(
         self, rows: int | Sequence[int] | np.ndarray | None = None
@@ -560,11 +427,7 @@ class TextGenCore:
         """Fresh copies of the observations of ``rows`` (all rows by default), batched; an int
         ``rows`` gives one row's observation, unbatched."""
         index = slice(None) if rows is None else rows if isinstance(rows, int) else np.asarray(rows)
-        return {
-            "input_ids": self.input_ids[index].copy(),
-            "attention_mask": self.attention_mask[index].copy(),
-            **self.scores.observe(index),
-        }
+        return {**self.rows.observe(index), **self.scores.observe(index)}
 
     def reference_logprobs(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """``(rows, A)`` float32: the reference policy's log-probs over the action space now.
@@ -603,7 +466,7 @@ class TextGenCore:
         ignored); ``batched=False``: one action for the one row, a scalar. Nothing changes
         when this raises (a bad action, a failing scorer, RM or KL controller, a failed
         forward): what can fail runs before any state is written, a changed KL controller is
-        restored, and a forward that fails midway drops the KV cache (see `_kv`).
+        restored, and a forward that fails midway drops the KV cache (see `textgen_forwards`).
         """
         # Check: the rows are live (whole groups), the actions valid; the tokens they append.
         idx = self._all_rows if rows is None else np.flatnonzero(np.asarray(rows, dtype=bool))
@@ -617,20 +480,19 @@ class TextGenCore:
         result = StepResult.empty(
             self.num_rows, beta, scored=self.scorer is not None, grouped=self.groups.grouped
         )
-        result.prompt[:] = self.row_prompt
-        result.prompt_index[:] = self.prompt_index
+        self.rows.report(result)
         result.ref_logprob[gen] = ref_lp
         policy = self._policy_scores if self.scorer is not None else None
         kl = self.kl_penalty.score(beta, gen, acts, ref_lp, policy)
-        self.kl_penalty.report(kl, result, idx, gen, self.kl_sum, self.exact_kl_sum)
+        self.kl_penalty.report(kl, result, idx, gen, self.rows.kl_sum, self.rows.exact_kl_sum)
 
         # Decide ends: a text ends with EOS or at max_new_tokens, an episode with its group's
         # texts; the RM scores the episodes that end, and the next states' allowed tokens.
-        gen_len = self.gen_len[gen] + 1
+        gen_len = self.rows.gen_len[gen] + 1
         hit_eos = tokens == self.eos_token_id
         ended = hit_eos | (gen_len >= self.max_new_tokens)
         going = gen[~ended]
-        ends = self.groups.ends(self.active, gen, tokens, ended, hit_eos)
+        ends = self.groups.ends(self.rows.active, gen, tokens, ended, hit_eos)
         self._reward(idx, gen, kl, ends, result)
         going_allowed, restart_allowed = self._next_allowed(going, tokens, ended, restart)
 
@@ -639,13 +501,9 @@ class TextGenCore:
         next_logits, restart_logits = self._advance(gen, tokens, going, restart, episode_kl)
 
         # Commit: plain writes that cannot fail.
-        positions = self.prompt_len[gen] + self.gen_len[gen]
-        self.input_ids[gen, positions] = tokens
-        self.attention_mask[gen, positions] = 1
-        self.gen_len[gen] = gen_len
-        self.kl_rewards[gen, gen_len - 1] = kl.rewards
-        self.kl_penalty.add(kl, gen, self.kl_sum, self.exact_kl_sum)
-        self.active[ends.done] = False
+        self.rows.append(gen, tokens, gen_len, kl.rewards)
+        self.kl_penalty.add(kl, gen, self.rows.kl_sum, self.rows.exact_kl_sum)
+        self.rows.end(ends.done)
         self.groups.commit(ends, gen, ended, hit_eos)
         self.scores.end_candidates(ends)
         self.groups.report(result)
@@ -657,7 +515,7 @@ class TextGenCore:
         return result
 
     def _check_live(self, idx: np.ndarray) -> None:
-        if not self.active[idx].all():
+        if not self.rows.active[idx].all():
             raise RuntimeError(
                 "step() called on a sequence whose episode has ended (or never started): "
                 "call reset() first"
@@ -699,14 +557,7 @@ class TextGenCore:
         step_rewards[gen] = kl.rewards
         rows = ends.done
         if rows.size:
-            texts = []
-            for row, token in zip(rows, ends.last):
-                start = self.prompt_len[row]
-                generated = self.input_ids[row, start : start + self.gen_len[row]].tolist()
-                texts.append(generated + [int(token)] if token >= 0 else generated)
-            texts = self.tokenizer.batch_decode(texts, skip_special_tokens=True)
-            # The prompts as the policy saw them (cut, chat-rendered): the RM judges that context.
-            prompts = [self.row_prompt[row] for row in rows]
+            prompts, texts = self.rows.finished(rows, ends.last, self.tokenizer)
             normalised = (self.reward_gain, self.reward_bias)
             scores, penalties = terminal_rewards(
                 self.reward_model, prompts, texts, ends.eos, normalised, self.missing_eos_penalty
@@ -731,11 +582,7 @@ class TextGenCore:
         A user function, so it runs before any write."""
         if self.constraint is None:
             return None, None
-        states = []
-        for row, token in zip(going.tolist(), tokens[~ended].tolist()):
-            start = int(self.prompt_len[row])
-            generated = self.input_ids[row, start : start + self.gen_len[row]]
-            states.append((self.input_ids[row, :start], [*generated.tolist(), token]))
+        states = self.rows.next_states(going, tokens[~ended])
         if restart is None:
             return self.scores.allowed(states), None
         return self.scores.allowed(states), self.scores.allowed(
@@ -755,12 +602,10 @@ class TextGenCore:
         failed one drops the KV cache); the next logits of ``going`` and ``restart``."""
         before = self.kl_penalty.adapt(self.kl_controller, episode_kl)
         try:
-            if going.size or restart is not None:
-                return self._forward(self._step_forwards, gen, tokens, going, restart)
+            return self.forwards.step(gen, tokens, going, restart)
         except BaseException:
             self.kl_penalty.undo(self.kl_controller, before)
             raise
-        return None, None
 
     # ------------------------------------------------------------------ reward normalisation
     @torch.inference_mode()
@@ -787,11 +632,10 @@ class TextGenCore:
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle (and deepcopy) everything but the KV cache, which the copy rebuilds from the
-        token ids. The scorer is kept when it pickles; when it does not, the copy has none (so
-        its rewards take the reference-only form), with a warning."""
+        """Pickle (and deepcopy) everything but the KV cache (see `ReferenceForwards`). The
+        scorer is kept when it pickles; when it does not, the copy has none (so its rewards take
+        the reference-only form), with a warning."""
         state = self.__dict__.copy()
-        state["_lm"] = None
         if self.scorer is not None and not scorer_pickles(self.scorer, self):
             state["scorer"] = None
         return state
