@@ -1,5 +1,5 @@
-"""The parts the TextGen core is composed of, each tested on its own (no env, no model but a
-tokenizer where the part encodes prompts)."""
+"""The parts the TextGen core is composed of, each tested on its own (no env; no model but a
+tokenizer where the part encodes prompts, and the tiny reference where it runs forwards)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from textgym.envs.textgen_branches import TextGenState, check_state
+from textgym.envs.textgen_forwards import ReferenceForwards, check_reference_fits
 from textgym.envs.textgen_groups import Groups
 from textgym.envs.textgen_infos import INFO_KEYS, SCORER_INFO_KEYS, StepResult
-from textgym.envs.textgen_prompts import PromptSet
+from textgym.envs.textgen_prompts import PromptSet, PromptStarts
 from textgym.envs.textgen_reward import KLPenalty, normalisation, terminal_rewards
+from textgym.envs.textgen_rows import Rows
 from textgym.envs.textgen_scoring import (
     ReferenceScores,
     ScorerError,
@@ -24,7 +26,7 @@ from textgym.envs.textgen_scoring import (
     exact_kl,
 )
 from textgym.kl import AdaptiveKLController, FixedKLController
-from textgym.lm import load_tokenizer
+from textgym.lm import IncrementalLM, load_causal_lm, load_tokenizer
 from textgym.rewards import resolve_reward_model
 
 # ------------------------------------------------------------------ prompts
@@ -331,3 +333,117 @@ def test_step_results_report_the_same_values_in_row_and_batched_form():
     batched = result.batched_info(np.array([False, True]))
     assert batched["text"].tolist() == ["", "done"] and batched["_text"].tolist() == [0, 1]
     assert list(result.finished) == [1]
+
+
+# ------------------------------------------------------------------ rows
+
+
+def started_rows(pad: int = 0) -> Rows:
+    """Two rows of at most 3 generated tokens in 7 columns, started from prompts [5, 6] and [7]."""
+    rows = Rows(2, 7, 3, pad)
+    rows.start(np.array([0, 1]), PromptStarts([[5, 6], [7]], ["ab", "c"], np.array([1, -1])))
+    return rows
+
+
+def test_rows_start_right_padded_and_append_tokens_with_their_kl_rewards():
+    rows = started_rows(pad=9)
+    assert rows.started and rows.active.tolist() == [True, True]
+    assert rows.input_ids.tolist() == [[5, 6, 9, 9, 9, 9, 9], [7, 9, 9, 9, 9, 9, 9]]
+    assert rows.attention_mask.sum(1).tolist() == [2, 1] and rows.prompt_len.tolist() == [2, 1]
+    rows.append(np.array([1]), np.array([3]), np.array([1]), np.array([-0.5]))
+    assert rows.input_ids[1].tolist() == [7, 3, 9, 9, 9, 9, 9] and rows.gen_len.tolist() == [0, 1]
+    assert rows.attention_mask[1].tolist() == [1, 1, 0, 0, 0, 0, 0]
+    assert rows.kl_rewards[1].tolist() == [-0.5, 0.0, 0.0]
+    assert rows.sequences() == [[5, 6], [7, 3]]
+    assert rows.next_states(np.array([1]), np.array([4]))[0][1] == [3, 4]
+    assert rows.info(np.array([1]))["prompt"].tolist() == ["c"]
+    rows.end(np.array([0]))
+    assert rows.active.tolist() == [False, True]
+    rows.kl_sum[1] = 2.0
+    rows.start(np.array([1]), PromptStarts([[8, 8, 8]], ["d"], np.array([0])))
+    assert rows.input_ids[1].tolist() == [8, 8, 8, 9, 9, 9, 9] and rows.kl_sum[1] == 0.0
+    assert rows.gen_len[1] == 0 and rows.kl_rewards[1].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_rows_decode_a_finished_text_with_the_token_it_appends_now(tokenizer):
+    rows = Rows(2, 6, 3, tokenizer.pad_token_id)
+    ids = tokenizer("the movie")["input_ids"]
+    more = tokenizer(" was great")["input_ids"]
+    rows.start(np.array([0, 1]), PromptStarts([ids, ids], ["the movie"] * 2, np.zeros(2)))
+    rows.append(np.array([0, 1]), np.array(more[:1] * 2), np.array([1, 1]), np.zeros(2))
+    prompts, texts = rows.finished(np.array([0, 1]), np.array([more[1], -1]), tokenizer)
+    assert prompts == ["the movie"] * 2
+    assert texts == [tokenizer.decode(more[:2]), tokenizer.decode(more[:1])]
+
+
+def test_rows_snapshot_and_restore_a_row_exactly():
+    rows = started_rows()
+    rows.append(np.array([0]), np.array([4]), np.array([1]), np.array([0.25]))
+    rows.kl_sum[0], rows.exact_kl_sum[0] = 0.5, 0.75
+    fields = rows.snapshot(0)
+    assert fields["tokens"].tolist() == [5, 6, 4] and fields["kl_rewards"].tolist() == [0.25]
+    state_ = TextGenState(
+        **fields, next_logprobs=None, candidate_ids=None, candidate_logprobs=None,
+        cache=None, signature={},
+    )  # fmt: skip
+    rows.end(np.array([1]))
+    rows.restore(np.array([1]), state_)
+    restored = rows.snapshot(1)
+    for name, value in fields.items():
+        np.testing.assert_array_equal(restored[name], value)
+    assert rows.input_ids[1].tolist() == rows.input_ids[0].tolist() and rows.active[1]
+    assert rows.row_prompt == ["ab", "ab"]
+
+
+# ------------------------------------------------------------------ the reference's forwards
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_gpt2):
+    return load_causal_lm(str(tiny_gpt2), device="cpu")
+
+
+def test_the_reference_must_fit_the_tokenizer_top_k_and_the_episode(reference, tokenizer):
+    vocab = check_reference_fits(reference, tokenizer, 10, 8, 8)
+    assert vocab == reference.get_output_embeddings().weight.shape[0]
+    with pytest.raises(ValueError, match=f"top_k={vocab + 1} exceeds the vocabulary"):
+        check_reference_fits(reference, tokenizer, vocab + 1, 8, 8)
+    with pytest.raises(ValueError, match="max_prompt_tokens \\+ max_new_tokens = 100000"):
+        check_reference_fits(reference, tokenizer, None, 50_000, 50_000)
+
+
+def test_a_step_advances_the_going_rows_and_starts_the_restarted_ones(reference):
+    rows = started_rows()
+    forwards = ReferenceForwards(reference, rows, 0)
+    starts = PromptStarts([[5, 6], [7]], ["ab", "c"], np.array([1, -1]))
+    first = forwards.run(IncrementalLM.start, [0, 1], starts.ids)
+    assert first.shape == (2, reference.get_output_embeddings().weight.shape[0])
+    nothing = np.array([], dtype=np.int64)
+    assert forwards.step(np.array([0]), np.array([4]), nothing, None) == (None, None)
+    restart = (np.array([1]), PromptStarts([[8, 9]], ["d"], np.array([0])))
+    going, restarted = forwards.step(np.array([0]), np.array([4]), np.array([0]), restart)
+    alone = IncrementalLM(reference, 1, 0)
+    alone.start([0], [[5, 6]])
+    torch.testing.assert_close(going, alone.advance(torch.tensor([4])))
+    torch.testing.assert_close(restarted, alone.start([0], [[8, 9]]))
+
+
+def test_a_failed_forward_drops_the_cache_which_is_rebuilt_from_the_rows_tokens(reference):
+    rows = started_rows()
+    forwards = ReferenceForwards(reference, rows, 0)
+    forwards.run(IncrementalLM.start, [0, 1], [[5, 6], [7]])
+    forwards.run(IncrementalLM.advance, torch.tensor([1, 2]))
+    rows.append(np.array([0, 1]), np.array([1, 2]), np.array([1, 1]), np.zeros(2))
+
+    def fail(kv, *args):
+        raise RuntimeError("forward down")
+
+    with pytest.raises(RuntimeError, match="forward down"):
+        forwards.run(fail)
+    assert forwards.lm is None
+    again = forwards.run(IncrementalLM.advance, torch.tensor([3, 3]))
+    rebuilt = IncrementalLM(reference, 2, 0)
+    rebuilt.start([0, 1], [[5, 6, 1], [7, 2]])
+    torch.testing.assert_close(again, rebuilt.advance(torch.tensor([3, 3])))
+    copy = pickle.loads(pickle.dumps(forwards))
+    assert copy.lm is None and forwards.lm is not None and copy.rows.sequences() == rows.sequences()
