@@ -25,6 +25,7 @@ from textgym.envs.textgen_scoring import (
     checked_logprobs,
     exact_kl,
 )
+from textgym.envs.textgen_spaces import check_actions, observation_space
 from textgym.kl import AdaptiveKLController, FixedKLController
 from textgym.lm import IncrementalLM, load_causal_lm, load_tokenizer
 from textgym.rewards import resolve_reward_model
@@ -447,3 +448,24 @@ def test_a_failed_forward_drops_the_cache_which_is_rebuilt_from_the_rows_tokens(
     torch.testing.assert_close(again, rebuilt.advance(torch.tensor([3, 3])))
     copy = pickle.loads(pickle.dumps(forwards))
     assert copy.lm is None and forwards.lm is not None and copy.rows.sequences() == rows.sequences()
+
+
+# ------------------------------------------------------------------ spaces
+
+
+def test_observations_hold_the_candidates_in_topk_mode_only():
+    assert set(observation_space(6, 50, "vocab", 10).spaces) == {"input_ids", "attention_mask"}
+    space = observation_space(6, 50, "topk", 3)
+    assert space["candidate_ids"].shape == (3,) and space["input_ids"].high.max() == 49
+
+
+def test_actions_are_checked_for_every_row_and_taken_for_the_stepped_ones():
+    taken = check_actions(np.array([1, 2, 3]), np.array([0, 2]), 3, 4, "actions", True)
+    assert taken.tolist() == [1, 3] and taken.dtype == np.int64
+    assert check_actions(2, np.array([0]), 1, 4, "action", False).tolist() == [2]
+    with pytest.raises(ValueError, match=r"actions=array\(\[1, 2, 4\]\) is out of range"):
+        check_actions(np.array([1, 2, 4]), np.array([0]), 3, 4, "actions", True)
+    with pytest.raises(ValueError, match="has shape \\(2,\\): expected shape \\(3,\\)"):
+        check_actions(np.array([1, 2]), np.array([0]), 3, 4, "actions", True)
+    with pytest.raises(TypeError, match="action=1.5 has type float"):
+        check_actions(1.5, np.array([0]), 1, 4, "action", False)

@@ -1,19 +1,21 @@
 """The batched TextGen core: N sequences advanced by one KV-cached forward of the reference.
 
 `TextGenEnv` (one sequence) and the vector adapters are thin views over this class, so the
-reward semantics live in exactly one place. The core holds the rows' sequences and the
-reference's KV cache, and composes parts with one job each:
+reward semantics live in exactly one place. The core composes parts with one job each:
 
+- `textgen_rows`: the rows' sequences, what their episodes earned so far, their texts;
+- `textgen_forwards`: the reference's KV cache over the rows and the forwards run on it;
 - `textgen_prompts`: the prompt set, encoded once, and the prompts episodes start from;
 - `textgen_groups`: rows in groups that share a prompt, idle rows, when episodes end;
 - `textgen_scoring`: the reference's and the policy's log-probs over the action space, a
   constraint's support, action masks and the exact KL;
 - `textgen_reward`: the KL penalty and the reward model's score;
 - `textgen_branches`: `TextGenState` (snapshot, restore, fork) and its signature;
+- `textgen_spaces`: the observation space and the check of actions;
 - `textgen_infos`: the info keys and `StepResult`.
 
-The core is longer than this package's other modules because it is one concept, the rows'
-state, read and written by every method (``step`` walks an action through the parts).
+``step`` walks an action through the parts: check, score, decide ends, advance the cache,
+commit.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from textgym.envs.textgen_scoring import (
     exact_kl,
     scorer_pickles,
 )
+from textgym.envs.textgen_spaces import check_actions, observation_space
 from textgym.lm import IncrementalLM, load_causal_lm, load_tokenizer
 from textgym.prompts import Prompt
 from textgym.reference import sample_tokens
@@ -155,7 +158,9 @@ class TextGenCore:
         # The spaces, the policy scorer and the rows' state.
         self.num_actions = top_k if action_mode == "topk" else self.vocab_size
         self.seq_len = max_prompt_tokens + max_new_tokens
-        self.observation_space = self._make_observation_space()
+        self.observation_space = observation_space(
+            self.seq_len, self.vocab_size, action_mode, top_k
+        )
         self.action_space = spaces.Discrete(self.num_actions)
         self.scorer: PolicyScorer | None = None
         # The rows being stepped while the scorer runs (None otherwise): lets a scorer bound to
@@ -221,19 +226,6 @@ class TextGenCore:
     @property
     def _obs_pad(self) -> int:
         return self.pad_token_id if self.pad_token_id < self.vocab_size else self.eos_token_id
-
-    def _make_observation_space(self) -> spaces.Dict:
-        length, high = self.seq_len, self.vocab_size - 1
-        entries = {
-            "input_ids": spaces.Box(0, high, (length,), dtype=np.int64),
-            "attention_mask": spaces.Box(0, 1, (length,), dtype=np.int64),
-        }
-        if self.action_mode == "topk":
-            entries["candidate_ids"] = spaces.Box(0, high, (self.top_k,), dtype=np.int64)
-            entries["candidate_logprobs"] = spaces.Box(
-                -np.inf, 0.0, (self.top_k,), dtype=np.float32
-            )
-        return spaces.Dict(entries)
 
     def attach_policy(self, scorer: PolicyScorer | None) -> None:
         """Use ``scorer`` for log pi in the KL reward (``None`` detaches it); see `PolicyScorer`."""
@@ -471,7 +463,7 @@ class TextGenCore:
         # Check: the rows are live (whole groups), the actions valid; the tokens they append.
         idx = self._all_rows if rows is None else np.flatnonzero(np.asarray(rows, dtype=bool))
         self._check_live(idx)
-        acts = self._check_actions(actions, idx, argument, batched)
+        acts = check_actions(actions, idx, self.num_rows, self.num_actions, argument, batched)
         gen, acts = self.groups.generating(idx, acts)  # idle rows wait for their group
         tokens, ref_lp = self.scores.chosen(gen, acts, argument)
 
@@ -521,30 +513,6 @@ class TextGenCore:
                 "call reset() first"
             )
         self.groups.check(idx, "the stepped rows")
-
-    def _check_actions(
-        self, actions: Any, idx: np.ndarray, argument: str, batched: bool
-    ) -> np.ndarray:
-        """The actions of rows ``idx`` as int64; every row's action is checked, stepped or not."""
-        if type(actions) is int and not batched and 0 <= actions < self.num_actions:
-            return np.array([actions], dtype=np.int64)  # the common single-env case, fast
-        arr = np.asarray(actions)
-        expected = f"an integer in [0, {self.num_actions})"
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)):
-            raise TypeError(
-                f"{argument}={actions!r} has type {type(actions).__name__} ({arr.dtype}): "
-                f"expected {expected}"
-            )
-        shape = (self.num_rows,) if batched else ()
-        if arr.shape != shape:
-            raise ValueError(
-                f"{argument}={actions!r} has shape {arr.shape}: expected "
-                + (f"shape {shape} with {expected} per row" if batched else f"{expected}, a scalar")
-            )
-        arr = arr.reshape(self.num_rows)
-        if ((arr < 0) | (arr >= self.num_actions)).any():
-            raise ValueError(f"{argument}={actions!r} is out of range: expected {expected}")
-        return arr[idx].astype(np.int64)
 
     def _reward(
         self, idx: np.ndarray, gen: np.ndarray, kl: KLStep, ends: Ends, result: StepResult
