@@ -15,7 +15,10 @@ reward semantics live in exactly one place. The core composes parts with one job
 - `textgen_infos`: the info keys and `StepResult`.
 
 ``step`` walks an action through the parts: check, score, decide ends, advance the cache,
-commit.
+commit. What stays here (about 600 lines) is that composition, one concept that reads better
+whole: the constructor (20 arguments checked, then the models loaded, then the parts built),
+the methods the envs call, each a line or two into a part, ``restore``'s checks around the
+parts' writes, and ``step``.
 """
 
 from __future__ import annotations
