@@ -32,7 +32,7 @@ in flight when an update happens is finished by the new policy, its earlier toke
 behaviour log-probs they were sampled with).
 
 ```python
-from textgym_agents.sequence_ppo import SequencePPO
+from textgym_agents.trainers.sequence_ppo import SequencePPO
 
 agent = SequencePPO(env_kwargs={"max_new_tokens": 24}, seed=0)
 agent.learn(total_timesteps=50_000)
@@ -63,7 +63,7 @@ from textgym._checks import check_int
 from textgym.envs.textgen_vector import TextGenVectorEnv
 from textgym.lm import IncrementalLM
 from textgym.reference import sample_tokens
-from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.policies.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
 from textgym_agents.saving import read_weights, to_bytes, write_archive
 
 __all__ = [
@@ -629,7 +629,8 @@ class SequencePPO:
         return self
 
     def predict(self, observation, deterministic: bool = False):
-        """SB3's ``predict`` of the policy (for `textgym_agents.zoo.evaluate`, Gym loops)."""
+        """SB3's ``predict`` of the policy (for `textgym_agents.training.evaluation.evaluate`,
+        Gym loops)."""
         return self.policy.predict(observation, deterministic=deterministic)
 
     def save(self, path: str | os.PathLike) -> None:
