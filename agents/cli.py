@@ -5,6 +5,9 @@ agents from the zoo into run directories, summarise them, compare them.
 ``textgym kl-experiment``: the GPT policy against a learned proxy RM for several KL settings
 (`textgym_agents.training.kl_experiment`). ``textgym render SOURCE``: a run's (or the reference's)
 episodes token by token, coloured by step reward, as ANSI, PNG or HTML.
+
+Kept whole (over 400 lines): the parser and one short function per command, the map of what
+``textgym --help`` lists; each command's work lives in `textgym_agents.training`.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ import argparse
 import numpy as np
 
 from textgym_agents.backends.sb3.zoo import agent_env_kwargs, default_budget, make_agent
-from textgym_agents.trainers.sequence_ppo import SequencePPO, UpdateStats
+from textgym_agents.trainers.episodes import UpdateStats
+from textgym_agents.trainers.sequence_ppo import SequencePPO
 from textgym_agents.training.evaluation import evaluate
 
 METRIC = {"TextGen-v0": "mean_rm_score", "GridWorld-v1": "success_rate"}

@@ -86,7 +86,8 @@ from ray.rllib.core.columns import Columns  # noqa: E402
 
 from textgym.kl import kl_estimate  # noqa: E402
 from textgym_agents.backends import rllib as tg_rllib  # noqa: E402
-from textgym_agents.training.train import evaluate_run, train  # noqa: E402
+from textgym_agents.training.evaluation import evaluate_run  # noqa: E402
+from textgym_agents.training.train import train  # noqa: E402
 
 
 def _sample(algo, steps: int):

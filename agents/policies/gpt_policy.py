@@ -21,6 +21,10 @@ KV-cached acting runs the same forward through `textgym.lm.IncrementalLM` and th
 
 The policy is its env's KL scorer at no extra cost: `GPTActorCriticPolicy.score` returns the
 log-probs of the forward pass that chose the actions (`attach_sb3_policy` attaches it).
+
+The policy class is one concept kept whole (over 400 lines): built, saved and loaded, its
+forward pass and its scorer; the forward passes over whole observations it shares with
+`SequencePPO` and RLlib are in `textgym_agents.policies.gpt_forward`.
 """
 
 from __future__ import annotations

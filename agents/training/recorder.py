@@ -21,7 +21,8 @@ from stable_baselines3.common.logger import Logger
 from tqdm.auto import tqdm
 
 import textgym  # noqa: F401  (registers the envs)
-from textgym_agents.trainers.sequence_ppo import SequencePPO, UpdateStats
+from textgym_agents.trainers.episodes import UpdateStats
+from textgym_agents.trainers.sequence_ppo import SequencePPO
 from textgym_agents.training.checkpoints import latest_checkpoint, save_checkpoint
 from textgym_agents.training.logs import STEP_KEY, WINDOW, EpisodeLog, ProgressCSV, TensorBoard
 from textgym_agents.training.rundir import holds_run

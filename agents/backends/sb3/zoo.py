@@ -52,8 +52,8 @@ ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
     "a2c": A2C,
     "dqn": DQN,
     "maskable_ppo": MaskablePPO,
-    # The GPT policy (agents/gpt_policy.py) under SB3's PPO. "gpt" is the sequence-level
-    # trainer on TextGen (agents/sequence_ppo.py) and this same PPO on GridWorld, whose
+    # The GPT policy (agents/policies/gpt_policy.py) under SB3's PPO. "gpt" is the sequence-level
+    # trainer on TextGen (agents/trainers/sequence_ppo.py) and this same PPO on GridWorld, whose
     # observations are not growing token sequences.
     "gpt": PPO,
     "gpt-sb3": PPO,
