@@ -41,6 +41,72 @@ def save_agent(model: Any, path: Path) -> None:
         model.save(temp)
 
 
+def save_checkpoint(
+    model: Any,
+    folder: Path,
+    step: int,
+    run: dict[str, Any],
+    before: dict[str, Any],
+    keep: int | None,
+) -> None:
+    """The checkpoint ``folder/step_N`` of ``model`` at ``step``, then all but the newest
+    ``keep`` complete checkpoints deleted (`_prune`).
+
+    :param run: the run's counters (``next_checkpoint``, ``seconds``, ``episodes``) a resume
+        picks up.
+    :param before: what the run did before training (evaluations, cloning), for its summary.
+    :param keep: checkpoints kept (None: every one).
+    """
+    folder.mkdir(exist_ok=True)
+    base = folder / f"step_{step}"
+    save_agent(model, base.with_suffix(".zip"))
+    buffer = getattr(model, "replay_buffer", None)
+    if buffer is not None:
+        with atomic_path(base.with_suffix(".buffer.npz")) as temp:
+            np.savez(temp, **_buffer_arrays(buffer))
+    state = {"step": step, **run, "rng": _rng_state(model), **before}
+    kl_coef = _kl_coef(model)
+    if kl_coef is not None:  # the adaptive KL coefficient moved with training
+        state["kl_coef"] = kl_coef
+    write_json(base.with_suffix(".json"), state)
+    _prune(folder, step, keep)
+
+
+def latest_checkpoint(out: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint of ``out``: its ``.zip`` and its ``.json``'s state."""
+    steps = _complete_steps(out / "checkpoints")
+    if not steps:
+        return None
+    path = out / "checkpoints" / f"step_{steps[-1]}.json"
+    return path.with_suffix(".zip"), json.loads(path.read_text())
+
+
+def restore(model: Any, checkpoint: Path, state: dict[str, Any]) -> None:
+    """Continue ``model`` (built with the run's configuration) from a checkpoint."""
+    if not isinstance(model, BaseAlgorithm):  # SequencePPO, RLlibAgent
+        model.load_state(checkpoint)
+    else:
+        load_sb3(model, checkpoint)
+        buffer = checkpoint.with_name(checkpoint.stem + ".buffer.npz")
+        if getattr(model, "replay_buffer", None) is not None and buffer.exists():
+            _restore_buffer(model.replay_buffer, buffer)
+        # The env restarts: seeded anew, so it does not replay the run's first episodes.
+        model.env.seed(model.seed + state["step"])
+    _set_rng_state(model, state["rng"])
+    if "kl_coef" in state:
+        _set_kl_coef(model, float(state["kl_coef"]))
+
+
+def remove_temporaries(out: Path) -> None:
+    """Files a killed run was writing (`atomic_path`'s temporaries): never complete."""
+    for path in out.rglob("*.tmp-*"):
+        if path.is_file():
+            path.unlink()
+
+
+_BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
 def _buffer_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
     """A replay buffer as plain arrays (read back with ``allow_pickle=False``)."""
     arrays = {"pos": np.array(buffer.pos), "full": np.array(buffer.full)}
@@ -77,9 +143,6 @@ def _restore_buffer(buffer: ReplayBuffer, path: Path) -> None:
         arrays[name][...] = array
 
 
-_BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
-
-
 def _rng_state(model: Any) -> dict[str, Any]:
     """Every RNG training draws from, as JSON."""
     numpy_state = np.random.get_state()  # noqa: NPY002 (SB3 draws from the global RNG)
@@ -106,15 +169,6 @@ def _set_rng_state(model: Any, state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
     if "action_space" in state:
         model.action_space.np_random.bit_generator.state = state["action_space"]
-
-
-def latest_checkpoint(out: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest complete checkpoint of ``out``: its ``.zip`` and its ``.json``'s state."""
-    steps = _complete_steps(out / "checkpoints")
-    if not steps:
-        return None
-    path = out / "checkpoints" / f"step_{steps[-1]}.json"
-    return path.with_suffix(".zip"), json.loads(path.read_text())
 
 
 def _checkpoint_files(folder: Path) -> dict[int, list[Path]]:
@@ -157,22 +211,6 @@ def _prune(folder: Path, newest: int, keep: int | None) -> None:
             path.unlink()
 
 
-def restore(model: Any, checkpoint: Path, state: dict[str, Any]) -> None:
-    """Continue ``model`` (built with the run's configuration) from a checkpoint."""
-    if not isinstance(model, BaseAlgorithm):  # SequencePPO, RLlibAgent
-        model.load_state(checkpoint)
-    else:
-        load_sb3(model, checkpoint)
-        buffer = checkpoint.with_name(checkpoint.stem + ".buffer.npz")
-        if getattr(model, "replay_buffer", None) is not None and buffer.exists():
-            _restore_buffer(model.replay_buffer, buffer)
-        # The env restarts: seeded anew, so it does not replay the run's first episodes.
-        model.env.seed(model.seed + state["step"])
-    _set_rng_state(model, state["rng"])
-    if "kl_coef" in state:
-        _set_kl_coef(model, float(state["kl_coef"]))
-
-
 def _kl_coef(model: Any) -> float | None:
     """The training env's KL coefficient (it moves when adaptive), None off TextGen."""
     if not isinstance(model, BaseAlgorithm | SequencePPO):
@@ -190,41 +228,3 @@ def _set_kl_coef(model: Any, value: float) -> None:
 
 def _training_core(model: BaseAlgorithm | SequencePPO) -> Any:
     return core_of(model.env if isinstance(model, SequencePPO) else model.get_env())
-
-
-def remove_temporaries(out: Path) -> None:
-    """Files a killed run was writing (`atomic_path`'s temporaries): never complete."""
-    for path in out.rglob("*.tmp-*"):
-        if path.is_file():
-            path.unlink()
-
-
-def save_checkpoint(
-    model: Any,
-    folder: Path,
-    step: int,
-    run: dict[str, Any],
-    before: dict[str, Any],
-    keep: int | None,
-) -> None:
-    """The checkpoint ``folder/step_N`` of ``model`` at ``step``, then all but the newest
-    ``keep`` complete checkpoints deleted (`_prune`).
-
-    :param run: the run's counters (``next_checkpoint``, ``seconds``, ``episodes``) a resume
-        picks up.
-    :param before: what the run did before training (evaluations, cloning), for its summary.
-    :param keep: checkpoints kept (None: every one).
-    """
-    folder.mkdir(exist_ok=True)
-    base = folder / f"step_{step}"
-    save_agent(model, base.with_suffix(".zip"))
-    buffer = getattr(model, "replay_buffer", None)
-    if buffer is not None:
-        with atomic_path(base.with_suffix(".buffer.npz")) as temp:
-            np.savez(temp, **_buffer_arrays(buffer))
-    state = {"step": step, **run, "rng": _rng_state(model), **before}
-    kl_coef = _kl_coef(model)
-    if kl_coef is not None:  # the adaptive KL coefficient moved with training
-        state["kl_coef"] = kl_coef
-    write_json(base.with_suffix(".json"), state)
-    _prune(folder, step, keep)

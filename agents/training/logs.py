@@ -16,14 +16,11 @@ from stable_baselines3.common.logger import KVWriter, Logger, TensorBoardOutputF
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.runfiles import write_csv
-from textgym_agents.training.evaluation import (
-    POSITIVE_THRESHOLD,
-)
+from textgym_agents.training.evaluation import POSITIVE_THRESHOLD
 
 EPISODE_FIELDS = ("step", "return", "length", "rm_score", "kl_per_sequence", "kl_coef")
-
-
 WINDOW = 100
+STEP_KEY = "time/total_timesteps"  # SB3's name for the step in the logs
 
 
 class EpisodeLog:
@@ -91,9 +88,6 @@ def read_episodes(path: Path) -> dict[str, np.ndarray]:
         key: np.array([float(row[key]) if row[key] != "" else np.nan for row in rows])
         for key in EPISODE_FIELDS
     }
-
-
-STEP_KEY = "time/total_timesteps"  # SB3's name for the step in the logs
 
 
 class ProgressCSV(KVWriter):
