@@ -3,8 +3,11 @@
 ``textgym train ENV --agent NAME``, ``textgym eval RUN_DIR`` and ``textgym compare``: train
 agents from the zoo into run directories, summarise them, compare them.
 ``textgym kl-experiment``: the GPT policy against a learned proxy RM for several KL settings
-(`textgym_agents.kl_experiment`). ``textgym render SOURCE``: a run's (or the reference's)
+(`textgym_agents.training.kl_experiment`). ``textgym render SOURCE``: a run's (or the reference's)
 episodes token by token, coloured by step reward, as ANSI, PNG or HTML.
+
+Kept whole (over 400 lines): the parser and one short function per command, the map of what
+``textgym --help`` lists; each command's work lives in `textgym_agents.training`.
 """
 
 from __future__ import annotations
@@ -273,9 +276,9 @@ def _parse_keep(raw: str) -> int | None:
 
 
 def train(args: argparse.Namespace) -> None:
-    from textgym_agents.rundir import format_summary, holds_run
-    from textgym_agents.train import TrainingInterrupted
-    from textgym_agents.train import train as train_run
+    from textgym_agents.training.recorder import TrainingInterrupted
+    from textgym_agents.training.rundir import format_summary, holds_run
+    from textgym_agents.training.train import train as train_run
 
     check_positive(args, "steps", "eval_episodes", "checkpoint_every")
     resume_flag = "--resume" if args.resume else "--resume-or-start"
@@ -346,8 +349,8 @@ def _backend_arguments(args: argparse.Namespace) -> dict:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from textgym_agents.rundir import format_summary
-    from textgym_agents.train import evaluate_run
+    from textgym_agents.training.evaluation import evaluate_run
+    from textgym_agents.training.rundir import format_summary
 
     check_positive(args, "episodes")
     deterministic = False if args.sample else None
@@ -364,7 +367,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from textgym_agents.compare import compare as compare_runs
+    from textgym_agents.training.compare import compare as compare_runs
 
     check_positive(args, "steps", "eval_episodes")
     env_kwargs = parse_env_args(args.env_arg, args.envs)
@@ -383,7 +386,7 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def kl_experiment(args: argparse.Namespace) -> None:
-    from textgym_agents.kl_experiment import KL_SETTINGS, run_kl_experiment
+    from textgym_agents.training.kl_experiment import KL_SETTINGS, run_kl_experiment
 
     check_positive(args, "steps", "episodes", "checkpoints")
     env_kwargs = parse_env_args(args.env_arg, ["TextGen-v0"])
@@ -421,7 +424,7 @@ def render(args: argparse.Namespace) -> None:
         )
     env_kwargs = parse_env_args(args.env_arg, ["TextGen-v0"])
     if args.source == "reference":
-        from textgym_agents.evaluation import play_text
+        from textgym_agents.training.evaluation import play_text
 
         with torch_threads(choose_threads(args, env_kwargs)):
             episodes = play_text(
@@ -432,7 +435,7 @@ def render(args: argparse.Namespace) -> None:
                 temperature=args.temperature,
             )
     else:
-        from textgym_agents.train import play_run
+        from textgym_agents.training.evaluation import play_run
 
         threads = None if args.threads == "auto" else args.threads
         episodes = play_run(

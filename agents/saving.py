@@ -13,18 +13,23 @@ in its ``data`` entry are never decoded. Only the user's explicit opt-in (``allo
 
 A file a loader cannot use is a ``ValueError`` that names the file and its entry (on the
 command line: one line, exit status 2).
+
+Kept whole (over 400 lines): every rule by which a saved file is read lives here, so the one
+module to review for what loading can run is this one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import inspect
 import io
 import json
 import os
 import pickle
 import re
+import sys
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -39,14 +44,17 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Flatten
 from torch import nn
 
 from textgym.runfiles import atomic_path
-from textgym_agents.extractors import TokenExtractor
+from textgym_agents.policies.extractors import TokenExtractor
 
 __all__ = [
     "POLICY_CLASS_ARGUMENTS",
     "SAVED_CLASSES",
     "ClassArgument",
     "check_keywords",
+    "FORMER_NAMES",
+    "class_name",
     "class_registry",
+    "former_modules",
     "kwargs_from_json",
     "kwargs_to_json",
     "load_sb3",
@@ -192,11 +200,50 @@ def space_from_json(data: dict[str, Any]) -> gym.Space:
 # ---------------------------------------------------------------------------- classes
 def class_registry(*classes: type) -> dict[str, type]:
     """``classes`` by the dotted name a saved file gives each (``module.QualName``)."""
-    return {_class_name(cls): cls for cls in classes}
+    return {class_name(cls): cls for cls in classes}
 
 
-def _class_name(cls: type) -> str:
+def class_name(cls: type) -> str:
+    """The dotted name a saved file gives ``cls`` (``module.QualName``)."""
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# The names files saved before textgym_agents was arranged in subpackages give the classes that
+# moved, by their present names. A former name resolves only to a class the reader's registry
+# holds under its present name (`saved_class`): the table renames, it never adds a class.
+FORMER_NAMES: dict[str, str] = {
+    "textgym_agents.extractors.TokenExtractor": "textgym_agents.policies.extractors.TokenExtractor",
+    "textgym_agents.extractors.ReferencePriorPolicy": (
+        "textgym_agents.policies.extractors.ReferencePriorPolicy"
+    ),
+    "textgym_agents.gpt_policy.GPTActorCriticPolicy": (
+        "textgym_agents.policies.gpt_policy.GPTActorCriticPolicy"
+    ),
+    "textgym_agents.rllib.SB3PolicyModule": "textgym_agents.backends.rllib.modules.SB3PolicyModule",
+}
+
+
+@contextlib.contextmanager
+def former_modules() -> Iterator[None]:
+    """The former modules of `FORMER_NAMES`, importable while an opted-in unpickling runs
+    (``allow_pickle``): SB3's pickles of earlier versions import the classes that moved by
+    their former module paths. Each former name is the module that holds its classes now; the
+    names are gone again after."""
+    added = {}
+    for former, present in FORMER_NAMES.items():
+        module = former.rpartition(".")[0]
+        if module not in sys.modules and module not in added:
+            try:
+                added[module] = importlib.import_module(present.rpartition(".")[0])
+            except ModuleNotFoundError as err:  # RLlib's module, where ray is not installed
+                if err.name != "ray":
+                    raise
+    sys.modules.update(added)
+    try:
+        yield
+    finally:
+        for module in added:
+            sys.modules.pop(module, None)
 
 
 # The classes textgym saves among a policy's arguments, by their saved names: a file may name
@@ -253,14 +300,15 @@ def saved_class(
 ) -> type:
     """The class a saved file names, if it is one of ``classes`` and a subclass of ``base``.
 
-    :param name: the saved dotted name.
+    :param name: the saved dotted name (a name of `FORMER_NAMES` reads as the class's present
+        one).
     :param base: the base the class must have.
     :param classes: the registry (`SAVED_CLASSES`, `class_registry`).
     :param source: the file (and entry), for the error.
     :param entry: the field that names the class, for the error.
     """
     expected = sorted(key for key, cls in classes.items() if issubclass(cls, base))
-    cls = classes.get(name) if isinstance(name, str) else None
+    cls = classes.get(FORMER_NAMES.get(name, name)) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(
             f"{source}: {entry} names {name!r}, which is not a class textgym saves: expected "
@@ -324,7 +372,7 @@ def kwargs_to_json(kwargs: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in kwargs.items():
         if isinstance(value, type):
-            value = {"class": _class_name(value)}
+            value = {"class": class_name(value)}
         try:
             json.dumps(value)
         except TypeError:

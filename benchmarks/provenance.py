@@ -12,7 +12,7 @@ import sys
 import time
 
 from textgym.versions import installed_versions
-from textgym_agents.rundir import VERSIONED
+from textgym_agents.training.rundir import VERSIONED
 
 
 def provenance(threads: int, device: str = "cpu", distributions: tuple[str, ...] = ()) -> dict:

@@ -33,7 +33,7 @@ from textgym.runfiles import write_json  # noqa: E402
 
 def sequence_ppo(updates: int, warmup: int) -> float:
     """`SequencePPO`'s tokens/s over the timed updates (collection + update)."""
-    from textgym_agents.zoo import make_agent
+    from textgym_agents.backends.sb3.zoo import make_agent
 
     agent = make_agent("gpt", "TextGen-v0", seed=0)
     timed = {"tokens": 0, "seconds": 0.0, "updates": 0}
@@ -53,7 +53,7 @@ def rllib(updates: int, warmup: int, runners: int) -> float:
     """RLlib PPO's tokens/s over the timed iterations (sampling + learner update)."""
     import ray
 
-    from textgym_agents.rllib import RLlibAgent, rllib_config
+    from textgym_agents.backends.rllib import RLlibAgent, rllib_config
 
     ray.init(include_dashboard=False, log_to_driver=False)
     timed = {"tokens": 0, "seconds": 0.0, "update_seconds": 0.0}

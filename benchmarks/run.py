@@ -329,7 +329,7 @@ def bench_training(args: Args, n: int = 16, updates: int = 3) -> dict:
     policy under SB3's PPO (``gpt-sb3``), on the default task with equal work per update:
     16 rows, about 32 episodes (768 tokens) per update, 4 epochs, minibatches of about 384
     tokens (16 episodes)."""
-    from textgym_agents.zoo import make_agent
+    from textgym_agents.backends.sb3.zoo import make_agent
 
     env_kwargs = {"device": args.device}
     sequence = make_agent(

@@ -121,7 +121,7 @@ def measure(args: Args, name: str, folder: Path, neighbour: int | None = None) -
     """Median seconds per training update with 1 and with 2 torch threads, interleaved."""
     import torch
 
-    from textgym_agents.zoo import make_agent
+    from textgym_agents.backends.sb3.zoo import make_agent
 
     layers, width, heads = SIZES[name]
     params = build_model(folder, layers, width, heads)

@@ -106,7 +106,7 @@ def result_key(args: Args) -> str:
 def make_textgym(args: Args):
     """The zoo's ``gpt`` agent (SequencePPO through the batched TextGen env), one row per
     episode of an update; with ``advantage="rloo"`` without a value head, as TRL's RLOO."""
-    from textgym_agents.zoo import make_agent
+    from textgym_agents.backends.sb3.zoo import make_agent
 
     no_value_head = {"vf_coef": 0.0} if args.advantage == "rloo" else {}
 

@@ -14,9 +14,10 @@ import argparse
 
 import numpy as np
 
-from textgym_agents.evaluation import evaluate
-from textgym_agents.sequence_ppo import SequencePPO, UpdateStats
-from textgym_agents.zoo import agent_env_kwargs, make_agent
+from textgym_agents.backends.sb3.zoo import agent_env_kwargs, make_agent
+from textgym_agents.trainers.episodes import UpdateStats
+from textgym_agents.trainers.sequence_ppo import SequencePPO
+from textgym_agents.training.evaluation import evaluate
 
 
 def brevity(prompts: list[str], texts: list[str]) -> list[float]:

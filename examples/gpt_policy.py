@@ -21,9 +21,10 @@ import argparse
 
 import numpy as np
 
-from textgym_agents.evaluation import evaluate
-from textgym_agents.sequence_ppo import SequencePPO, UpdateStats
-from textgym_agents.zoo import agent_env_kwargs, default_budget, make_agent
+from textgym_agents.backends.sb3.zoo import agent_env_kwargs, default_budget, make_agent
+from textgym_agents.trainers.episodes import UpdateStats
+from textgym_agents.trainers.sequence_ppo import SequencePPO
+from textgym_agents.training.evaluation import evaluate
 
 METRIC = {"TextGen-v0": "mean_rm_score", "GridWorld-v1": "success_rate"}
 

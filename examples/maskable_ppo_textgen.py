@@ -12,8 +12,8 @@ texts before and after training.
 
 import argparse
 
-from textgym_agents.evaluation import evaluate
-from textgym_agents.zoo import agent_env_kwargs, default_budget, make_agent
+from textgym_agents.backends.sb3.zoo import agent_env_kwargs, default_budget, make_agent
+from textgym_agents.training.evaluation import evaluate
 
 ENV_ID = "TextGen-v0"
 

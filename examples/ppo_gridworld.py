@@ -13,8 +13,8 @@ import argparse
 import gymnasium as gym
 
 import textgym  # noqa: F401  (registers GridWorld-v1)
-from textgym_agents.evaluation import evaluate
-from textgym_agents.zoo import default_budget, make_agent
+from textgym_agents.backends.sb3.zoo import default_budget, make_agent
+from textgym_agents.training.evaluation import evaluate
 
 ENV_ID = "GridWorld-v1"
 

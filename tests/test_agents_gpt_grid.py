@@ -51,8 +51,8 @@ from __future__ import annotations
 
 import pytest
 
-from textgym_agents.evaluation import evaluate
-from textgym_agents.zoo import agent_env_kwargs, default_budget, make_agent
+from textgym_agents.backends.sb3.zoo import agent_env_kwargs, default_budget, make_agent
+from textgym_agents.training.evaluation import evaluate
 
 
 @pytest.mark.slow

@@ -39,11 +39,11 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 
 import textgym  # noqa: F401  (registers the envs)
-from textgym_agents.evaluation import evaluate, evaluate_reference
-from textgym_agents.extractors import TokenExtractor
-from textgym_agents.hyperparams import SB3_AGENTS
-from textgym_agents.sb3_env import make_sb3_vec_env
-from textgym_agents.zoo import AGENTS, default_budget, make_agent
+from textgym_agents.backends.hyperparams import SB3_AGENTS
+from textgym_agents.backends.sb3.vec_env import make_sb3_vec_env
+from textgym_agents.backends.sb3.zoo import AGENTS, default_budget, make_agent
+from textgym_agents.policies.extractors import TokenExtractor
+from textgym_agents.training.evaluation import evaluate, evaluate_reference
 
 V, L, K = 50, 12, 5
 
@@ -325,7 +325,7 @@ def test_actor_critic_agents_start_as_the_reference_in_topk_mode(tiny_gpt2, name
 
 
 def test_reference_prior_policy_needs_topk_observations():
-    from textgym_agents.extractors import ReferencePriorPolicy
+    from textgym_agents.policies.extractors import ReferencePriorPolicy
 
     venv = make_sb3_vec_env("GridWorld-v0", n_envs=1, obs_mode="tokens")
     with pytest.raises(ValueError, match="action_mode='topk'"):

@@ -14,8 +14,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 import textgym  # noqa: F401  (registers the envs)
-from textgym_agents.sb3_env import make_sb3_vec_env
-from textgym_agents.scorer import AttachPolicyCallback, DQNScorer, attach_sb3_policy, sb3_scorer
+from textgym_agents.backends.sb3.vec_env import make_sb3_vec_env
+from textgym_agents.policies.scorer import (
+    AttachPolicyCallback,
+    DQNScorer,
+    attach_sb3_policy,
+    sb3_scorer,
+)
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 
@@ -107,7 +112,7 @@ def test_kl_step_reward_is_minus_beta_k1_of_the_acting_policy(tiny_gpt2, n_envs)
 
 def test_dqn_kl_stays_finite_from_the_first_step(tiny_gpt2):
     # Before learning_starts DQN acts uniformly, whatever its exploration rate says.
-    from textgym_agents.zoo import make_agent
+    from textgym_agents.backends.sb3.zoo import make_agent
 
     env_kwargs = {**tiny_kwargs(tiny_gpt2, action_mode="topk", top_k=4), "max_new_tokens": 3}
     model = make_agent("dqn", "TextGen-v0", n_envs=2, env_kwargs=env_kwargs, learning_starts=16)

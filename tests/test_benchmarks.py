@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from textgym_agents.rundir import run_versions
+from textgym_agents.training.rundir import run_versions
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -299,7 +299,8 @@ def test_train_device_is_checked_first_and_recorded(tmp_path, cli_error, capsys)
 
 
 def test_a_run_with_a_reward_function_names_it_and_eval_asks_for_it(tiny_gpt2, tmp_path):
-    from textgym_agents.train import evaluate_run, train
+    from textgym_agents.training.evaluation import evaluate_run
+    from textgym_agents.training.train import train
 
     def shouts(prompts, texts):
         return [float(text.count("!")) for text in texts]

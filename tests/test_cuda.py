@@ -13,7 +13,7 @@ import torch
 from textgym.envs.textgen import TextGenEnv
 from textgym.envs.textgen_vector import TextGenVectorEnv
 from textgym.rewards import HFRewardModel
-from textgym_agents.sequence_ppo import SequencePPO
+from textgym_agents.trainers.sequence_ppo import SequencePPO
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

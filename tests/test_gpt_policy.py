@@ -9,9 +9,10 @@ import torch
 from stable_baselines3 import PPO
 
 import textgym  # noqa: F401  (registers the envs)
-from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs, prefix_groups
-from textgym_agents.sb3_env import make_sb3_vec_env
-from textgym_agents.scorer import AttachPolicyCallback, attach_sb3_policy
+from textgym_agents.backends.sb3.vec_env import make_sb3_vec_env
+from textgym_agents.policies.gpt_forward import prefix_groups
+from textgym_agents.policies.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.policies.scorer import AttachPolicyCallback, attach_sb3_policy
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 
@@ -168,7 +169,7 @@ def test_prefix_groups_keeps_rows_that_share_no_prefix_apart():
 
 
 def test_evaluation_reports_the_exact_kl_beside_the_sampled_one(tiny_gpt2):
-    from textgym_agents.evaluation import evaluate
+    from textgym_agents.training.evaluation import evaluate
 
     model, _ = textgen_ppo(tiny_gpt2, n_envs=2, max_new_tokens=4)
     env_kwargs = {"model": str(tiny_gpt2), "max_new_tokens": 4}

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from textgym_agents.evaluation import evaluate
-from textgym_agents.imitation import clone_expert
-from textgym_agents.rundir import format_summary
-from textgym_agents.train import train
-from textgym_agents.zoo import default_budget, default_imitation, make_agent
+from textgym_agents.backends.sb3.zoo import default_budget, default_imitation, make_agent
+from textgym_agents.trainers.imitation import clone_expert
+from textgym_agents.training.evaluation import evaluate
+from textgym_agents.training.rundir import format_summary
+from textgym_agents.training.train import train
 
 
 def test_cloned_policy_walks_the_shortest_path_and_values_rise_towards_the_diamond() -> None:

@@ -11,7 +11,7 @@ import textgym  # noqa: F401  (registers TextGen-v0)
 from textgym.envs.textgen import TextGenEnv
 from textgym.envs.textgen_core import INFO_KEYS, SCORER_INFO_KEYS
 from textgym.envs.textgen_vector import TextGenVectorEnv
-from textgym_agents.sb3_env import TextGenSB3VecEnv
+from textgym_agents.backends.sb3.vec_env import TextGenSB3VecEnv
 
 # Long prompts are cut (and warned about) on purpose: cut rows are compared too.
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than max_prompt_tokens")

@@ -7,7 +7,12 @@ import json
 
 import pytest
 
-from textgym_agents.kl_experiment import distinct_n, measure, parse_setting, run_kl_experiment
+from textgym_agents.training.kl_experiment import (
+    distinct_n,
+    measure,
+    parse_setting,
+    run_kl_experiment,
+)
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -104,7 +109,7 @@ def test_experiment_writes_runs_points_table_and_plot_and_reuses_them(
     (run / "measure.json").unlink()
     (run / "model.zip").write_bytes(model)
     retrain = lambda *a, **k: pytest.fail("retrained")  # noqa: E731
-    monkeypatch.setattr("textgym_agents.kl_experiment.train", retrain)
+    monkeypatch.setattr("textgym_agents.training.kl_experiment.train", retrain)
     assert run_kl_experiment(tiny_reward_model, **kwargs) == table
     # Interrupted while training (after its last checkpoint): resumed, not trained again.
     monkeypatch.undo()

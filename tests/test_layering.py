@@ -56,6 +56,9 @@ def test_the_wheel_installs_only_textgym_and_textgym_agents(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if ".dist-info/" not in name}
     assert top == {"textgym", "textgym_agents"}  # never `agents`: openai-agents owns it
-    assert "textgym_agents/sb3_env.py" in names and "textgym/assets/model/config.json" in names
+    assert (
+        "textgym_agents/backends/sb3/vec_env.py" in names
+        and "textgym/assets/model/config.json" in names
+    )
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "textgym = textgym_agents.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from textgym_agents.evaluation import evaluate, evaluate_reference
-from textgym_agents.zoo import agent_env_kwargs, default_budget, make_agent
+from textgym_agents.backends.sb3.zoo import agent_env_kwargs, default_budget, make_agent
+from textgym_agents.training.evaluation import evaluate, evaluate_reference
 
 pytestmark = pytest.mark.slow
 ENV = "TextGen-v0"

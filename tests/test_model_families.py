@@ -18,15 +18,15 @@ from conftest import build_tiny_lm
 from stable_baselines3 import PPO
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from textgym_agents.gpt_policy import (
+from textgym_agents.backends.sb3.vec_env import make_sb3_vec_env
+from textgym_agents.policies.gpt_policy import (
     GPTActorCriticPolicy,
     causal_lm_forward,
     gpt_policy_kwargs,
     shared_prompt_forward,
 )
-from textgym_agents.sb3_env import make_sb3_vec_env
-from textgym_agents.sequence_ppo import SequencePPO
-from textgym_agents.train import train
+from textgym_agents.trainers.sequence_ppo import SequencePPO
+from textgym_agents.training.train import train
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 FAMILIES = ("llama", "gemma2", "granite")

@@ -12,8 +12,8 @@ from PIL import Image
 
 from textgym.render import render_ansi, render_html, shared_scale
 from textgym_agents.cli import main
-from textgym_agents.evaluation import play_text
-from textgym_agents.train import play_run, train
+from textgym_agents.training.evaluation import play_run, play_text
+from textgym_agents.training.train import train
 
 PROMPTS = ["the movie was", "a quiet drama about a family"]
 TOKENS = [" <b>", " &amp;", ' "quoted"', "  two spaces", "plain"]

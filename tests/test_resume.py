@@ -20,13 +20,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from textgym.rewards import load_pairs, train_reward_model
 from textgym.runfiles import DirectoryBusyError, atomic_path, claim, write_json
-from textgym_agents.compare import compare
-from textgym_agents.gpt_policy import GPTActorCriticPolicy
-from textgym_agents.kl_experiment import run_kl_experiment
-from textgym_agents.rundir import read_episodes
+from textgym_agents.backends.sb3.zoo import make_agent
+from textgym_agents.policies.gpt_policy import GPTActorCriticPolicy
 from textgym_agents.saving import load_sb3
-from textgym_agents.train import TrainingInterrupted, train
-from textgym_agents.zoo import make_agent
+from textgym_agents.training.compare import compare
+from textgym_agents.training.kl_experiment import run_kl_experiment
+from textgym_agents.training.logs import read_episodes
+from textgym_agents.training.recorder import TrainingInterrupted
+from textgym_agents.training.train import train
 
 # PPO on one env (GridWorld-v1's zoo entry) with rollouts of 256 steps, 4 minibatches each.
 GRID = {
@@ -59,7 +60,7 @@ def start_training(
         patch += textwrap.dedent(
             f"""
             import pathlib, time
-            from textgym_agents import train as _train
+            from textgym_agents.training import recorder as _train
             _advance = _train._Recorder.advance
             def blocking(self, step):
                 _advance(self, step)
@@ -71,7 +72,7 @@ def start_training(
         )
     script = (
         "import json, sys\n"
-        "from textgym_agents.train import train\n"
+        "from textgym_agents.training.train import train\n"
         + patch
         + f"\ntrain({env_id!r}, {agent!r}, out={str(out)!r}, progress=False, "
         "**json.loads(sys.argv[1]))\n"
@@ -209,7 +210,7 @@ def test_resume_restores_the_trainer_state_exactly(tiny_gpt2, tmp_path):
     import torch
 
     from textgym.envs.textgen_core import core_of
-    from textgym_agents.train import _restore
+    from textgym_agents.training.checkpoints import restore as _restore
 
     kwargs = text_kwargs(tiny_gpt2)
     kwargs["env_kwargs"] = {**kwargs["env_kwargs"], "kl_target": 0.01, "kl_horizon": 4}
@@ -272,7 +273,7 @@ def test_a_run_killed_before_its_new_checkpoint_is_complete_keeps_the_one_before
     patch = textwrap.dedent(
         """
         import os, pathlib, signal
-        from textgym_agents import train as _train
+        from textgym_agents.training import checkpoints as _train
         _write_json = _train.write_json
         def dying_write_json(path, data):
             if pathlib.Path(path).name == "step_768.json":
@@ -311,7 +312,7 @@ def ctrl_c_handled():
 
 def interrupt_at(monkeypatch, step: int, times: int = 1) -> None:
     """Press Ctrl-C (SIGINT to this process) ``times`` in a row once training logged ``step``."""
-    from textgym_agents import train as train_module
+    from textgym_agents.training import recorder as train_module
 
     advance = train_module._Recorder.advance
     sent = []

@@ -85,8 +85,9 @@ def test_stock_ppo_runs_textgen_on_the_native_vector_env(local_ray, tiny_gpt2):
 from ray.rllib.core.columns import Columns  # noqa: E402
 
 from textgym.kl import kl_estimate  # noqa: E402
-from textgym_agents import rllib as tg_rllib  # noqa: E402
-from textgym_agents.train import evaluate_run, train  # noqa: E402
+from textgym_agents.backends import rllib as tg_rllib  # noqa: E402
+from textgym_agents.training.evaluation import evaluate_run  # noqa: E402
+from textgym_agents.training.train import train  # noqa: E402
 
 
 def _sample(algo, steps: int):
@@ -362,7 +363,7 @@ def test_train_backend_rllib_writes_the_run_directory(
 
 def test_the_zoos_ppo_on_gridworld_v1_is_rllibs_default_ppo():
     """What scripts/stock_defaults.py --library rllib measures is what the zoo trains."""
-    from textgym_agents.rllib import rllib_config
+    from textgym_agents.backends.rllib import rllib_config
 
     zoo, stock = rllib_config("GridWorld-v1", "ppo"), PPOConfig()
     names = ("lr", "gamma", "lambda_", "num_epochs", "minibatch_size", "entropy_coeff")
@@ -375,7 +376,7 @@ def test_the_zoos_ppo_on_gridworld_v1_is_rllibs_default_ppo():
 
 
 def test_a_killed_rllib_run_resumes_from_its_checkpoint(local_ray, tmp_path, monkeypatch):
-    from textgym_agents import train as train_module
+    from textgym_agents.training import recorder as train_module
 
     arguments = {
         "steps": 4096,
@@ -437,7 +438,7 @@ def test_episode_rows_sum_the_chunks_rllib_samples_them_in(local_ray):
 
 
 def test_compare_puts_both_backends_in_one_table(local_ray, tmp_path):
-    from textgym_agents.compare import compare
+    from textgym_agents.training.compare import compare
 
     table = compare(
         ["GridWorld-v0"],

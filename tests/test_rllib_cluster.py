@@ -16,9 +16,9 @@ ray = __import__("ray") if os.environ.get("TEXTGYM_RLLIB_TESTS") else pytest.imp
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from textgym_agents import rllib as tg_rllib  # noqa: E402
-from textgym_agents.evaluation import evaluate  # noqa: E402
-from textgym_agents.train import train  # noqa: E402
+from textgym_agents.backends import rllib as tg_rllib  # noqa: E402
+from textgym_agents.training.evaluation import evaluate  # noqa: E402
+from textgym_agents.training.train import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

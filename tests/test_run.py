@@ -16,10 +16,12 @@ import transformers
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from textgym_agents.cli import main
-from textgym_agents.compare import THRESHOLDS, compare
-from textgym_agents.curves import steps_to_threshold
-from textgym_agents.rundir import WINDOW, load_agent, read_episodes, run_versions
-from textgym_agents.train import evaluate_run, train
+from textgym_agents.training.compare import THRESHOLDS, compare
+from textgym_agents.training.curves import steps_to_threshold
+from textgym_agents.training.evaluation import evaluate_run
+from textgym_agents.training.logs import WINDOW, read_episodes
+from textgym_agents.training.rundir import load_agent, run_versions
+from textgym_agents.training.train import train
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -19,14 +19,14 @@ import pytest
 import torch
 
 from textgym.rewards import HFRewardModel, load_pairs, train_reward_model
-from textgym_agents import gpt_policy
+from textgym_agents.backends.sb3.vec_env import make_sb3_vec_env
 from textgym_agents.cli import main
-from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
-from textgym_agents.rundir import load_agent
+from textgym_agents.policies import gpt_policy
+from textgym_agents.policies.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
 from textgym_agents.saving import POLICY_CLASS_ARGUMENTS, SAVED_CLASSES
-from textgym_agents.sb3_env import make_sb3_vec_env
-from textgym_agents.sequence_ppo import SequencePPO
-from textgym_agents.train import train
+from textgym_agents.trainers.sequence_ppo import SequencePPO
+from textgym_agents.training.rundir import load_agent
+from textgym_agents.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,8 +175,8 @@ def test_trainer_state_with_a_pickle_is_refused(gpt_run, tiny_gpt2, tmp_path):
 
 
 def test_replay_buffer_with_objects_is_refused(tmp_path):
-    from textgym_agents.train import _restore_buffer
-    from textgym_agents.zoo import make_agent
+    from textgym_agents.backends.sb3.zoo import make_agent
+    from textgym_agents.training.checkpoints import _restore_buffer
 
     marker = tmp_path / "pwned"
     model = make_agent("dqn", "GridWorld-v1", buffer_size=16)
@@ -276,8 +276,8 @@ def test_no_loader_unpickles_by_default():
                     offenders.append(where)
     assert sorted(offenders) == sorted(
         [
-            _opted_in("agents/rundir.py", "ALGORITHMS[config['agent']].load"),
-            _opted_in("agents/gpt_policy.py", "super().load"),
+            _opted_in("agents/training/rundir.py", "ALGORITHMS[config['agent']].load"),
+            _opted_in("agents/policies/gpt_policy.py", "super().load"),
         ]
     )
 

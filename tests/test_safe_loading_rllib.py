@@ -29,8 +29,8 @@ from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import (  # noqa
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig  # noqa: E402
 
 import textgym  # noqa: E402, F401  (registers the envs)
-from textgym_agents import gpt_policy  # noqa: E402
-from textgym_agents.rllib import load_module, module_archive, module_spec  # noqa: E402
+from textgym_agents.backends.rllib import load_module, module_archive, module_spec  # noqa: E402
+from textgym_agents.policies import gpt_policy  # noqa: E402
 from textgym_agents.saving import write_archive  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from textgym_agents.sb3_env import TextGenSB3VecEnv, make_sb3_vec_env
+from textgym_agents.backends.sb3.vec_env import TextGenSB3VecEnv, make_sb3_vec_env
 
 PROMPTS = [
     "the movie",

@@ -76,7 +76,7 @@ def test_stock_defaults_trains_an_sb3_agent_and_measures_greedy_success(monkeypa
 def test_the_lock_pins_every_dependency_within_what_pyproject_accepts():
     from packaging.requirements import Requirement
 
-    from textgym_agents.rundir import VERSIONED
+    from textgym_agents.training.rundir import VERSIONED
 
     lock = _load("lock")
     pins = lock.read_lock()

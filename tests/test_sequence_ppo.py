@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from textgym.constraints import TokenSet
-from textgym_agents.gpt_policy import GPTActorCriticPolicy
-from textgym_agents.sequence_ppo import Episode, SequencePPO, rloo_advantages
-from textgym_agents.zoo import make_agent
+from textgym_agents.backends.sb3.zoo import make_agent
+from textgym_agents.policies.gpt_policy import GPTActorCriticPolicy
+from textgym_agents.trainers.advantages import rloo_advantages
+from textgym_agents.trainers.episodes import Episode
+from textgym_agents.trainers.sequence_ppo import SequencePPO
 
 PROMPTS = ["the movie was", "a quiet drama about a family", "i watched this film"]
 

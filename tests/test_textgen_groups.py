@@ -10,7 +10,7 @@ from conftest import MIXED_PROMPTS, small_textgen
 
 from textgym.envs.textgen import TextGenEnv
 from textgym.envs.textgen_vector import TextGenVectorEnv
-from textgym_agents.sb3_env import TextGenSB3VecEnv
+from textgym_agents.backends.sb3.vec_env import TextGenSB3VecEnv
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*longer than max_prompt_tokens")
 

@@ -11,14 +11,15 @@ import numpy as np
 import textgym  # noqa: F401  (registers the envs)
 from textgym.runfiles import claim, write_csv, write_text
 from textgym.threads import torch_threads
-from textgym_agents.curves import plot_curves, reference_baseline, steps_to_threshold
-from textgym_agents.evaluation import (
+from textgym_agents.backends.hyperparams import RLLIB_AGENTS
+from textgym_agents.backends.sb3.zoo import AGENTS, agent_env_kwargs
+from textgym_agents.training.curves import plot_curves, reference_baseline, steps_to_threshold
+from textgym_agents.training.evaluation import (
     evaluate_reference,
 )
-from textgym_agents.hyperparams import RLLIB_AGENTS
-from textgym_agents.rundir import EVAL_SEED_OFFSET, read_episodes
-from textgym_agents.train import train
-from textgym_agents.zoo import AGENTS, agent_env_kwargs
+from textgym_agents.training.logs import read_episodes
+from textgym_agents.training.rundir import EVAL_SEED_OFFSET
+from textgym_agents.training.train import train
 
 __all__ = ["THRESHOLDS", "compare"]
 

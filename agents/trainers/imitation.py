@@ -70,7 +70,8 @@ def clone_expert(
     venv = model.get_env()
     if venv is None:
         raise ValueError(
-            "model has no env: build it with an env (e.g. textgym_agents.zoo.make_agent)"
+            "model has no env: build it with an env "
+            "(e.g. textgym_agents.backends.sb3.zoo.make_agent)"
         )
     if not venv.has_attr(expert):
         raise ValueError(

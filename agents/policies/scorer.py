@@ -23,7 +23,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
 from textgym.envs.textgen_core import PolicyScorer
-from textgym_agents.sb3_env import TextGenSB3VecEnv
+from textgym_agents.backends.sb3.vec_env import TextGenSB3VecEnv
 
 
 class ActorCriticScorer:
@@ -90,7 +90,7 @@ def sb3_scorer(
     if isinstance(model, BasePolicy):
         raise TypeError(
             f"model={type(model).__name__}: a bare policy scores only if it has a score method "
-            "(GPTActorCriticPolicy, textgym_agents.rllib.RLlibPolicy); pass the algorithm "
+            "(GPTActorCriticPolicy, textgym_agents.backends.rllib.RLlibPolicy); pass the algorithm "
             "(PPO, DQN, ...) instead"
         )
     if isinstance(model, DQN):

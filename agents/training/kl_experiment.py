@@ -36,10 +36,10 @@ import numpy as np
 from textgym._checks import check_int
 from textgym.rewards import VaderSentiment
 from textgym.runfiles import atomic_path, claim, write_csv, write_json, write_text
-from textgym_agents.evaluation import evaluate, evaluate_reference, torch_seeded
-from textgym_agents.gpt_policy import GPTActorCriticPolicy
-from textgym_agents.rundir import EVAL_SEED_OFFSET
-from textgym_agents.train import train
+from textgym_agents.policies.gpt_policy import GPTActorCriticPolicy
+from textgym_agents.training.evaluation import evaluate, evaluate_reference, torch_seeded
+from textgym_agents.training.rundir import EVAL_SEED_OFFSET
+from textgym_agents.training.train import train
 
 __all__ = ["KL_SETTINGS", "distinct_n", "measure", "parse_setting", "run_kl_experiment"]
 

@@ -1,7 +1,8 @@
 """The zoo's hyperparameters, as data: one dict literal per env id, like rl-baselines3-zoo's
 yaml files, with the values that differ from the library defaults, each with the reason why.
 ``n_timesteps`` (the documented budget), ``n_envs`` and ``imitate`` are the zoo's own keys;
-every other key is a keyword of the algorithm (`textgym_agents.zoo.make_agent` applies them).
+every other key is a keyword of the algorithm (`textgym_agents.backends.sb3.zoo.make_agent`
+applies them).
 
 Agent names mean one thing per env, and the table says which: ``gpt`` is the GPT policy
 trained the best way each env allows, `SequencePPO` (sequence-level PPO with a KV cache) on
@@ -194,8 +195,9 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
 # GridWorld-v0 with ``random_map=True`` (a new map at every reset): PPO alone does not teach
 # the GPT policy to generalise within hours here (4-8% of held-out maps after up to 300,000
 # steps), so it starts, as RLHF's policy does, from behaviour cloning (``imitate``: env steps
-# of demonstrations by the env's shortest-path expert, `textgym_agents.imitation.clone_expert`), and
-# PPO fine-tunes it. Measured: README "Learning results".
+# of demonstrations by the env's shortest-path expert,
+# `textgym_agents.trainers.imitation.clone_expert`), and PPO fine-tunes it. Measured: README
+# "Learning results".
 _RANDOM_MAP_GPT: dict[str, Any] = {
     "imitate": 200_000,
     "n_timesteps": 150_000,
@@ -214,7 +216,7 @@ VARIANT_HYPERPARAMS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     ("GridWorld-v1", "random_map"): {"gpt": _RANDOM_MAP_GPT, "gpt-sb3": _RANDOM_MAP_GPT},
 }
 
-# Ray RLlib backend (`textgym_agents.rllib`, ``train(..., backend="rllib")``): its agents,
+# Ray RLlib backend (`textgym_agents.backends.rllib`, ``train(..., backend="rllib")``): its agents,
 # their env arguments and PPOConfig keywords.
 RLLIB_AGENTS: tuple[str, ...] = ("ppo", "gpt")
 

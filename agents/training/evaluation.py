@@ -8,9 +8,11 @@ episodes token by token for `textgym render`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,9 +25,12 @@ from stable_baselines3.common.policies import BasePolicy
 import textgym  # noqa: F401  (registers the envs)
 from textgym._checks import check_int
 from textgym.reference import ReferencePolicy
-from textgym_agents.sb3_env import make_sb3_vec_env
-from textgym_agents.scorer import attach_sb3_policy
-from textgym_agents.sequence_ppo import SequencePPO
+from textgym.threads import torch_threads
+from textgym.versions import version_drift
+from textgym_agents.backends.sb3.vec_env import make_sb3_vec_env
+from textgym_agents.policies.scorer import attach_sb3_policy
+from textgym_agents.trainers.sequence_ppo import SequencePPO
+from textgym_agents.training.rundir import EVAL_SEED_OFFSET, SAMPLES, load_agent, make_summary
 
 __all__ = [
     "POSITIVE_THRESHOLD",
@@ -61,9 +66,9 @@ def evaluate(
     :param env_id: the env to play.
     :param episodes: number of episodes.
     :param seed: seed of the evaluation env. The agent samples from torch's global
-        generator, which this leaves as it is (in `textgym_agents.train.train` it continues the
-        training's seeded stream); wrap the call in `torch_seeded` for a standalone
-        reproducible evaluation.
+        generator, which this leaves as it is (in `textgym_agents.training.train.train` it continues
+        the training's seeded stream); wrap the call in `torch_seeded` for a standalone reproducible
+        evaluation.
     :param env_kwargs: constructor arguments of the env (use the training ones, e.g.
         `agent_env_kwargs`).
     :param deterministic: act greedily rather than sample. Default: greedy on GridWorld; on
@@ -287,3 +292,99 @@ def _summarise(
                 for info in done[:samples]
             ]
     return result
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    episodes: int | None = None,
+    seed: int | None = None,
+    deterministic: bool | None = None,
+    threads: int | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`textgym eval`: the summary of a saved agent, evaluated afresh. With the defaults it
+    repeats the run's evaluation after training exactly (its ``summary.json``'s ``after``).
+
+    :param episodes: episodes to play (default: as many as the run's evaluations).
+    :param seed: seeds the env and the agent's sampling (default: the run's held-out
+        evaluation seed).
+    :param deterministic: act greedily or sample (default: `evaluate`'s: greedy on GridWorld,
+        sampled on TextGen).
+    :param threads: torch threads (default: the run's, from ``config.json``).
+    :param allow_pickle: see `load_agent` (off: nothing in the run directory is unpickled).
+    :param trust_remote_code: see `load_agent` (off: the run's config cannot turn it on).
+    :param env_kwargs: env arguments on top of the run's; a run made with a Python object
+        among them (a reward function) needs it again here (see `load_agent`).
+    """
+    model, config = load_agent(
+        run_dir,
+        env_kwargs=env_kwargs,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
+    episodes = config.get("eval_episodes", 100) if episodes is None else episodes
+    with torch_threads(config.get("threads") if threads is None else threads), torch_seeded(seed):
+        after = evaluate(
+            model,
+            config["env_id"],
+            episodes=episodes,
+            seed=seed,
+            env_kwargs=config["env_kwargs"],
+            deterministic=deterministic,
+            samples=SAMPLES,
+        )
+    summary = make_summary(config, after, steps=_trained_steps(Path(run_dir)))
+    drift = version_drift(config.get("versions"), Path(run_dir) / "config.json")
+    if drift:
+        summary["version_drift"] = drift
+    return summary
+
+
+def _trained_steps(run_dir: Path) -> int | None:
+    """The steps the run's ``summary.json`` says were trained (None: no summary to read)."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("training", {}).get("steps")
+
+
+def play_run(
+    run_dir: str | Path,
+    episodes: int = 3,
+    seed: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    threads: int | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> list[TextEpisode]:
+    """`textgym render`: episodes of a saved TextGen agent token by token, played as in
+    evaluation (sampled, with the agent's policy as the KL scorer).
+
+    :param seed: env seed (default: the run's held-out evaluation seed).
+    :param env_kwargs: env arguments on top of the run's (e.g. other prompts).
+    :param threads: torch threads (default: the run's, from ``config.json``).
+    :param allow_pickle: see `load_agent`.
+    :param trust_remote_code: see `load_agent`.
+    """
+    model, config = load_agent(
+        run_dir,
+        env_kwargs=env_kwargs,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    if not config["env_id"].startswith("TextGen"):
+        raise ValueError(
+            f"run_dir={str(run_dir)!r} holds a {config['env_id']} run: expected a TextGen-v0 "
+            "run (only text episodes can be rendered token by token)"
+        )
+    seed = config["seed"] + EVAL_SEED_OFFSET if seed is None else seed
+    with torch_threads(config.get("threads") if threads is None else threads):
+        return play_text(
+            model,
+            episodes=episodes,
+            seed=seed,
+            env_kwargs=config["env_kwargs"],
+        )

@@ -1,11 +1,11 @@
 """Agent names -> configured stable-baselines3 / sb3-contrib algorithms, with per-env defaults.
 
 The factory: `make_agent` builds an agent from the hyperparameter tables of
-`textgym_agents.hyperparams` (data, with a reason for every value).
+`textgym_agents.backends.hyperparams` (data, with a reason for every value).
 
 ```python
-from textgym_agents.zoo import default_budget, make_agent
-from textgym_agents.evaluation import evaluate
+from textgym_agents.backends.sb3.zoo import default_budget, make_agent
+from textgym_agents.training.evaluation import evaluate
 
 model = make_agent("ppo", "GridWorld-v1", seed=0)
 model.learn(default_budget("ppo", "GridWorld-v1"))
@@ -23,18 +23,19 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 import textgym  # noqa: F401  (registers the envs)
-from textgym_agents.extractors import ReferencePriorPolicy, TokenExtractor
-from textgym_agents.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
-from textgym_agents.hyperparams import (
+from textgym.lm import resolve_device
+from textgym_agents.backends.hyperparams import (
     AGENT_ENV_KWARGS,
     AGENTS,
     ENV_DEFAULTS,
     HYPERPARAMS,
     VARIANT_HYPERPARAMS,
 )
-from textgym_agents.sb3_env import make_sb3_vec_env
-from textgym_agents.scorer import attach_sb3_policy
-from textgym_agents.sequence_ppo import SequencePPO
+from textgym_agents.backends.sb3.vec_env import make_sb3_vec_env
+from textgym_agents.policies.extractors import ReferencePriorPolicy, TokenExtractor
+from textgym_agents.policies.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
+from textgym_agents.policies.scorer import attach_sb3_policy
+from textgym_agents.trainers.sequence_ppo import SequencePPO
 
 __all__ = [
     "AGENTS",
@@ -51,8 +52,8 @@ ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
     "a2c": A2C,
     "dqn": DQN,
     "maskable_ppo": MaskablePPO,
-    # The GPT policy (agents/gpt_policy.py) under SB3's PPO. "gpt" is the sequence-level
-    # trainer on TextGen (agents/sequence_ppo.py) and this same PPO on GridWorld, whose
+    # The GPT policy (agents/policies/gpt_policy.py) under SB3's PPO. "gpt" is the sequence-level
+    # trainer on TextGen (agents/trainers/sequence_ppo.py) and this same PPO on GridWorld, whose
     # observations are not growing token sequences.
     "gpt": PPO,
     "gpt-sb3": PPO,
@@ -119,8 +120,8 @@ def make_agent(
     so the KL step reward uses the acting policy's log-probs.
 
     Env arguments can select another entry (`VARIANT_HYPERPARAMS`: the GPT policy on random
-    grid maps). Its behaviour-cloning stage is not run here but by `textgym_agents.train`; from
-    Python, call ``clone_expert(model, default_imitation(name, env_id, env_kwargs))`` before
+    grid maps). Its behaviour-cloning stage is not run here but by `textgym_agents.training.train`;
+    from Python, call ``clone_expert(model, default_imitation(name, env_id, env_kwargs))`` before
     ``learn``.
 
     :param name: one of `AGENTS`.
@@ -128,7 +129,8 @@ def make_agent(
     :param seed: seeds the algorithm and the env.
     :param n_envs: parallel envs (default: the zoo's value for the agent and env, else 1).
     :param env_kwargs: constructor arguments of the env, e.g. ``{"obs_mode": "tokens"}``.
-    :param tensorboard_log: TensorBoard log folder, or None (SB3 agents; `textgym_agents.train` logs
+    :param tensorboard_log: TensorBoard log folder, or None (SB3 agents;
+    `textgym_agents.training.train` logs
         every agent).
     :param verbose: SB3 verbosity (0 silent, 1 info).
     :param overrides: algorithm keywords that replace the zoo's (``n_steps=64``, ...).
@@ -185,3 +187,25 @@ def agent_env_kwargs(
 def is_sequence_agent(name: str, env_id: str) -> bool:
     """Whether agent ``name`` on ``env_id`` is the sequence-level trainer `SequencePPO`."""
     return name == "gpt" and env_id.startswith("TextGen")
+
+
+def place_on_device(
+    env_id: str,
+    agent: str,
+    device: str,
+    env_kwargs: dict[str, Any] | None,
+    overrides: dict[str, Any],
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``device`` as the env's and the agent's arguments (see `train`), or a clear error."""
+    resolve_device(device)  # "cuda" without CUDA fails here, before anything is built
+    for given, name in ((env_kwargs or {}, "env_kwargs"), (overrides, "overrides")):
+        if given.get("device", device) != device:
+            raise ValueError(
+                f"device={device!r} and {name}['device']={given['device']!r}: expected one "
+                "device, given once"
+            )
+    if env_id.startswith("TextGen"):
+        env_kwargs = {**(env_kwargs or {}), "device": device}
+    if not is_sequence_agent(agent, env_id):
+        overrides = {**overrides, "device": device}
+    return env_kwargs, overrides

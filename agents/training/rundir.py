@@ -1,4 +1,4 @@
-"""A run directory: what `textgym_agents.train.train` writes and `textgym eval` reads.
+"""A run directory: what `textgym_agents.training.train.train` writes and `textgym eval` reads.
 
 A run directory holds everything a run made, so scripts can read it back (every file is
 written atomically; a running job holds ``.textgym.lock``, see `textgym.runfiles`)::
@@ -22,7 +22,7 @@ written atomically; a running job holds ``.textgym.lock``, see `textgym.runfiles
                    text/kl_per_sequence, text/kl_coef, train/..., time/...
 
 ```python
-from textgym_agents.train import train
+from textgym_agents.training.train import train
 
 summary = train("GridWorld-v1", "ppo", seed=0, out="runs/grid-ppo")
 print(summary["after"]["success_rate"])
@@ -31,8 +31,6 @@ print(summary["after"]["success_rate"])
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import pickle
 import time
@@ -40,93 +38,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from stable_baselines3.common.logger import Logger
-
 import textgym  # noqa: F401  (registers the envs)
-from textgym.runfiles import write_csv
 from textgym.versions import ENV_DISTRIBUTIONS, installed_versions
-from textgym_agents.evaluation import (
-    POSITIVE_THRESHOLD,
-)
-from textgym_agents.gpt_policy import GPTActorCriticPolicy
-from textgym_agents.saving import load_sb3, pickled_weights_error, warn_pickle
-from textgym_agents.zoo import ALGORITHMS, is_sequence_agent, make_agent
-
-EPISODE_FIELDS = ("step", "return", "length", "rm_score", "kl_per_sequence", "kl_coef")
-
-WINDOW = 100
+from textgym_agents.backends.sb3.zoo import ALGORITHMS, is_sequence_agent, make_agent
+from textgym_agents.policies.gpt_policy import GPTActorCriticPolicy
+from textgym_agents.saving import former_modules, load_sb3, pickled_weights_error, warn_pickle
 
 EVAL_SEED_OFFSET = 10_000  # evaluation seeds are held out from training seeds
 
 SAMPLES = 4
-
-
-class EpisodeLog:
-    """Every finished training episode: appended to ``episodes.csv`` as it finishes (a killed
-    run keeps what it logged), and recorded to the logger under path-like names.
-
-    :param path: the CSV file; rows already there (a resumed run's) are kept up to ``upto``
-        (the step the run resumes from; the rows after it are played again) and the file is
-        rewritten with them atomically before anything is appended.
-    """
-
-    def __init__(self, logger: Logger, path: Path, upto: int | None = None) -> None:
-        self.logger = logger
-        self.path = path
-        kept = _csv_rows(path) if upto is not None and path.exists() else []
-        kept = [row for row in kept if float(row["step"]) <= upto]
-        self.rows: list[dict[str, float | None]] = [
-            {key: float(value) if value != "" else None for key, value in row.items()}
-            for row in kept
-        ]
-        write_csv(path, EPISODE_FIELDS, kept)
-        self._file = open(path, "a", newline="")  # noqa: SIM115 (open for the run's length)
-        self._writer = csv.DictWriter(self._file, fieldnames=EPISODE_FIELDS)
-
-    def add(
-        self,
-        step: int,
-        episode_return: float,
-        length: int,
-        rm_score: float | None = None,
-        kl: float | None = None,
-        kl_coef: float | None = None,
-    ) -> None:
-        row = dict(zip(EPISODE_FIELDS, (step, episode_return, length, rm_score, kl, kl_coef)))
-        self.rows.append(row)
-        self._writer.writerow(row)
-        self._file.flush()
-        self.logger.record_mean("charts/episodic_return", float(episode_return))
-        self.logger.record_mean("charts/episode_length", float(length))
-        if rm_score is not None:
-            self.logger.record_mean("text/rm_score", float(rm_score))
-            self.logger.record_mean("text/positive_share", float(rm_score > POSITIVE_THRESHOLD))
-        if kl is not None:
-            self.logger.record_mean("text/kl_per_sequence", float(kl))
-        if kl_coef is not None:
-            self.logger.record("text/kl_coef", float(kl_coef))
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of ``episodes.csv``; a last line without its newline (the run was killed while
-    writing it) is left out."""
-    text = Path(path).read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    return list(csv.DictReader(io.StringIO(text)))
-
-
-def read_episodes(path: Path) -> dict[str, np.ndarray]:
-    """``episodes.csv`` -> one float array per column (NaN where a value is missing)."""
-    rows = _csv_rows(path)
-    return {
-        key: np.array([float(row[key]) if row[key] != "" else np.nan for row in rows])
-        for key in EPISODE_FIELDS
-    }
 
 
 # The distributions whose versions decide a training run's numbers (recorded in config.json).
@@ -259,15 +179,16 @@ def load_agent(
         config_path,
     )
     if config.get("backend") == "rllib":
-        from textgym_agents.rllib import load_module  # needs the rllib extra
+        from textgym_agents.backends.rllib import load_module  # needs the rllib extra
 
         return load_module(model_path), config
     if is_sequence_agent(config["agent"], config["env_id"]):
         return GPTActorCriticPolicy.load(model_path, allow_pickle=allow_pickle), config
     if allow_pickle:
         try:
-            warn_pickle(model_path)
-            return ALGORITHMS[config["agent"]].load(str(model_path)), config
+            with former_modules():
+                warn_pickle(model_path)
+                return ALGORITHMS[config["agent"]].load(str(model_path)), config
         except pickle.UnpicklingError as err:  # SB3 reads the weights weights-only even so
             raise pickled_weights_error(f"{model_path}: a .pth entry", err) from err
     model = make_agent(
@@ -333,3 +254,65 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"(RM {sample['rm_score']:+.2f}{kl_text})"
             )
     return "\n".join(lines)
+
+
+# Settings that may change when a run resumes (its results do not depend on them).
+# What a resumed run may change: resources, and the installed versions (a warning says so).
+_RESUMABLE_CHANGES = (
+    "threads",
+    "num_env_runners",
+    "address",
+    "num_gpus_per_env_runner",
+    "versions",
+)
+
+
+def run_directory(out: str | Path | None, resume: bool, env_id: str, agent: str, seed: int) -> Path:
+    if resume and out is None:
+        raise ValueError("resume=True needs out: the run directory to continue")
+    return Path(out) if out is not None else default_out(env_id, agent, seed)
+
+
+_CONFIG_KEYS = (
+    "env_id",
+    "agent",
+    "seed",
+    "steps",
+    "env_kwargs",
+    "n_envs",
+    "imitate",
+    "eval_episodes",
+    "threads",
+)
+
+
+def run_config(arguments: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``config.json``: the run's arguments (from ``train``'s) and its JSON-able overrides."""
+    config = {key: arguments[key] for key in _CONFIG_KEYS}
+    config["overrides"] = {k: v for k, v in overrides.items() if jsonable(v)}
+    return config
+
+
+def portable(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as config.json holds it (`portable_env_kwargs`)."""
+    return {**config, "env_kwargs": portable_env_kwargs(config["env_kwargs"])}
+
+
+def check_resume(out: Path, config: dict[str, Any]) -> bool:
+    """Whether ``out`` holds a run to resume, finished or not (else it is new); refuse one
+    made with other arguments."""
+    if not holds_run(out):
+        return False
+    saved = json.loads((out / "config.json").read_text())
+    config = portable(config)
+    changed = [
+        f"{key}={config.get(key)!r} (the run has {saved.get(key)!r})"
+        for key in sorted(set(saved) | set(config))
+        if key not in _RESUMABLE_CHANGES and saved.get(key) != config.get(key)
+    ]
+    if changed:
+        raise ValueError(
+            f"out={str(out)!r} holds a run made with other arguments: {', '.join(changed)}; "
+            "expected the same arguments as the run to resume"
+        )
+    return True

@@ -9,7 +9,7 @@ import numpy as np
 
 import textgym  # noqa: F401  (registers the envs)
 from textgym.runfiles import atomic_path
-from textgym_agents.rundir import WINDOW
+from textgym_agents.training.logs import WINDOW
 
 __all__ = ["plot_curves", "reference_baseline", "steps_to_threshold"]
 

@@ -1,0 +1,1 @@
+"""stable-baselines3: the agent zoo (`zoo`) and the VecEnvs it trains on (`vec_env`)."""
