@@ -2,14 +2,14 @@
 
 `make_agent("gpt", env_id)` picks the right trainer for each env:
 
-- TextGen-v0: `textgym_agents.sequence_ppo.SequencePPO`, PPO over whole sequences for
+- TextGen-v0: `textgym_agents.SequencePPO`, PPO over whole sequences for
   `GPTActorCriticPolicy`, whose trunk starts as a copy of the env's reference model (so the
   KL penalty starts at zero). Its `learn` calls `callback(trainer, stats)` after each update,
   used here to print the progress.
 - GridWorld-v1: stable-baselines3's PPO with the same policy class, a small fresh GPT that
   reads the grid as tokens (`obs_mode="tokens"`, added by `agent_env_kwargs`).
 
-Both are evaluated by `textgym_agents.zoo.evaluate`: the mean reward-model score of sampled texts
+Both are evaluated by `textgym_agents.evaluate`: the mean reward-model score of sampled texts
 on TextGen, the share of episodes that reach the diamond on GridWorld.
 
     python examples/gpt_policy.py --env TextGen-v0  # the zoo's budget, 100,000 tokens (~6 min)

@@ -1,9 +1,9 @@
 """stable-baselines3 PPO on TextGen-v0: steer the bundled model towards positive reviews.
 
-SB3's PPO reads the token observation through `textgym_agents.extractors.TokenExtractor`. The zoo
+SB3's PPO reads the token observation through `textgym_agents.TokenExtractor`. The zoo
 runs it in "topk" mode: action i is the reference model's i-th most likely next token, so the
 policy chooses among 10 plausible tokens rather than the whole vocabulary. Its policy,
-`textgym_agents.extractors.ReferencePriorPolicy`, is SB3's "MultiInputPolicy" with the reference's
+`textgym_agents.ReferencePriorPolicy`, is SB3's "MultiInputPolicy" with the reference's
 log-probs of the candidates added to its logits, so it starts as the reference (KL 0).
 `make_agent` attaches the policy as the env's KL scorer, so every step's KL penalty is
 measured against the policy that acts. The script prints the mean

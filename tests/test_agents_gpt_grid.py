@@ -1,4 +1,4 @@
-"""The GPT policy (agents/gpt_policy.py) under SB3's PPO on GridWorld-v0 tokens: learning results.
+"""The GPT policy (agents/policies/gpt_policy.py) under SB3's PPO on GridWorld-v0 tokens.
 
 On the default map the zoo's GPT agent reaches the diamond in at least 95% of 100 deterministic
 evaluation episodes within its documented budget (`default_budget`), for seeds 0, 1 and 2.
@@ -20,7 +20,7 @@ tried in a subclass, seeds 3 and 4 reached 1.00; built into the policy, seeds 0-
 0.00, 1.00, 0.00, 0.00 (191-425 s each, another job on the other core). Whether a seed finds
 the diamond before it learns to fear fire is close to a coin toss that any change of the
 random stream re-deals, so these results are a measured budget, not a robust one. The reasons
-for the settings are in agents/hyperparams.py.
+for the settings are in agents/backends/hyperparams.py.
 
 What did not reach the diamond (greedy; seed 0 unless named):
 

@@ -1,4 +1,4 @@
-"""The SB3 agents of the zoo (agents/hyperparams.py) and the token features extractor.
+"""The SB3 agents of the zoo (agents/backends/hyperparams.py) and the token features extractor.
 
 Fast tests build every agent on every observation format and train it for a few gradient
 steps. The slow tests are the learning results: on GridWorld-v1 (the 4x4 map, shaped; the
@@ -24,7 +24,7 @@ slip a greedy policy reaches the diamond in all episodes or in none. With SB3's 
 a 0.01 entropy bonus, PPO and A2C never reached it within 200,000 steps (seeds 0-2): they
 learn to avoid fire long before a random walk first finds the diamond (0.7% of episodes).
 DQN with a constant learning rate found it while training, but its greedy policy bumped into
-a wall for ever. The comments in agents/hyperparams.py give the reason for each setting.
+a wall for ever. The comments in agents/backends/hyperparams.py give the reason for each setting.
 
 Not a test (too slow): with ``env_kwargs={"obs_mode": "tokens"}`` (the `TokenExtractor`), PPO
 reached the diamond too within its budget, seeds 0 and 1: 1.00 each, 164 s and 175 s.

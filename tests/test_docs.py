@@ -179,3 +179,12 @@ def test_the_site_builds_strictly(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "site" / "api" / "index.html").exists()
+
+
+def test_the_api_reference_shows_every_public_name_of_textgym_agents():
+    import textgym_agents
+
+    api = (ROOT / "docs" / "api.md").read_text()
+    for name in textgym_agents.__all__:
+        if name != "AGENTS":  # a table, shown in docs/agents.md
+            assert f"::: {textgym_agents._EXPORTS[name]}.{name}\n" in api, name

@@ -1,4 +1,4 @@
-"""Behaviour cloning from an env's expert (`textgym_agents.imitation.clone_expert`)."""
+"""Behaviour cloning from an env's expert (`textgym_agents.trainers.imitation.clone_expert`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The KL experiment (`textgym_agents.kl_experiment`, ``textgym kl-experiment``)."""
+"""The KL experiment (`textgym_agents.training.kl_experiment`, ``textgym kl-experiment``)."""
 
 from __future__ import annotations
 

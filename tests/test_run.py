@@ -1,4 +1,4 @@
-"""Training runs (`textgym_agents.train`, `compare`) and ``textgym train / eval / compare``."""
+"""Training runs (`textgym_agents.training.train`, `compare`); ``textgym train/eval/compare``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The stable-baselines3 VecEnvs (`textgym_agents.sb3_env`): TextGen batched, SB3's autoreset."""
+"""SB3's VecEnvs (`textgym_agents.backends.sb3.vec_env`): TextGen batched, SB3's autoreset."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A thin adapter over `TextGenCore`, which advances all N sequences with one KV-cached forward
 pass of the reference model and scores every sequence that finishes on a step with one
 reward-model call. (The stable-baselines3 ``VecEnv`` over the same core lives with the
-agents, `textgym_agents.sb3_env`: textgym imports no RL library.)
+agents, `textgym_agents.make_sb3_vec_env`: textgym imports no RL library.)
 """
 
 from __future__ import annotations
