@@ -132,8 +132,8 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "gpt-sb3": _GRID_GPT,
     },
     # Budgets of a few minutes on one CPU thread (PPO, topk mode: about 3 min; A2C and DQN
-    # are 2x faster, MaskablePPO in vocab mode 2x slower). Measured results: README "Learning
-    # results" (tests/test_learning_textgen.py).
+    # are 2x faster, MaskablePPO in vocab mode 2x slower). Measured results: docs/results.md
+    # (tests/test_learning_textgen.py).
     "TextGen-v0": {
         "ppo": {
             "n_timesteps": 100_000,
@@ -196,8 +196,7 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
 # the GPT policy to generalise within hours here (4-8% of held-out maps after up to 300,000
 # steps), so it starts, as RLHF's policy does, from behaviour cloning (``imitate``: env steps
 # of demonstrations by the env's shortest-path expert,
-# `textgym_agents.trainers.imitation.clone_expert`), and PPO fine-tunes it. Measured: README
-# "Learning results".
+# `textgym_agents.trainers.imitation.clone_expert`), and PPO fine-tunes it. Measured: docs/results.md.
 _RANDOM_MAP_GPT: dict[str, Any] = {
     "imitate": 200_000,
     "n_timesteps": 150_000,
