@@ -5,7 +5,8 @@ generate is enumerated (see `textgym.exact`).
 The corpus is ``SUBJECT PHRASE [PHRASE [PHRASE]]``, a phrase being an optional ``not`` or
 ``very`` before a sentiment word (`textgym.rewards.lexicon`), so the reference writes mixed
 reviews, and the training makes its next-token distributions far from uniform. Everything is
-seeded: the same seed and thread count give the same bytes.
+seeded: the same seed and thread count give the same bytes on one machine, and weights equal
+to float32 rounding on another.
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ def build_exact(out: Path, seed: int = 0, steps: int = 400, n_docs: int = 4000) 
             pad_token_id=tokenizer.pad_token_id,
         )
     )
+    # Trained in float64 and saved in float32, so that CPUs whose float32 kernels round
+    # differently still save (nearly always) the same weights.
+    model.double()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     model.train()
@@ -112,7 +116,7 @@ def build_exact(out: Path, seed: int = 0, steps: int = 400, n_docs: int = 4000) 
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    model.eval()
+    model.eval().float()
     model.save_pretrained(out, safe_serialization=True)
     for path in out.iterdir():
         path.chmod(0o644)  # safetensors may be written owner-only
