@@ -5,10 +5,17 @@ Slow (about 4-7 minutes on one core): ``python3 -m pytest -m slow tests/test_mai
 thread, what ``--threads auto`` picks for the bundled model): with other versions installed
 the test is skipped and says which differ, since a figure moving with a library's release is
 not a defect of the project.
+
+They also hold for the CPU they were measured on, an Intel Xeon: another CPU's float32
+kernels round differently, and training amplifies the difference (on an AMD EPYC the same
+command trains 100,449 steps instead of 101,092). On another CPU the test checks what the
+figures show instead: the trained policy writes at least 90% positive continuations at a KL
+of at most 6 nats per sequence (the learning claim of tests/test_learning_textgen.py).
 """
 
 from __future__ import annotations
 
+import platform
 import re
 import subprocess
 import sys
@@ -16,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+MEASURED_ON = ("Intel", "Xeon")  # the CPU of the README's figures: its model name has these
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -69,4 +77,22 @@ def test_the_main_job_prints_the_readme_figures(tmp_path):
         text=True,
         check=True,
     ).stdout
-    assert _figures(printed.splitlines()) == _figures(_readme_block())
+    figures = _figures(printed.splitlines())
+    if all(word in _cpu() for word in MEASURED_ON):
+        assert figures == _figures(_readme_block()), printed
+    else:
+        after = re.search(r"after .*positive (\d+)%, KL/sequence ([\d.]+) nats", printed)
+        assert after, printed
+        positive, kl = int(after.group(1)), float(after.group(2))
+        assert positive >= 90 and kl <= 6.0, f"on {_cpu()!r}:\n{printed}"
+        print(f"on {_cpu()!r}, not the figures' CPU; the run printed:\n{printed}")
+
+
+def _cpu() -> str:
+    """The CPU's model name (Linux), or what the platform says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
