@@ -15,7 +15,7 @@ import json
 import random
 from pathlib import Path
 
-from asset_build.tokenizer import BOS, EOS, PAD
+from asset_build.tokenizer import BOS, EOS, PAD, fast_tokenizer
 from textgym.rewards.lexicon import INTENSIFIER, NEGATION, SENTIMENT, SUBJECTS
 
 UNK = "<|unk|>"
@@ -42,7 +42,6 @@ def build_corpus(rng: random.Random, n_docs: int) -> list[str]:
 def build_tokenizer():
     """Word level: one id per word, BOS prepended to every encoded text."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
     vocab = {token: i for i, token in enumerate((*SPECIAL, *WORDS))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
@@ -50,16 +49,7 @@ def build_tokenizer():
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B:1", special_tokens=[(BOS, vocab[BOS])]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        model_max_length=MAX_LENGTH,
-        clean_up_tokenization_spaces=False,
-        model_input_names=["input_ids", "attention_mask"],
-    )
+    return fast_tokenizer(tok, MAX_LENGTH, unk_token=UNK)
 
 
 def build_exact(out: Path, seed: int = 0, steps: int = 400, n_docs: int = 4000) -> dict:

@@ -14,7 +14,6 @@ BOS, EOS, PAD = "<|bos|>", "<|endoftext|>", "<|pad|>"
 def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int):
     """Byte-level BPE with distinct BOS/EOS/PAD; encoding prepends BOS."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -36,11 +35,20 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int):
             ),
         ]
     )
+    return fast_tokenizer(tok, max_length)
+
+
+def fast_tokenizer(tok, max_length: int, **special_tokens: str):
+    """``tok`` (a `tokenizers.Tokenizer`) as transformers' tokenizer, with BOS, EOS and PAD
+    (and ``special_tokens``, e.g. ``unk_token``)."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
+        **special_tokens,
         model_max_length=max_length,
         clean_up_tokenization_spaces=False,
         # GPT-2 embeds token_type_ids with the word embeddings: never return them
