@@ -30,9 +30,9 @@ from textgym.envs.gridworld import (
     UP,
     WALL,
     GridWorldEnv,
-    GridWorldVectorEnv,
 )
 from textgym.envs.gridworld_maps import _action_masks
+from textgym.envs.gridworld_vector import GridWorldVectorEnv
 
 OBS_MODES = ["index", "grid", "tokens"]
 # FrozenLake's 4x4 map in GridWorld characters: holes are fire, the goal is the diamond.

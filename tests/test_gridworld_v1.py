@@ -22,10 +22,9 @@ from textgym.envs.gridworld import (
     FLOOR,
     GridWorldEnv,
     GridWorldEnvV1,
-    GridWorldVectorEnv,
-    GridWorldVectorEnvV1,
 )
 from textgym.envs.gridworld_maps import MAPS, _distances, _parse_map, _random_map
+from textgym.envs.gridworld_vector import GridWorldVectorEnv, GridWorldVectorEnvV1
 
 SHAPING, GAMMA = 0.5, 0.99
 

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
     from textgym.envs.textgen import TextGenEnv
 
 
-# GridWorld's versions -> (env class, vector env class in textgym.envs.gridworld, keyword
-# arguments). v1 is v0 on the 4x4 map with potential-based shaping, which stock agents learn at
-# their libraries' defaults (see GridWorldEnv's Version History).
+# GridWorld's versions -> (env class in textgym.envs.gridworld, vector env class in
+# textgym.envs.gridworld_vector, keyword arguments). v1 is v0 on the 4x4 map with
+# potential-based shaping, which stock agents learn at their libraries' defaults (see
+# GridWorldEnv's Version History).
 GRIDWORLD_VERSIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "v0": ("GridWorldEnv", "GridWorldVectorEnv", {}),
     "v1": ("GridWorldEnvV1", "GridWorldVectorEnvV1", {"shaping": 0.5}),
@@ -56,7 +57,7 @@ def _register_envs() -> None:
             register(
                 id=f"GridWorld-{version}",
                 entry_point=f"textgym.envs.gridworld:{env}",
-                vector_entry_point=f"textgym.envs.gridworld:{vector_env}",
+                vector_entry_point=f"textgym.envs.gridworld_vector:{vector_env}",
                 max_episode_steps=100,
                 kwargs=kwargs,
             )

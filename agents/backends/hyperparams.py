@@ -196,7 +196,8 @@ HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
 # the GPT policy to generalise within hours here (4-8% of held-out maps after up to 300,000
 # steps), so it starts, as RLHF's policy does, from behaviour cloning (``imitate``: env steps
 # of demonstrations by the env's shortest-path expert,
-# `textgym_agents.trainers.imitation.clone_expert`), and PPO fine-tunes it. Measured: docs/results.md.
+# `textgym_agents.trainers.imitation.clone_expert`), and PPO fine-tunes it. Measured:
+# docs/results.md.
 _RANDOM_MAP_GPT: dict[str, Any] = {
     "imitate": 200_000,
     "n_timesteps": 150_000,
