@@ -59,7 +59,7 @@ def bench_single(args: Args) -> dict:
     """TextGen step (random actions, default task) / one raw KV-cached forward at batch 1."""
     import torch
 
-    from textgym.lm import cache_keyword, output_cache
+    from textgym.kv_cache import cache_keyword, output_cache
 
     env = gym.make("TextGen-v0", device=args.device)
     env.unwrapped.attach_policy(None)
@@ -114,7 +114,7 @@ def bench_single(args: Args) -> dict:
 def bench_branch(args: Args, generated: int = 20) -> dict:
     """Restoring a snapshot (``restore(state)``) / re-encoding the same sequence (one forward
     over prompt + generated tokens) / replaying it (reset, then a step per token), batch 1."""
-    from textgym.lm import IncrementalLM
+    from textgym.kv_cache import IncrementalLM
 
     env = gym.make("TextGen-v0", device=args.device, max_new_tokens=generated + 4)
     core = env.unwrapped.core

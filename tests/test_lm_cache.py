@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textgym.lm import IncrementalLM, load_causal_lm
+from textgym.kv_cache import IncrementalLM
+from textgym.lm import load_causal_lm
 
 PAD = 0
 

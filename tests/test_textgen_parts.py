@@ -27,7 +27,8 @@ from textgym.envs.textgen_scoring import (
 )
 from textgym.envs.textgen_spaces import check_actions, observation_space
 from textgym.kl import AdaptiveKLController, FixedKLController
-from textgym.lm import IncrementalLM, load_causal_lm, load_tokenizer
+from textgym.kv_cache import IncrementalLM
+from textgym.lm import load_causal_lm, load_tokenizer
 from textgym.rewards import resolve_reward_model
 
 # ------------------------------------------------------------------ prompts

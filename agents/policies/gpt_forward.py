@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from textgym.lm import cache_keyword, cache_layers, output_cache
+from textgym.kv_cache import cache_keyword, cache_layers, output_cache
 
 
 class ForwardMemory:

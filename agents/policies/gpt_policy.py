@@ -16,7 +16,7 @@ The logits are the trunk's own forward's, so the logit transforms of its model f
 ``logit_scale``) as in the env's reference model: every forward pass over whole observations
 (SB3's acting and update, the scorer, `textgym_agents.trainers.sequence_ppo`'s update) goes through
 `GPTActorCriticPolicy.action_logits_and_values` and `causal_lm_forward`; SequencePPO's
-KV-cached acting runs the same forward through `textgym.lm.IncrementalLM` and the same head,
+KV-cached acting runs the same forward through `textgym.kv_cache.IncrementalLM` and the same head,
 `GPTActorCriticPolicy.action_logits`.
 
 The policy is its env's KL scorer at no extra cost: `GPTActorCriticPolicy.score` returns the

@@ -5,7 +5,7 @@ whole prefix at every step, and the update runs one forward pass per *token*, O(
 episode. This trainer keeps the same policy (`GPTActorCriticPolicy`), the same env and the
 same rewards, and changes only how the work is done:
 
-- **Acting** runs the policy's trunk with its own KV cache (`textgym.lm.IncrementalLM`), one
+- **Acting** runs the policy's trunk with its own KV cache (`textgym.kv_cache.IncrementalLM`), one
   incremental forward per step for all rows, next to the env's batched reference forward.
   The policy's log-probs of that forward are the env's KL scorer, so the env's step rewards
   are exactly the rewards of the acting policy.
@@ -65,7 +65,7 @@ from torch import nn
 
 from textgym._checks import check_int
 from textgym.envs.textgen_vector import TextGenVectorEnv
-from textgym.lm import IncrementalLM
+from textgym.kv_cache import IncrementalLM
 from textgym.reference import sample_tokens
 from textgym_agents.policies.gpt_policy import GPTActorCriticPolicy, gpt_policy_kwargs
 from textgym_agents.saving import read_weights, to_bytes, write_archive

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from textgym._checks import is_int, is_number
-from textgym.lm import CachedRow
+from textgym.kv_cache import CachedRow
 from textgym.rewards import CallableRewardModel, HFRewardModel, RewardModel, VaderSentiment
 
 

@@ -52,7 +52,8 @@ from textgym.envs.textgen_scoring import (
     scorer_pickles,
 )
 from textgym.envs.textgen_spaces import check_actions, observation_space
-from textgym.lm import IncrementalLM, load_causal_lm, load_tokenizer
+from textgym.kv_cache import IncrementalLM
+from textgym.lm import load_causal_lm, load_tokenizer
 from textgym.prompts import Prompt
 from textgym.reference import sample_tokens
 from textgym.rewards import RewardModel, resolve_reward_model

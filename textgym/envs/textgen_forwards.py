@@ -17,7 +17,7 @@ import torch
 
 from textgym.envs.textgen_prompts import PromptStarts
 from textgym.envs.textgen_rows import Rows
-from textgym.lm import IncrementalLM
+from textgym.kv_cache import IncrementalLM
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

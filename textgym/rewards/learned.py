@@ -6,6 +6,9 @@ A preference pair says that, as a continuation of ``prompt``, ``chosen`` was pre
 (the Bradley-Terry model of Ouyang et al., 2022), optionally with reward centring
 (Eisenstein et al., 2023), and saves it as a normal Hugging Face model directory that
 `HFRewardModel` and TextGen's ``reward_model=PATH`` load.
+
+One concept, kept whole (about 500 lines): the pairs, the split, the backbone, the loop, the
+held-out evaluation and the atomic save are the steps of one training, each used only here.
 """
 
 from __future__ import annotations
